@@ -1,0 +1,3 @@
+from vidtune.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Terminal output owned by the CLI: rich progress bars on stderr, tables on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err, show_path=False, markup=False)], force=True)
+
+
+class _RichTask:
+    def __init__(self, bar: Progress, task_id):
+        self.bar, self.task_id = bar, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task_id, n)
+
+    def update(self, **fields) -> None:
+        self.bar.update(self.task_id, **fields)
+
+
+class RichProgress:
+    """Implements vidtune.progress.Progress with rich bars on stderr (hidden with --quiet)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and err.is_terminal
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None):
+        if not self.enabled:
+            from vidtune.progress import _NullTask
+
+            yield _NullTask()
+            return
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn(), console=err, transient=False)
+        with bar:
+            yield _RichTask(bar, bar.add_task(description, total=total))
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fmt_pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"

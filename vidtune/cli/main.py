@@ -1,0 +1,322 @@
+"""``vidtune`` command line: validates arguments, calls the library facade, renders results.
+
+Exit codes: 0 success; 1 some inputs failed (predict/info on several files); 2 bad input or
+configuration (message on stderr, no traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json, setup_logging
+from vidtune.errors import VidtuneError
+
+log = logging.getLogger("vidtune.cli")
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    from vidtune.io import probe
+
+    results, failed = [], 0
+    for path in args.videos:
+        try:
+            info = probe(path, scan_packets=not args.fast)
+            results.append(info.to_dict())
+        except VidtuneError as exc:
+            failed += 1
+            results.append({"path": str(path), "error": getattr(exc, "reason", str(exc))})
+    if args.json:
+        print_json({"results": results})
+    else:
+        for r in results:
+            if "error" in r:
+                err.print(f"[red]error[/red] {r['path']}: {r['error']}", highlight=False)
+                continue
+            t = Table(title=r["path"], show_header=False, title_justify="left")
+            vfr = {True: "variable", False: "constant", None: "not scanned"}[r["variable_fps"]]
+            rows = [
+                ("duration", f"{r['duration']:.3f} s"),
+                ("frame rate", f"{r['fps']:.3f} fps ({vfr})"),
+                ("frames", f"{r['frame_count']}" + ("" if r["frame_count_exact"] else " (from header)")),
+                ("size", f"{r['width']}x{r['height']}" + (f" (coded {r['coded_width']}x{r['coded_height']})"
+                                                         if (r["width"], r["height"]) != (r["coded_width"], r["coded_height"]) else "")),
+                ("rotation", f"{r['rotation']} deg"),
+                ("codec / container", f"{r['codec']} / {r['container']}"),
+                ("keyframes in index", str(r["keyframes"])),
+                ("audio", "yes" if r["has_audio"] else "no"),
+            ]
+            for k, v in rows:
+                t.add_row(k, v)
+            out.print(t)
+    return 1 if failed else 0
+
+
+def cmd_sample_data(args) -> int:
+    from vidtune.data.sample import write_sample_dataset
+
+    w, h = _parse_size(args.size)
+    progress = RichProgress(not args.quiet)
+    total = None
+    with progress.task(f"writing sample videos to {args.out}", total=total) as task:
+        info = write_sample_dataset(args.out, classes=args.classes, per_class=args.per_class, seconds=args.seconds,
+                                    fps=args.fps, size=(w, h), seed=args.seed, imbalance=args.imbalance,
+                                    progress=lambda done, n: task.update(completed=done, total=n))
+    counts = dict(info.counts)
+    if args.json:
+        print_json({"out": str(info.out_dir), "classes": list(info.classes), "counts": counts,
+                    "files": len(info.files)})
+    else:
+        out.print(f"wrote {len(info.files)} videos in {len(info.classes)} classes to {info.out_dir}: "
+                  + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    return 0
+
+
+def _train_config(args):
+    from vidtune.train.trainer import TrainConfig
+
+    return TrainConfig(
+        backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained, temporal=args.temporal,
+        frames=args.frames, strategy=args.strategy, unfreeze=args.unfreeze, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        val_split=args.val_split, seed=args.seed, device=args.device, balance=args.balance, patience=args.patience,
+        views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+    )
+
+
+def cmd_train(args) -> int:
+    from vidtune.train.trainer import train
+
+    result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet))
+    if args.json:
+        print_json(result)
+        return 0
+    val = result["val"]
+    _print_skipped(result["skipped"])
+    out.print(f"run saved to [bold]{result['run']}[/bold] (best epoch {result['best_epoch']} of "
+              f"{result['epochs_run']}, {result['seconds']:.1f} s)")
+    if val.get("n"):
+        _print_metrics("validation", val, out_labels=list(val["per_class"]))
+    else:
+        out.print("no validation set (use --val-split or a split column to measure accuracy)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from vidtune.train.inference import evaluate
+
+    result = evaluate(args.run, args.data, split=args.split, device=args.device, cache_dir=args.cache_dir,
+                      use_cache=not args.no_cache, workers=args.workers, progress=RichProgress(not args.quiet))
+    if args.json:
+        print_json(result)
+        return 0
+    _print_skipped(result["skipped"])
+    _print_metrics(f"evaluation of {args.run} on {args.data}", result, out_labels=result["labels"], confusion=True)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from vidtune.train.inference import predict
+
+    result = predict(args.run, args.videos, k=args.k, device=args.device, cache_dir=args.cache_dir,
+                     use_cache=not args.no_cache, workers=args.workers, progress=RichProgress(not args.quiet))
+    failed = sum("error" in r for r in result["results"])
+    if args.json:
+        print_json({"results": result["results"]})
+    else:
+        t = Table(title="predictions", title_justify="left")
+        t.add_column("video")
+        for i in range(min(args.k, 3)):
+            t.add_column(f"top-{i + 1}")
+        for r in result["results"]:
+            if "error" in r:
+                t.add_row(r["path"], f"[red]error: {r['error']}[/red]")
+                continue
+            t.add_row(r["path"], *[f"{p['label']} {p['score']:.2f}" for p in r["predictions"][:3]])
+        out.print(t)
+        if args.k > 3:
+            for r in result["results"]:
+                if "predictions" in r:
+                    out.print(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"]),
+                              highlight=False)
+    if failed:
+        err.print(f"[red]{failed} of {len(result['results'])} video(s) could not be read[/red]")
+    return 1 if failed else 0
+
+
+def cmd_backbones(args) -> int:
+    from vidtune.models.backbones import registered_backbones
+
+    rows = [{"name": s.name, "source": s.source, "arch": s.arch, "offline": s.offline_weights is not None,
+             "description": s.description} for s in registered_backbones().values()]
+    if args.all:
+        import timm
+        import torchvision
+
+        rows += [{"name": n, "source": "timm", "arch": n, "offline": False, "description": ""}
+                 for n in timm.list_models(pretrained=True)]
+        rows += [{"name": f"tv/{n}", "source": "torchvision", "arch": n, "offline": False, "description": ""}
+                 for n in torchvision.models.list_models(module=torchvision.models)]
+    if args.json:
+        print_json({"backbones": rows})
+        return 0
+    t = Table(title="backbones" + ("" if args.all else " (registered; --all lists every timm/torchvision name)"),
+              title_justify="left")
+    for c in ("name", "source", "offline weights", "description"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], r["source"], "yes" if r["offline"] else "download", r["description"])
+    out.print(t)
+    return 0
+
+
+# -- rendering helpers ----------------------------------------------------------------------------
+def _print_skipped(skipped: list[dict]) -> None:
+    if not skipped:
+        return
+    err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+    for s in skipped[:20]:
+        err.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False)
+    if len(skipped) > 20:
+        err.print(f"  ... and {len(skipped) - 20} more (see skipped.json / --json)")
+
+
+def _print_metrics(title: str, m: dict, out_labels: list[str], confusion: bool = False) -> None:
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_row("videos", str(m["n"]))
+    t.add_row("top-1", fmt_pct(m["top1"]))
+    if m.get("top5") is not None:
+        t.add_row("top-5", fmt_pct(m["top5"]))
+    t.add_row("mean class accuracy", fmt_pct(m["mean_class_accuracy"]))
+    out.print(t)
+    pc = Table(title="per class", title_justify="left")
+    pc.add_column("class")
+    pc.add_column("videos", justify="right")
+    pc.add_column("accuracy", justify="right")
+    for lab, v in m["per_class"].items():
+        pc.add_row(lab, str(v["n"]), fmt_pct(v["accuracy"]))
+    out.print(pc)
+    if confusion and m.get("confusion"):
+        labels = m.get("labels", out_labels)
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        cm.add_column("")
+        for lab in labels:
+            cm.add_column(lab[:12], justify="right")
+        for lab, row in zip(labels, m["confusion"]):
+            if sum(row):
+                cm.add_row(lab, *[str(x) if x else "." for x in row])
+        out.print(cm)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise VidtuneError(f"--size must look like 160x120, got {text!r}") from None
+    return w, h
+
+
+# -- argument declarations ------------------------------------------------------------------------
+def _common_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: cores - 1)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vidtune import __version__
+
+    parser = argparse.ArgumentParser(prog="vidtune", description="Transfer learning for video analysis.")
+    parser.add_argument("--version", action="version", version=f"vidtune {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="probe videos: duration, fps (variable?), frames, size, rotation, audio")
+    p.add_argument("videos", nargs="+", type=Path)
+    p.add_argument("--fast", action="store_true", help="header only: skip the packet scan (frame count, VFR)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("sample-data", help="write the built-in labelled sample dataset of real encoded videos")
+    p.add_argument("out", type=Path)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--per-class", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--fps", type=int, default=12)
+    p.add_argument("--size", default="160x120", help="WIDTHxHEIGHT")
+    p.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest class size ratio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("train", help="train a video classifier on a folder per class or a CSV/JSONL manifest")
+    p.add_argument("data", type=Path, help="folder with one sub-folder per class, or a .csv/.jsonl manifest")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="registered name (offline), any timm model, or tv/<torchvision model>")
+    p.add_argument("--weights", default=None, help="local weights file (.safetensors or state dict) for the backbone")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation (baseline)")
+    p.add_argument("--temporal", default="mean", help="temporal head: mean | attention")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (TSN segments)")
+    p.add_argument("--strategy", default="auto", help="linear | partial | full (auto: linear on CPU, partial on GPU)")
+    p.add_argument("--unfreeze", type=int, default=2, help="partial: last N backbone stages to train")
+    p.add_argument("--epochs", type=int, default=None, help="default 40 (linear) or 10 (end to end)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--val-split", type=float, default=0.2, help="held-out fraction per class (no split column)")
+    p.add_argument("--balance", default="loss", help="loss (class weights) | sampler | none")
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--views", type=int, default=3, help="linear: cached temporal offsets per segment")
+    p.add_argument("--seed", type=int, default=0)
+    _common_run_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on labelled data: top-1/5, mean class accuracy, confusion")
+    p.add_argument("run", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--split", default=None, help="train | val | test | all (default: test rows if any, else all)")
+    _common_run_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k labels with probabilities for each video")
+    p.add_argument("run", type=Path)
+    p.add_argument("videos", nargs="+", type=Path)
+    p.add_argument("-k", "--k", type=int, default=5)
+    _common_run_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("backbones", help="list backbones (registered offline ones; --all for every name)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backbones)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except VidtuneError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

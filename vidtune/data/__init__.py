@@ -1,0 +1,1 @@
+"""Datasets: folder/manifest loading and the built-in synthetic sample dataset."""

@@ -1,0 +1,207 @@
+"""Datasets as lists of :class:`VideoItem`: from a folder per class or a CSV/JSONL manifest.
+
+Manifest columns: ``path,label`` required; ``split`` (train/val/test), ``start`` and ``end``
+(seconds) optional. Relative paths resolve against the manifest's folder. Several labels in one
+cell are separated by ``|`` (multi-label tasks).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidtune.errors import DatasetError
+from vidtune.io.base import is_video_path
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test", "eval": "test"}
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    path: Path
+    label: str
+    split: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def key(self) -> tuple:
+        return (str(self.path), self.start, self.end)
+
+
+def load_dataset(source) -> list[VideoItem]:
+    """Read a dataset folder (one sub-folder per class) or a manifest file."""
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError(f"dataset not found: {source}. Pass a folder with one sub-folder per class, "
+                           "or a .csv/.jsonl manifest with path,label columns.")
+    if source.is_dir():
+        items = _from_folder(source)
+    elif source.suffix.lower() in MANIFEST_SUFFIXES:
+        items = _from_jsonl(source) if source.suffix.lower() != ".csv" else _from_csv(source)
+    else:
+        raise DatasetError(f"{source}: not a folder or a manifest (.csv, .jsonl). "
+                           "To classify single videos use `vidtune predict`.")
+    if not items:
+        raise DatasetError(f"{source}: no videos found. Expected one sub-folder per class holding video files "
+                           f"({', '.join(sorted({'.mp4', '.mkv', '.webm', '.avi', '.mov'}))}, ...), or manifest rows.")
+    return _dedupe(items, source)
+
+
+def _dedupe(items: list[VideoItem], source: Path) -> list[VideoItem]:
+    seen: dict[tuple, VideoItem] = {}
+    for it in items:
+        prev = seen.get(it.key())
+        if prev is None:
+            seen[it.key()] = it
+        elif prev.label != it.label:
+            raise DatasetError(f"{source}: {it.path} appears with two labels ({prev.label!r} and {it.label!r})")
+        else:
+            log.warning("%s: duplicate row for %s ignored", source, it.path)
+    return list(seen.values())
+
+
+def _walk_videos(folder: Path) -> list[Path]:
+    """Video files under ``folder``, following symlinks but never looping."""
+    found = []
+    visited = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            if not f.startswith(".") and is_video_path(f):
+                found.append(Path(root) / f)
+    return found
+
+
+def _from_folder(folder: Path) -> list[VideoItem]:
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{folder}: no class sub-folders. Put each class's videos in its own sub-folder, "
+                           f"e.g. {folder}/cat/a.mp4, {folder}/dog/b.mp4")
+    items = []
+    for d in classes:
+        vids = _walk_videos(d)
+        if not vids:
+            log.warning("%s: class folder has no video files", d)
+        items.extend(VideoItem(path=p, label=d.name) for p in vids)
+    return items
+
+
+def _parse_row(row: dict, where: str, base: Path) -> VideoItem:
+    path = (row.get("path") or "").strip()
+    label = row.get("label")
+    label = "|".join(str(x) for x in label) if isinstance(label, list) else ("" if label is None else str(label).strip())
+    if not path:
+        raise DatasetError(f"{where}: empty path")
+    if not label:
+        raise DatasetError(f"{where}: empty label for {path}")
+    split = (row.get("split") or "")
+    split = str(split).strip().lower() or None
+    if split is not None:
+        split = _SPLIT_ALIASES.get(split, split)
+        if split not in SPLITS:
+            raise DatasetError(f"{where}: split must be one of {', '.join(SPLITS)}, got {row.get('split')!r}")
+    times = {}
+    for k in ("start", "end"):
+        v = row.get(k)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            times[k] = None
+            continue
+        try:
+            times[k] = float(v)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: {k} must be a number of seconds, got {v!r}") from None
+        if times[k] < 0:
+            raise DatasetError(f"{where}: {k} must be >= 0, got {v!r}")
+    if times["start"] is not None and times["end"] is not None and times["end"] <= times["start"]:
+        raise DatasetError(f"{where}: end ({times['end']}) must be after start ({times['start']})")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = base / p
+    return VideoItem(path=p, label=label, split=split, start=times["start"], end=times["end"])
+
+
+def _from_csv(path: Path) -> list[VideoItem]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("path", "label") if c not in cols]
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {cols or 'no header'}. "
+                               "The first line must be a header such as: path,label,split,start,end")
+        reader.fieldnames = cols
+        items = []
+        for i, row in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue
+            items.append(_parse_row(row, f"{path}:{i}", path.parent))
+    return items
+
+
+def _from_jsonl(path: Path) -> list[VideoItem]:
+    items = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{i}: invalid JSON ({exc.msg}); each line must be one object") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{i}: each line must be a JSON object with path and label")
+            missing = [c for c in ("path", "label") if c not in row]
+            if missing:
+                raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
+            items.append(_parse_row(row, f"{path}:{i}", path.parent))
+    return items
+
+
+def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> dict[str, list[VideoItem]]:
+    """Train/val(/test) lists. A manifest's ``split`` column wins; otherwise a seeded stratified split.
+
+    Each class with at least two videos gets at least one validation video.
+    """
+    if any(it.split for it in items):
+        out = {s: [it for it in items if (it.split or "train") == s] for s in SPLITS}
+        if not out["val"] and val_fraction > 0:
+            rest = stratified_split(out["train"], val_fraction, seed)
+            out["train"], out["val"] = rest["train"], rest["val"]
+        return out
+    if not 0 <= val_fraction < 1:
+        raise DatasetError(f"--val-split must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[VideoItem]] = defaultdict(list)
+    for it in items:
+        by_class[it.label].append(it)
+    train, val = [], []
+    for label in sorted(by_class):
+        group = sorted(by_class[label], key=lambda it: it.key())
+        order = rng.permutation(len(group))
+        n_val = int(round(len(group) * val_fraction))
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = min(max(n_val, 1), len(group) - 1)
+        else:
+            n_val = 0
+        val.extend(group[i] for i in order[:n_val])
+        train.extend(group[i] for i in order[n_val:])
+    return {"train": train, "val": val, "test": []}
+
+
+def label_counts(items: list[VideoItem]) -> Counter:
+    return Counter(it.label for it in items)

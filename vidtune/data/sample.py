@@ -1,0 +1,544 @@
+"""Built-in synthetic sample dataset (``vidtune sample-data OUT``).
+
+Writes real encoded video files (H.264 in MP4 by default) in the folder-per-class layout the rest of
+vidtune reads::
+
+    OUT/<class>/<class>_000.mp4
+    OUT/<class>/<class>_001.mp4
+    ...
+
+Every clip shows one or two moving, rotating objects of its class on a noisy background. The classes
+differ by *appearance* (shape and texture: a shaded ball, a checkerboard tile, a striped bar, a ring,
+...), never by colour: object, texture and background colours are drawn at random per clip, so a
+classifier has to look at shapes and textures (what a pretrained image backbone is good at) rather
+than a colour histogram. Motion (bouncing trajectory, speed, spin) is random per clip too.
+
+Generation is deterministic: a clip's pixels depend only on ``seed``, its class design, its index
+and the size/fps/duration arguments (not on which other classes are written), and x264 encodes
+deterministically, so the same arguments give identical decoded frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vidtune.errors import VidtuneError
+
+__all__ = [
+    "DESIGNS",
+    "SampleDataError",
+    "SampleDataExistsError",
+    "SampleDatasetInfo",
+    "default_class_names",
+    "write_sample_dataset",
+]
+
+_MIN_SIZE = 16
+_MAX_SIZE = 4096
+_MAX_FRAMES = 100_000
+# Codec -> (default container extension, extensions it may be written to).
+_CODECS = {
+    "libx264": (".mp4", (".mp4", ".mkv", ".mov")),
+    "mpeg4": (".avi", (".avi", ".mp4", ".mkv")),
+}
+_MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
+_SEED_SALT = 0x5EED_DA7A  # namespaces the sample-data random streams
+
+
+class SampleDataError(VidtuneError, ValueError):
+    """Invalid arguments for :func:`write_sample_dataset` (a ``ValueError``)."""
+
+
+class SampleDataExistsError(VidtuneError, FileExistsError):
+    """The output folder already holds files and ``overwrite`` was not given."""
+
+
+@dataclass(frozen=True)
+class SampleDatasetInfo:
+    """What :func:`write_sample_dataset` wrote.
+
+    Attributes:
+        out_dir: the dataset root.
+        classes: class names, in order (also the sub-folder names).
+        counts: clips per class.
+        files: every file written, class by class, index by index.
+        size: (width, height) of the videos (odd requests are rounded down to even).
+        fps, frames: frame rate and frames per clip.
+        codec: the encoder used.
+    """
+
+    out_dir: Path
+    classes: list[str]
+    counts: dict[str, int]
+    files: list[Path] = field(default_factory=list)
+    size: tuple[int, int] = (160, 120)
+    fps: int = 12
+    frames: int = 24
+    codec: str = "libx264"
+
+    @property
+    def total(self) -> int:
+        return len(self.files)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Object designs. Each takes object-local coordinates (u, v), normalised so the object's "radius" is
+# 1, the size of one pixel in those units (for anti-aliasing) and two colours (RGB float 0..255), and
+# returns (coverage alpha in 0..1 with shape (h, w), colour with shape (h, w, 3)).
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cover(sdf: np.ndarray, px: float) -> np.ndarray:
+    """Anti-aliased coverage from a signed distance (negative inside), ``px`` = one pixel."""
+    return np.clip(0.5 - sdf / px, 0.0, 1.0)
+
+
+def _soft(s: np.ndarray, px: float, scale: float) -> np.ndarray:
+    """Soft 0/1 threshold of a periodic texture function ``s`` (roughly one pixel wide)."""
+    return np.clip(0.5 + s * (scale / px), 0.0, 1.0)
+
+
+def _mix(t: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    return c1 + t[..., None] * (c2 - c1)
+
+
+def _ball(u, v, px, c1, c2, light):
+    r2 = u * u + v * v
+    alpha = _cover(np.sqrt(r2) - 1.0, px)
+    nz = np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
+    lx, ly, lz = light
+    lam = np.clip(u * lx + v * ly + nz * lz, 0.0, 1.0)
+    # Blinn-Phong highlight with the viewer on +z.
+    hx, hy, hz = lx, ly, lz + 1.0
+    hn = math.sqrt(hx * hx + hy * hy + hz * hz)
+    spec = np.clip((u * hx + v * hy + nz * hz) / hn, 0.0, 1.0) ** 24
+    col = c1 * (0.2 + 0.8 * lam)[..., None] + (200.0 * spec)[..., None]
+    return alpha, col
+
+
+def _checkerboard(u, v, px, c1, c2, cells):
+    a = 0.78
+    alpha = _cover(np.maximum(np.abs(u), np.abs(v)) - a, px)
+    k = math.pi * cells / (2 * a)
+    t = _soft(np.sin(k * (u + a)) * np.sin(k * (v + a)), px, 1.2 * a / cells)
+    return alpha, _mix(t, c1, c2)
+
+
+def _stripes(u, v, px, c1, c2, cells):
+    a, b = 1.0, 0.55
+    alpha = _cover(np.maximum(np.abs(u) - a, np.abs(v) - b), px)
+    k = math.pi * cells / (2 * a)
+    t = _soft(np.sin(k * u), px, a / cells)
+    return alpha, _mix(t, c1, c2)
+
+
+def _ring(u, v, px, c1, c2, inner):
+    r = np.sqrt(u * u + v * v)
+    alpha = _cover(np.maximum(r - 1.0, inner - r), px)
+    # Thin contrasting rims on both edges.
+    rim = np.clip(np.maximum(r - (1.0 - 0.12), (inner + 0.12) - r) / 0.04, 0.0, 1.0)
+    return alpha, _mix(rim, c1, c2)
+
+
+def _triangle(u, v, px, c1, c2, _):
+    sdf = None
+    for k in range(3):
+        ang = math.pi / 2 + k * 2 * math.pi / 3
+        d = u * math.cos(ang) + v * math.sin(ang) - 0.5
+        sdf = d if sdf is None else np.maximum(sdf, d)
+    alpha = _cover(sdf * 2.0, px)  # distances are in inradius units; * 2 ~ radius units at the edge
+    t = np.clip((v + 1.0) / 1.6, 0.0, 1.0)  # vertical gradient c2 (tip) -> c1 (base)
+    return alpha, _mix(t, c2, c1)
+
+
+def _cross(u, v, px, c1, c2, _):
+    w = 0.32
+    sdf = np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - w), np.maximum(np.abs(u) - w, np.abs(v) - 1.0))
+    alpha = _cover(sdf, px)
+    border = np.clip((sdf + 0.14) / 0.04, 0.0, 1.0)
+    return alpha, _mix(border, c1, c2)
+
+
+def _star(u, v, px, c1, c2, _):
+    r = np.sqrt(u * u + v * v)
+    f = (np.arctan2(v, u) * (5 / (2 * math.pi))) % 1.0
+    tri = np.abs(f - 0.5) * 2.0  # 1 at the tips, 0 between them
+    rb = 0.42 + 0.58 * tri
+    alpha = _cover((r - rb) * 0.6, px)
+    return alpha, _mix(np.clip(r / 0.6, 0.0, 1.0), c2, c1)
+
+
+def _polka(u, v, px, c1, c2, cells):
+    d = (np.abs(u) + np.abs(v)) / math.sqrt(2.0)
+    alpha = _cover((d - 0.72) * 1.4, px)
+    step = 2.0 / cells
+    du = (u / step) % 1.0 - 0.5
+    dv = (v / step) % 1.0 - 0.5
+    dist = np.sqrt(du * du + dv * dv) * step
+    t = _cover(dist - 0.3 * step, px)
+    return alpha, _mix(t, c1, c2)
+
+
+# name -> (renderer, cells range for the texture parameter or None). Order is stable: it seeds clips.
+DESIGNS: dict[str, tuple[Callable, tuple[float, float] | None]] = {
+    "ball": (_ball, None),
+    "checkerboard": (_checkerboard, (3.0, 5.0)),
+    "stripes": (_stripes, (4.0, 7.0)),
+    "ring": (_ring, (0.5, 0.68)),
+    "triangle": (_triangle, None),
+    "cross": (_cross, None),
+    "star": (_star, None),
+    "polka": (_polka, (3.0, 4.5)),
+}
+_DESIGN_IDS = {name: i for i, name in enumerate(DESIGNS)}
+_INT_PARAM = {"checkerboard", "stripes"}  # whole number of cells
+
+
+def default_class_names(n: int) -> list[str]:
+    """The first ``n`` built-in class names (2 <= n <= 8): ball, checkerboard, stripes, ring, ..."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise SampleDataError(f"number of classes must be an int, got {n!r}")
+    if not 2 <= n <= len(DESIGNS):
+        raise SampleDataError(f"number of classes must be between 2 and {len(DESIGNS)}, got {n}")
+    return list(DESIGNS)[:n]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Clip rendering
+# ---------------------------------------------------------------------------------------------------
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """HSV (0..1) to RGB float 0..255."""
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - math.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array(rgb, dtype=np.float32) * 255.0
+
+
+def _bounce(p0: float, vel: float, lo: float, hi: float, t: float) -> float:
+    """Position at time ``t`` of a point bouncing between ``lo`` and ``hi`` (closed form)."""
+    span = hi - lo
+    if span <= 0:
+        return (lo + hi) / 2
+    m = (p0 - lo + vel * t) % (2 * span)
+    return lo + (m if m <= span else 2 * span - m)
+
+
+def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear upsampling of a small (gh, gw, c) grid to (h, w, c)."""
+    gh, gw = grid.shape[:2]
+    ys = np.linspace(0, gh - 1, h, dtype=np.float32)
+    xs = np.linspace(0, gw - 1, w, dtype=np.float32)
+    y0 = np.minimum(ys.astype(int), gh - 2)
+    x0 = np.minimum(xs.astype(int), gw - 2)
+    fy = (ys - y0)[:, None, None]
+    fx = (xs - x0)[None, :, None]
+    g00 = grid[y0][:, x0]
+    g01 = grid[y0][:, x0 + 1]
+    g10 = grid[y0 + 1][:, x0]
+    g11 = grid[y0 + 1][:, x0 + 1]
+    return (g00 * (1 - fx) + g01 * fx) * (1 - fy) + (g10 * (1 - fx) + g11 * fx) * fy
+
+
+class _Clip:
+    """Random parameters of one clip; :meth:`frame` renders frame ``i`` as uint8 (h, w, 3)."""
+
+    def __init__(self, design: str, rng: np.random.Generator, width: int, height: int, fps: int):
+        self.rng = rng
+        self.w, self.h, self.fps = width, height, fps
+        short = min(width, height)
+
+        # Background: gradient between two muted colours + low-frequency colour blobs + fixed grain.
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        ang = rng.uniform(0, 2 * math.pi)
+        g = (xx - width / 2) * math.cos(ang) + (yy - height / 2) * math.sin(ang)
+        g = (g - g.min()) / max(float(np.ptp(g)), 1.0)
+        ca = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
+        cb = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
+        bg = ca + g[..., None] * (cb - ca)
+        blobs = rng.normal(0.0, rng.uniform(10.0, 30.0), size=(rng.integers(3, 7), rng.integers(3, 7), 3))
+        bg = bg + _upsample(blobs.astype(np.float32), height, width)
+        bg = bg + rng.normal(0.0, rng.uniform(0.0, 10.0), size=bg.shape)
+        self.bg = bg.astype(np.float32)
+        self.noise = float(rng.uniform(2.0, 8.0))
+        bg_mean = self.bg.reshape(-1, 3).mean(0)
+
+        renderer, prange = DESIGNS[design]
+        self.render = renderer
+        self.objects = []
+        n_obj = 2 if rng.uniform() < 0.3 else 1
+        for _ in range(n_obj):
+            # Main colour far enough from the background that the object is visible; second colour
+            # (texture / rim) contrasting in brightness with the first.
+            for _try in range(32):
+                v1 = rng.uniform(0.45, 1.0)
+                c1 = _hsv(rng.uniform(), rng.uniform(0.3, 1.0), v1)
+                if np.linalg.norm(c1 - bg_mean) > 70.0:
+                    break
+            v2 = rng.uniform(0.0, 0.25) if v1 > 0.6 else rng.uniform(0.85, 1.0)
+            c2 = _hsv(rng.uniform(), rng.uniform(0.0, 1.0), v2)
+            if prange is None:
+                param = None
+            elif design in _INT_PARAM:
+                param = int(rng.integers(int(prange[0]), int(prange[1]) + 1))
+            else:
+                param = float(rng.uniform(*prange))
+            if design == "ball":
+                la = rng.uniform(0, 2 * math.pi)
+                lxy = rng.uniform(0.3, 0.7)
+                param = (lxy * math.cos(la), lxy * math.sin(la), math.sqrt(1 - lxy * lxy))
+            radius = float(rng.uniform(0.16, 0.28) * short)
+            if n_obj == 2:
+                radius *= 0.8
+            speed = float(rng.uniform(0.25, 0.8) * short)  # px / s
+            direction = rng.uniform(0, 2 * math.pi)
+            lo = 0.9 * radius
+            self.objects.append(
+                dict(
+                    c1=c1,
+                    c2=c2,
+                    param=param,
+                    r=radius,
+                    x0=float(rng.uniform(lo, width - lo)),
+                    y0=float(rng.uniform(lo, height - lo)),
+                    vx=speed * math.cos(direction),
+                    vy=speed * math.sin(direction),
+                    lo=lo,
+                    th0=float(rng.uniform(0, 2 * math.pi)),
+                    om=float(rng.uniform(-1.5, 1.5)),  # rad / s
+                )
+            )
+
+    def frame(self, i: int) -> np.ndarray:
+        t = i / self.fps
+        w, h = self.w, self.h
+        img = self.bg + self.rng.normal(0.0, self.noise, size=self.bg.shape).astype(np.float32)
+        for o in self.objects:
+            r = o["r"]
+            cx = _bounce(o["x0"], o["vx"], o["lo"], w - o["lo"], t)
+            cy = _bounce(o["y0"], o["vy"], o["lo"], h - o["lo"], t)
+            th = o["th0"] + o["om"] * t
+            m = 1.25 * r + 2
+            x0, x1 = max(0, int(cx - m)), min(w, int(cx + m) + 1)
+            y0, y1 = max(0, int(cy - m)), min(h, int(cy + m) + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+            dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+            c, s = math.cos(th), math.sin(th)
+            u = (c * dx + s * dy) / r
+            v = (-s * dx + c * dy) / r
+            alpha, col = self.render(u, v, 1.0 / r, o["c1"], o["c2"], o["param"])
+            a = alpha[..., None]
+            patch = img[y0:y1, x0:x1]
+            img[y0:y1, x0:x1] = patch + a * (col - patch)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f:*?\"<>|]")
+
+
+def _class_names(classes) -> list[str]:
+    if classes is None:
+        return default_class_names(4)
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        return default_class_names(classes)
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+        raise SampleDataError(f"classes must be a number of classes or a list of class names, got {classes!r}")
+    names = list(classes)
+    if len(names) < 2:
+        raise SampleDataError(f"need at least 2 classes, got {len(names)}")
+    if len(names) > len(DESIGNS):
+        raise SampleDataError(f"at most {len(DESIGNS)} classes are available, got {len(names)}")
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise SampleDataError(f"class names must be non-empty strings without surrounding spaces, got {name!r}")
+        if name.startswith(".") or _BAD_NAME.search(name):
+            raise SampleDataError(f"class name {name!r} cannot be used as a folder name")
+    if len({n.lower() for n in names}) != len(names):
+        raise SampleDataError(f"class names must be unique (case-insensitively), got {names}")
+    return names
+
+
+def _assign_designs(names: list[str]) -> list[str]:
+    """A distinct design per class: a name that is a design's name gets it, others take the rest in order."""
+    taken = {n for n in names if n in DESIGNS}
+    free = [d for d in DESIGNS if d not in taken]
+    out = []
+    for n in names:
+        out.append(n if n in DESIGNS else free.pop(0))
+    return out
+
+
+def _class_counts(n_classes: int, per_class: int, imbalance: float) -> list[int]:
+    if imbalance == 1.0:
+        return [per_class] * n_classes
+    return [max(1, round(per_class * imbalance ** (-k / (n_classes - 1)))) for k in range(n_classes)]
+
+
+def _write_clip(path: Path, clip: _Clip, n_frames: int, fps: int, codec: str) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        with av.open(str(tmp), "w", format=_MUXERS[path.suffix]) as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height = clip.w, clip.h
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = max(1, fps)  # a keyframe a second: cheap seeking
+            if codec == "libx264":
+                stream.options = {"crf": "23", "preset": "veryfast"}
+            else:
+                stream.bit_rate = max(200_000, int(clip.w * clip.h * fps * 2.5))
+            tb = Fraction(1, fps)
+            for i in range(n_frames):
+                frame = av.VideoFrame.from_ndarray(clip.frame(i), format="rgb24")
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = i
+                frame.time_base = tb
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_sample_dataset(
+    out_dir,
+    *,
+    classes: int | Sequence[str] | None = None,
+    per_class: int = 20,
+    seconds: float = 2.0,
+    fps: int = 12,
+    size: tuple[int, int] = (160, 120),
+    seed: int = 0,
+    codec: str = "libx264",
+    imbalance: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
+    container: str | None = None,
+    overwrite: bool = False,
+) -> SampleDatasetInfo:
+    """Write the synthetic sample dataset to ``out_dir/<class>/<class>_<index:03d>.<ext>``.
+
+    Args:
+        out_dir: dataset root; created if missing. Must be empty unless ``overwrite``.
+        classes: number of built-in classes (2..8, default 4: ball, checkerboard, stripes, ring) or a
+            list of class names. A name that is a built-in design (see :data:`DESIGNS`) shows that
+            design; other names get the remaining designs in order.
+        per_class: clips in the largest class (>= 1).
+        seconds: clip duration; each clip has ``round(seconds * fps)`` frames (>= 1).
+        fps: frame rate (1..240).
+        size: (width, height), each >= 16 px. yuv420p needs even sizes: odd values are rounded down
+            to the next even number (161x121 gives 160x120).
+        seed: generation seed; same arguments and seed give identical frames.
+        codec: ``"libx264"`` (H.264, .mp4, crf 23) or ``"mpeg4"`` (MPEG-4 Part 2, .avi by default).
+        imbalance: >= 1. Class sizes decay geometrically from ``per_class`` (first class) so that the
+            first class has ``imbalance`` times the clips of the last (up to rounding).
+        progress: called as ``progress(done, total)`` after each clip.
+        container: file extension override ("mp4", "mkv", "mov" for libx264; "avi", "mp4", "mkv"
+            for mpeg4).
+        overwrite: allow a non-empty ``out_dir``; existing clips of the written classes
+            (``<class>_NNN.*``) are deleted first, other files are left alone.
+
+    Raises:
+        SampleDataError (a ``ValueError``): invalid arguments.
+        SampleDataExistsError (a ``FileExistsError``): ``out_dir`` is not empty and not ``overwrite``.
+    """
+    names = _class_names(classes)
+    for label, val in (("per_class", per_class), ("fps", fps), ("seed", seed)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
+            raise SampleDataError(f"{label} must be an integer, got {val!r}")
+    per_class, fps, seed = int(per_class), int(fps), int(seed)
+    if per_class < 1:
+        raise SampleDataError(f"per_class must be at least 1, got {per_class}")
+    if not 1 <= fps <= 240:
+        raise SampleDataError(f"fps must be between 1 and 240, got {fps}")
+    try:
+        seconds = float(seconds)
+        imbalance = float(imbalance)
+    except (TypeError, ValueError):
+        raise SampleDataError(f"seconds and imbalance must be numbers, got {seconds!r}, {imbalance!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise SampleDataError(f"seconds must be a positive number, got {seconds}")
+    n_frames = round(seconds * fps)
+    if n_frames < 1:
+        raise SampleDataError(f"seconds={seconds} at fps={fps} gives no frames; use a longer duration")
+    if n_frames > _MAX_FRAMES:
+        raise SampleDataError(f"{n_frames} frames per clip is too many (max {_MAX_FRAMES}); shorten seconds")
+    try:
+        width, height = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise SampleDataError(f"size must be a (width, height) pair of integers, got {size!r}") from None
+    if min(width, height) < _MIN_SIZE or max(width, height) > _MAX_SIZE:
+        raise SampleDataError(
+            f"size must be between {_MIN_SIZE} and {_MAX_SIZE} px per side, got {width}x{height}"
+        )
+    width, height = width - width % 2, height - height % 2  # yuv420p: even sizes only
+    if not math.isfinite(imbalance) or imbalance < 1.0:
+        raise SampleDataError(f"imbalance must be >= 1 (1 = balanced), got {imbalance}")
+    if per_class / imbalance < 0.5:
+        raise SampleDataError(
+            f"imbalance={imbalance:g} with per_class={per_class} leaves the smallest class with no clips; "
+            f"use per_class >= {math.ceil(imbalance / 2)} or a smaller imbalance"
+        )
+    if codec not in _CODECS:
+        raise SampleDataError(f"codec must be one of {sorted(_CODECS)}, got {codec!r}")
+    default_ext, allowed = _CODECS[codec]
+    ext = default_ext if container is None else "." + str(container).lower().lstrip(".")
+    if ext not in allowed:
+        raise SampleDataError(f"codec {codec} can be written to {', '.join(allowed)}, not {ext}")
+    if progress is not None and not callable(progress):
+        raise SampleDataError("progress must be a callable taking (done, total)")
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SampleDataError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SampleDataExistsError(f"{out} is not empty; choose an empty folder or pass overwrite")
+
+    designs = _assign_designs(names)
+    counts = _class_counts(len(names), per_class, imbalance)
+    total = sum(counts)
+    files: list[Path] = []
+    done = 0
+    for name, design, count in zip(names, designs, counts):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            stale = re.compile(rf"^\.?{re.escape(name)}_\d{{3,}}(\.tmp)?\.[A-Za-z0-9]+$")
+            for p in folder.iterdir():
+                if p.is_file() and stale.match(p.name):
+                    p.unlink()
+        for index in range(count):
+            ss = np.random.SeedSequence([_SEED_SALT, seed % (1 << 64), _DESIGN_IDS[design], index])
+            clip = _Clip(design, np.random.default_rng(ss), width, height, fps)
+            path = folder / f"{name}_{index:03d}{ext}"
+            _write_clip(path, clip, n_frames, fps, codec)
+            files.append(path)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return SampleDatasetInfo(
+        out_dir=out,
+        classes=names,
+        counts=dict(zip(names, counts)),
+        files=files,
+        size=(width, height),
+        fps=fps,
+        frames=n_frames,
+        codec=codec,
+    )

@@ -1,0 +1,31 @@
+"""Video probing and decoding.
+
+Backends live behind :class:`~vidtune.io.base.VideoReader`; third-party decoder types never leave
+this package. Times are seconds relative to the first frame of the video stream.
+"""
+
+from vidtune.io.base import VideoInfo, VideoReader, is_video_path, VIDEO_EXTENSIONS
+from vidtune.io.pyav_backend import PyAVReader
+
+BACKENDS = {"pyav": PyAVReader}
+
+
+def open_video(path, backend: str = "pyav") -> VideoReader:
+    """Open ``path`` for frame-accurate random access. Raises ``VideoDecodeError`` on bad files."""
+    try:
+        cls = BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown video backend {backend!r}; available: {sorted(BACKENDS)}") from None
+    return cls(path)
+
+
+def probe(path, scan_packets: bool = True, backend: str = "pyav") -> VideoInfo:
+    """Return :class:`VideoInfo` for ``path``; ``scan_packets`` also detects variable frame rate."""
+    with open_video(path, backend) as reader:
+        info = reader.info
+        if scan_packets:
+            info = reader.scan()
+    return info
+
+
+__all__ = ["VideoInfo", "VideoReader", "open_video", "probe", "is_video_path", "VIDEO_EXTENSIONS"]

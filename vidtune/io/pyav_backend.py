@@ -1,0 +1,275 @@
+"""PyAV (bundled FFmpeg) backend: frame-accurate seeking that decodes only what it must."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+
+from vidtune.errors import VideoDecodeError
+from vidtune.io.base import VideoInfo, VideoReader, display_size, nearest_rotation, short_side_size
+
+log = logging.getLogger(__name__)
+
+# Demuxers that open still images: FFmpeg happily decodes a PNG renamed to .mp4 as a 1-frame video.
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe"}
+# If no keyframe index is available, decode forward instead of seeking for gaps up to this (s).
+_FORWARD_DECODE_S = 1.0
+_INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "nearest": "POINT"}
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.split("\n")[0][:200]
+
+
+class PyAVReader(VideoReader):
+    """Random access reader over one video stream.
+
+    The decoder state (``_prev``: last frame at or before the previous target, ``_ahead``: the first
+    frame after it) lets sorted timestamps inside one GOP be served by decoding forward, and a seek
+    happens only when the target lies past the next keyframe (known from the container index).
+    """
+
+    def __init__(self, path, thread_type: str = "AUTO", interpolation: str = "bicubic"):
+        self.path = Path(path)
+        self._thread_type = thread_type
+        self._interp = _INTERPOLATIONS.get(interpolation.lower(), "BICUBIC")
+        if not self.path.exists():
+            raise VideoDecodeError(self.path, "file not found; check the path")
+        if self.path.is_dir():
+            raise VideoDecodeError(self.path, "is a directory, not a video file")
+        if self.path.stat().st_size == 0:
+            raise VideoDecodeError(self.path, "file is empty (0 bytes); re-copy or re-encode it")
+        self._container = None
+        self._open()
+        try:
+            self._init_stream()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            self._container = av.open(str(self.path), metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError) as exc:
+            raise VideoDecodeError(
+                self.path, f"not a readable video file ({_reason(exc)}); is it truncated or not a video?"
+            ) from None
+        fmt = self._container.format.name
+        if fmt in _IMAGE_FORMATS or fmt.endswith("_pipe"):
+            raise VideoDecodeError(self.path, f"is a still image ({fmt}), not a video")
+        if not self._container.streams.video:
+            audio = bool(self._container.streams.audio)
+            raise VideoDecodeError(self.path, "has no video stream (audio only)" if audio else "has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = self._thread_type
+        self._gen = None
+        self._prev = None
+        self._ahead = None
+        self._last_pts = None
+
+    def _init_stream(self) -> None:
+        s = self._stream
+        c = self._container
+        self._tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1_000_000)
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        self._fps = float(rate) if rate else 0.0
+        first = self._next_frame()
+        if first is None:
+            raise VideoDecodeError(self.path, "video stream has no decodable frames")
+        self._ahead = first
+        self._start_pts = first.pts  # times count from the first frame (AVI+B-frames: start_time < it)
+        self._rotation = nearest_rotation(getattr(first, "rotation", 0) or 0)
+        sar = float(s.sample_aspect_ratio) if s.sample_aspect_ratio else 1.0
+        self._coded = (first.width, first.height)
+        self._display = display_size(first.width, first.height, sar, self._rotation)
+        if s.duration:
+            duration = float(s.duration * self._tb)
+        elif c.duration:
+            duration = c.duration / av.time_base - float((self._start_pts - (s.start_time or 0)) * self._tb)
+        else:
+            duration = 0.0
+        frames = int(s.frames or 0)
+        if not self._fps and duration and frames:
+            self._fps = frames / duration
+        if not frames and duration and self._fps:
+            frames = max(1, round(duration * self._fps))
+        if not duration and frames and self._fps:
+            duration = frames / self._fps
+        self._keyframes = sorted(e.timestamp for e in s.index_entries if e.is_keyframe) if len(s.index_entries) else []
+        self.info = VideoInfo(
+            path=str(self.path),
+            duration=duration,
+            fps=self._fps,
+            frame_count=frames,
+            width=self._display[0],
+            height=self._display[1],
+            coded_width=self._coded[0],
+            coded_height=self._coded[1],
+            rotation=self._rotation,
+            variable_fps=None,
+            has_audio=bool(c.streams.audio),
+            codec=s.codec_context.name,
+            container=c.format.name,
+            keyframes=len(self._keyframes),
+        )
+
+    # -- decoding --------------------------------------------------------------------------------
+    def _next_frame(self):
+        if self._gen is None:
+            self._gen = self._container.decode(self._stream)
+        try:
+            frame = next(self._gen)
+        except StopIteration:
+            return None
+        except av.error.EOFError:
+            return None
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"decoding failed ({_reason(exc)}); the file may be damaged") from None
+        if frame.pts is None:  # some AVI/raw streams: extrapolate from the previous frame
+            step = 1 / (self._fps * self._tb) if self._fps else 1
+            frame.pts = 0 if self._last_pts is None else int(self._last_pts + step)
+        self._last_pts = frame.pts
+        return frame
+
+    def _seek(self, target: float) -> None:
+        """Position the decoder so that the next decoded frame is at or before ``target`` (tb units)."""
+        for back_s in (0.0, 1.0, 4.0, 16.0, None):
+            if back_s is None:
+                offset = self._start_pts
+            else:
+                offset = int(target - back_s / self._tb)
+            offset = max(offset, self._start_pts)
+            try:
+                self._container.seek(int(offset), stream=self._stream, backward=True, any_frame=False)
+            except av.error.FFmpegError:
+                self._restart()
+                return
+            self._gen = None
+            self._prev = None
+            self._last_pts = None
+            self._ahead = self._next_frame()
+            if self._ahead is not None and self._ahead.pts <= target:
+                return
+            if offset <= self._start_pts:
+                break  # even seeking to the first frame's time landed past it (index by dts): restart
+        self._restart()
+
+    def _restart(self) -> None:
+        """Reopen and decode from the start: the fallback for streams that cannot seek."""
+        if self._container is not None:
+            self._container.close()
+        self._open()
+        self._ahead = self._next_frame()
+
+    def _can_decode_forward(self, target: float) -> bool:
+        pos_frame = self._ahead if self._ahead is not None else self._prev
+        if pos_frame is None:
+            return False
+        if self._prev is not None and target < self._prev.pts:
+            return False  # behind us
+        if self._prev is None and target < self._ahead.pts:
+            return self._ahead.pts <= self._start_pts  # before the first frame: only at the very start
+        pos = pos_frame.pts
+        if self._keyframes:
+            i = bisect.bisect_right(self._keyframes, target) - 1
+            return i < 0 or self._keyframes[i] <= pos
+        return float((target - pos) * self._tb) <= _FORWARD_DECODE_S
+
+    def _frame_at(self, t: float):
+        ticks = t / float(self._tb)
+        if abs(ticks - round(ticks)) < 1e-6:  # k / fps lands a hair below frame k's pts in floats
+            ticks = round(ticks)
+        target = self._start_pts + ticks
+        if not self._can_decode_forward(target):
+            self._seek(target)
+        while True:
+            if self._ahead is None:
+                self._ahead = self._next_frame()
+                if self._ahead is None:  # end of stream
+                    if self._prev is None:
+                        raise VideoDecodeError(self.path, f"no frame could be decoded at {t:.3f}s")
+                    last_t = float((self._prev.pts - self._start_pts) * self._tb)
+                    slack = max(2.0 / self._fps if self._fps else 0.0, 0.25)
+                    # past the claimed end is fine (last frame); short of it means frames are missing
+                    if min(t, self.info.duration) > last_t + slack:
+                        raise VideoDecodeError(
+                            self.path,
+                            f"truncated or damaged: no frame decodes after {last_t:.2f}s but "
+                            f"{t:.2f}s was requested (header says {self.info.duration:.2f}s)",
+                        )
+                    return self._prev
+            if self._ahead.pts <= target:
+                self._prev, self._ahead = self._ahead, None
+                continue
+            return self._prev if self._prev is not None else self._ahead
+
+    def _to_array(self, frame, short_side: int | None) -> np.ndarray:
+        rot = self._rotation
+        if short_side is not None:
+            w, h = short_side_size(self._display[0], self._display[1], short_side)
+            if rot % 180 == 90:
+                w, h = h, w
+            if (w, h) != (frame.width, frame.height) or frame.format.name != "rgb24":
+                frame = frame.reformat(width=w, height=h, format="rgb24", interpolation=self._interp)
+        arr = frame.to_ndarray(format="rgb24")
+        if rot:
+            arr = np.rot90(arr, k=rot // 90)
+        return np.ascontiguousarray(arr)
+
+    def frames_at(self, timestamps: Sequence[float], short_side: int | None = None) -> np.ndarray:
+        ts = [float(t) for t in timestamps]
+        if not ts:
+            raise ValueError("frames_at needs at least one timestamp")
+        out: list[np.ndarray | None] = [None] * len(ts)
+        converted: dict[int, np.ndarray] = {}
+        for i in sorted(range(len(ts)), key=ts.__getitem__):
+            frame = self._frame_at(max(ts[i], 0.0))
+            if frame.pts not in converted:
+                converted[frame.pts] = self._to_array(frame, short_side)
+            out[i] = converted[frame.pts]
+        return np.stack(out)
+
+    def frame_times(self) -> list[float]:
+        """Presentation times (s) of every frame, from packet headers (no decoding)."""
+        with av.open(str(self.path), metadata_errors="ignore") as c:
+            s = c.streams.video[0]
+            pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
+        pts.sort()
+        return [float((p - self._start_pts) * self._tb) for p in pts]
+
+    def scan(self) -> VideoInfo:
+        try:
+            times = self.frame_times()
+        except av.error.FFmpegError as exc:
+            log.warning("%s: packet scan failed (%s)", self.path, _reason(exc))
+            return self.info
+        if not times:
+            return self.info
+        info = self.info.to_dict()
+        diffs = np.diff(np.asarray(times))
+        variable = False
+        if len(diffs) >= 2:
+            med = float(np.median(diffs))
+            variable = bool(med > 0 and (np.abs(diffs[:-1] - med) > 0.1 * med).mean() > 0.01) if len(diffs) > 2 else False
+        info.update(frame_count=len(times), frame_count_exact=True, variable_fps=variable)
+        if len(times) > 1:
+            last_dur = float(np.median(diffs)) if len(diffs) else 0.0
+            info["duration"] = max(info["duration"], times[-1] + last_dur) if not info["duration"] else info["duration"]
+            if variable or not info["fps"]:
+                info["fps"] = (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else info["fps"]
+        return VideoInfo(**info)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+            self._gen = None
+            self._prev = self._ahead = None

@@ -1,0 +1,26 @@
+"""The video classifier: a per-frame encoder and a temporal head, kept separate for feature caching."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidtune.models.backbones import FrameEncoder
+from vidtune.models.heads import TemporalHead
+
+
+class VideoClassifier(nn.Module):
+    def __init__(self, encoder: FrameEncoder, head: TemporalHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def frame_features(self, clips: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, T, D)
+        b, t = clips.shape[:2]
+        x = clips.flatten(0, 1)  # (B*T, C, H, W)
+        if x.is_cuda or x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x).view(b, t, -1)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, K)
+        return self.head(self.frame_features(clips))

@@ -1,0 +1,93 @@
+"""Run folders: ``model.safetensors`` + ``config.json``, written atomically, loaded without pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vidtune.errors import CheckpointError, VidtuneError
+from vidtune.models.backbones import PretrainedConfig, create_backbone
+from vidtune.models.classifier import VideoClassifier
+from vidtune.models.heads import create_head
+from vidtune.utils import atomic_path, atomic_write_json
+
+FORMAT = "vidtune-run"
+FORMAT_VERSION = 1
+
+
+def save_weights(model: torch.nn.Module, path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+
+
+def save_config(config: dict, path) -> None:
+    atomic_write_json(path, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
+
+
+def read_config(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}. Train one with `vidtune train DATA --out {run_dir}`.")
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a vidtune run: config.json is missing")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: damaged config ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a vidtune run config (format tag missing)")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer vidtune (format {config['format_version']}); upgrade vidtune")
+    for key in ("labels", "model", "transform"):
+        if key not in config:
+            raise CheckpointError(f"{path}: missing {key!r}")
+    return config
+
+
+def build_model(config: dict, pretrained: bool = False) -> VideoClassifier:
+    """The architecture a config describes (weights random unless ``pretrained``)."""
+    m = config["model"]
+    encoder = create_backbone(m["backbone"], pretrained=pretrained)
+    encoder.cfg = PretrainedConfig.from_dict(config["transform"])
+    head = create_head(m["temporal"], encoder.num_features, len(config["labels"]), m["frames"], **m.get("head", {}))
+    return VideoClassifier(encoder, head)
+
+
+def load_run(run_dir, weights: str = "model.safetensors") -> tuple[VideoClassifier, dict]:
+    """Rebuild a trained model from its run folder (no download, no unpickling)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / weights
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: {weights} is missing; the run may not have finished")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({exc}); damaged or tampered with") from None
+    try:
+        model = build_model(config, pretrained=False)
+    except VidtuneError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir}/config.json does not describe a model vidtune can build ({exc})") from None
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"{path} does not match config.json ({str(exc).splitlines()[-1].strip()[:200]})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not match config.json ({len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected tensors, e.g. "
+            f"{(result.missing_keys + result.unexpected_keys)[:3]}); the files come from different runs"
+        )
+    model.eval()
+    return model, config

@@ -1,0 +1,234 @@
+"""Decode -> transform -> backbone, with worker processes, prefetch and an on-disk feature cache.
+
+Workers decode only the sampled frames (resized in FFmpeg's scaler), crop them on uint8 and hand
+them to the main process, which batches frames across videos through the backbone. Files that fail
+are returned as skipped (path + reason), never raised: one corrupt video must not stop a dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vidtune.data.manifest import VideoItem
+from vidtune.data.sampling import clip_span, segment_centres, segment_grid, segment_random
+from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop, transform_id
+from vidtune.errors import VidtuneError
+from vidtune.io import open_video
+from vidtune.models.backbones import FrameEncoder, PretrainedConfig
+from vidtune.progress import NullProgress, Progress
+from vidtune.utils import atomic_path, file_digest, stable_hash
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a clip to use.
+
+    mode: ``centre`` (evaluation: segment centres), ``grid`` (``views`` positions per segment, for
+    cached training views) or ``random`` (a fresh random offset per segment, end-to-end training).
+    """
+
+    frames: int
+    mode: str = "centre"
+    views: int = 1
+
+    def timestamps(self, duration: float, start, end, rng: np.random.Generator | None = None) -> np.ndarray:
+        s, e = clip_span(duration, start, end)
+        if self.mode == "centre":
+            return segment_centres(s, e, self.frames)
+        if self.mode == "grid":
+            return segment_grid(s, e, self.frames, self.views).reshape(-1)
+        if self.mode == "random":
+            return segment_random(s, e, self.frames, rng or np.random.default_rng())
+        raise ValueError(f"unknown sampling mode {self.mode!r}")
+
+    @property
+    def per_clip(self) -> int:
+        return self.frames * (self.views if self.mode == "grid" else 1)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("VIDTUNE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vidtune" / "features"
+
+
+class FeatureCache:
+    """Per-clip features in safetensors files named by a hash of everything they depend on."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        p = self._path(key)
+        if not p.exists():
+            return None
+        try:
+            return load_file(str(p))["features"]
+        except (SafetensorError, OSError, KeyError) as exc:  # damaged entry: recompute
+            log.warning("ignoring damaged cache entry %s (%s)", p, exc)
+            return None
+
+    def put(self, key: str, features: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_path(self._path(key)) as tmp:
+            save_file({"features": features.contiguous().cpu()}, str(tmp))
+
+
+def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling) -> str:
+    return stable_hash({
+        "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end,
+        "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": asdict(sampling),
+    })
+
+
+class ClipDataset(Dataset):
+    """Decoded, cropped uint8 clips ``(F, S, S, 3)``; failures come back as ``error`` strings."""
+
+    def __init__(self, items: list[VideoItem], sampling: Sampling, cfg: PretrainedConfig,
+                 augment: bool = False, seed: int = 0):
+        self.items = items
+        self.sampling = sampling
+        self.cfg = cfg
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        try:
+            with open_video(item.path) as reader:
+                ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
+                frames = reader.frames_at(ts, short_side=self.cfg.resize_size)
+        except VidtuneError as exc:
+            return {"index": i, "frames": None, "error": getattr(exc, "reason", str(exc))}
+        except ValueError as exc:
+            return {"index": i, "frames": None, "error": str(exc)}
+        except Exception as exc:  # a decoder bug must not end a 10,000-video job
+            log.debug("unexpected error on %s", item.path, exc_info=True)
+            return {"index": i, "frames": None, "error": f"unexpected {type(exc).__name__}: {exc}"}
+        if self.augment:
+            frames = random_resized_crop(frames, self.cfg.input_size, rng)
+        else:
+            frames = centre_crop(frames, self.cfg.input_size)
+        return {"index": i, "frames": torch.from_numpy(frames), "error": None}
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """Items one at a time (``batch_size=None``) or collated lists, prefetched by ``workers`` processes."""
+    kwargs = {}
+    if workers > 0:
+        kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": _worker_init,
+                  "persistent_workers": False}
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=(lambda b: b) if batch_size else None, **kwargs)
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.inference_mode()
+def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sampling, *,
+                     device: torch.device, cache: FeatureCache | None = None, batch_frames: int = 32,
+                     workers: int | None = None, progress: Progress | None = None,
+                     description: str = "features") -> tuple[dict[int, torch.Tensor], list[dict]]:
+    """Features ``(frames, views, D)`` per item index (``views`` is 1 unless ``mode='grid'``).
+
+    Returns the features of every readable item and the skipped ones as ``{"path", "reason"}``.
+    """
+    progress = progress or NullProgress()
+    workers = default_workers() if workers is None else workers
+    encoder.eval().to(device)
+    norm = Normalize(encoder.cfg).to(device)
+    views = sampling.views if sampling.mode == "grid" else 1
+    feats: dict[int, torch.Tensor] = {}
+    skipped: list[dict] = []
+    keys: dict[int, str] = {}
+    todo: list[int] = []
+    fp = encoder.fingerprint() if cache is not None else ""
+    for i, item in enumerate(items):
+        if cache is not None:
+            try:
+                keys[i] = cache_key(item, file_digest(item.path), fp, encoder.cfg, sampling)
+            except OSError as exc:
+                skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
+                continue
+            hit = cache.get(keys[i])
+            if hit is not None and hit.shape[:2] == (sampling.frames, views):
+                feats[i] = hit
+                continue
+        todo.append(i)
+    if not todo:
+        return feats, skipped
+
+    subset = [items[i] for i in todo]
+    loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg), workers)
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        x = torch.cat([f for _, f in pending]).to(device, non_blocking=True)
+        x = norm(x).contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out = encoder(x).float().cpu()
+        pos = 0
+        for j, f in pending:
+            n = f.shape[0]
+            clip = out[pos : pos + n].view(sampling.frames, views, -1)  # grid order is (frame, view)
+            pos += n
+            feats[j] = clip.clone()
+            if cache is not None:
+                cache.put(keys[j], feats[j])
+        pending.clear()
+
+    with progress.task(f"{description} ({len(todo)} videos, {len(todo) * sampling.per_clip} frames)",
+                       total=len(todo)) as task:
+        for sample in loader:
+            j = todo[sample["index"]]
+            if sample["error"] is not None:
+                skipped.append({"path": str(items[j].path), "reason": sample["error"]})
+                log.warning("skipping %s: %s", items[j].path, sample["error"])
+            else:
+                pending.append((j, sample["frames"]))
+                if sum(f.shape[0] for _, f in pending) >= batch_frames:
+                    flush()
+            task.advance(1)
+        flush()
+    return feats, skipped

@@ -1,0 +1,474 @@
+"""Training: frozen-backbone heads on cached features (``linear``) or end to end (``partial``/``full``).
+
+The loop is shared: AdamW, warm-up then cosine decay per step, label smoothing, class balancing,
+early stopping on validation mean class accuracy, best/last checkpoints, a CSV history and plots.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vidtune
+from vidtune.data.manifest import VideoItem, load_dataset, stratified_split
+from vidtune.data.transforms import Normalize
+from vidtune.errors import DatasetError, VidtuneError
+from vidtune.models.backbones import DEFAULT_BACKBONE, create_backbone
+from vidtune.models.classifier import VideoClassifier
+from vidtune.models.heads import TEMPORAL_HEADS, create_head
+from vidtune.progress import NullProgress, Progress
+from vidtune.train.checkpoint import save_config, save_weights
+from vidtune.train.features import (
+    ClipDataset, FeatureCache, Sampling, autocast, clip_loader, default_cache_dir, default_workers,
+    extract_features,
+)
+from vidtune.train.metrics import classification_metrics
+from vidtune.train.plots import plot_confusion, plot_learning_curves
+from vidtune.utils import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("linear", "partial", "full")
+BALANCE = ("loss", "sampler", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the run's config.json)."""
+
+    backbone: str = DEFAULT_BACKBONE  # registry name, timm name or tv/<torchvision model>
+    weights: str | None = None  # local weights file instead of the backbone's pretrained source
+    pretrained: bool = True  # False: random initialisation (a baseline for transfer)
+    temporal: str = "mean"  # temporal head: mean | attention
+    frames: int = 8  # TSN segments = frames per clip
+    strategy: str = "auto"  # linear (frozen, cached features) | partial | full; auto: linear on CPU
+    unfreeze: int = 2  # partial: number of last backbone stages to train
+    epochs: int | None = None  # default 40 for linear, 10 end to end
+    batch_size: int = 16  # clips per step
+    lr: float | None = None  # head learning rate; default 1e-3 (backbone gets lr * backbone_lr_scale)
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    val_split: float = 0.2  # fraction per class held out when the data has no split column
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    balance: str = "loss"  # loss: class-weighted loss | sampler: class-balanced sampling | none
+    patience: int = 10  # early stopping: epochs without validation improvement
+    views: int = 3  # linear: cached temporal positions per segment (random offset in training)
+    dropout: float = 0.2
+    head_dim: int = 256  # attention head width
+    freeze_bn: bool = True  # keep BatchNorm statistics frozen when fine-tuning (small batches)
+    workers: int | None = None  # decoding processes (default: cores - 1, at least 1)
+    cache_dir: str | None = None  # feature cache (default ~/.cache/vidtune/features or $VIDTUNE_CACHE)
+    use_cache: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VidtuneError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return dev
+
+
+def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    cfg = copy.copy(cfg)
+    if cfg.strategy == "auto":
+        cfg.strategy = "linear" if device.type == "cpu" else "partial"
+    if cfg.strategy not in STRATEGIES:
+        raise VidtuneError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
+    if cfg.temporal not in TEMPORAL_HEADS:
+        raise VidtuneError(f"--temporal must be one of {', '.join(TEMPORAL_HEADS)}, got {cfg.temporal!r}")
+    if cfg.balance not in BALANCE:
+        raise VidtuneError(f"--balance must be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
+    for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0)):
+        if getattr(cfg, name) < lo:
+            raise VidtuneError(f"--{name.replace('_', '-')} must be >= {lo}")
+    if cfg.epochs is None:
+        cfg.epochs = 40 if cfg.strategy == "linear" else 10
+    if cfg.epochs < 1:
+        raise VidtuneError("--epochs must be >= 1")
+    if cfg.lr is None:
+        cfg.lr = 1e-3
+    if cfg.workers is None:
+        cfg.workers = default_workers()
+    return cfg
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return 0.01 + 0.99 * step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _class_weights(y: torch.Tensor, k: int) -> torch.Tensor:
+    counts = torch.bincount(y, minlength=k).float()
+    w = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w
+
+
+def _epoch_order(y: torch.Tensor, balance: str, gen: torch.Generator) -> torch.Tensor:
+    """Sample order for one epoch; ``sampler`` draws classes uniformly (with replacement)."""
+    if balance != "sampler":
+        return torch.randperm(len(y), generator=gen)
+    counts = torch.bincount(y).float()
+    p = 1.0 / counts[y]
+    return torch.multinomial(p, len(y), replacement=True, generator=gen)
+
+
+class _Fitter:
+    """The shared optimisation loop over an abstract ``train_epoch`` / ``evaluate`` pair."""
+
+    def __init__(self, cfg: TrainConfig, params: list[dict], steps_per_epoch: int, progress: Progress):
+        self.cfg = cfg
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = steps_per_epoch * cfg.epochs
+        warm = int(round(steps_per_epoch * min(cfg.warmup_epochs, cfg.epochs / 4)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, warm))
+        self.progress = progress
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+
+    def run(self, train_epoch, evaluate, snapshot, has_val: bool) -> tuple[list[dict], dict, int]:
+        history, best, best_key, best_epoch, stale = [], snapshot(), None, 0, 0
+        with self.progress.task("training", total=self.cfg.epochs) as task:
+            for epoch in range(1, self.cfg.epochs + 1):
+                t0 = time.perf_counter()
+                train_loss, train_top1 = train_epoch(epoch)
+                row = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
+                       "val_loss": None, "val_top1": None, "val_mean_class_accuracy": None,
+                       "lr": self.opt.param_groups[0]["lr"]}
+                if has_val:
+                    val_loss, m = evaluate()
+                    row.update(val_loss=val_loss, val_top1=m["top1"], val_mean_class_accuracy=m["mean_class_accuracy"])
+                    key = (m["mean_class_accuracy"], -val_loss)
+                    if best_key is None or key > best_key:
+                        best_key, best, best_epoch, stale = key, snapshot(), epoch, 0
+                    else:
+                        stale += 1
+                else:
+                    best, best_epoch = snapshot(), epoch
+                row["seconds"] = time.perf_counter() - t0
+                history.append(row)
+                task.update(description=_epoch_text(row))
+                task.advance(1)
+                log.info(_epoch_text(row))
+                if has_val and stale >= self.cfg.patience:
+                    log.info("early stopping: no validation improvement for %d epochs", stale)
+                    break
+        return history, best, best_epoch
+
+
+def _epoch_text(row: dict) -> str:
+    text = f"epoch {row['epoch']}: loss {row['train_loss']:.3f} train {row['train_top1']:.1%}"
+    if row.get("val_top1") is not None:
+        text += f" | val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1%} mca {row['val_mean_class_accuracy']:.1%}"
+    return text
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    w.writeheader()
+    for row in history:
+        w.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
+    """Train a video classifier on ``data`` (folder per class or manifest) into the run folder ``out``.
+
+    Returns ``{"run": ..., "val": {...metrics}, "train": {...}, "skipped": [{"path", "reason"}]}``.
+    Raises :class:`DatasetError` when no readable video is left or a class ends up empty.
+    """
+    cfg = cfg or TrainConfig()
+    progress = progress or NullProgress()
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    cfg = _check_config(cfg, device)
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+
+    items = load_dataset(data)
+    splits = stratified_split(items, cfg.val_split, cfg.seed)
+    train_items, val_items = splits["train"], splits["val"]
+    labels = sorted({it.label for it in train_items + val_items})
+    if len(labels) < 2:
+        raise DatasetError(f"{data}: need at least 2 classes to train a classifier, found {labels}")
+    index = {lab: i for i, lab in enumerate(labels)}
+
+    encoder = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    head = create_head(cfg.temporal, encoder.num_features, len(labels), cfg.frames,
+                       dropout=cfg.dropout, dim=cfg.head_dim)
+    model = VideoClassifier(encoder, head)
+    cache = FeatureCache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else None
+
+    if cfg.strategy == "linear":
+        history, best_epoch, val_logits, val_y, train_fit, skipped, used = _train_linear(
+            model, train_items, val_items, index, cfg, device, cache, progress)
+    else:
+        history, best_epoch, val_logits, val_y, train_fit, skipped, used = _train_end_to_end(
+            model, train_items, val_items, index, cfg, device, progress)
+
+    val_metrics = classification_metrics(val_logits, val_y, labels) if val_y is not None else {"n": 0, "top1": None}
+    used_counts = Counter(it.label for it in used["train"])
+    config = {
+        "vidtune_version": vidtune.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": "single_label",
+        "labels": labels,
+        "model": {
+            "backbone": cfg.backbone, "source": encoder.source, "arch": encoder.arch,
+            "feature_dim": encoder.num_features, "temporal": cfg.temporal, "frames": cfg.frames,
+            "head": {"dropout": cfg.dropout, "dim": cfg.head_dim},
+        },
+        "transform": encoder.cfg.to_dict(),
+        "sampling": {"frames": cfg.frames, "train": "grid" if cfg.strategy == "linear" else "random",
+                     "eval": "centre", "views": cfg.views},
+        "train": asdict(cfg),
+        "data": {"source": str(data), "train": dict(sorted(used_counts.items())),
+                 "val": dict(sorted(Counter(it.label for it in used["val"]).items()))},
+    }
+    metrics = {
+        "val": val_metrics,
+        "train": train_fit,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "skipped": len(skipped),
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors")
+    save_config(config, out / "config.json")
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "skipped.json", skipped)
+    _write_history(history, out / "history.csv")
+    plot_learning_curves(history, out / "learning_curves.png")
+    if val_y is not None and len(val_y):
+        plot_confusion(val_metrics["confusion"], labels, out / "confusion_matrix.png", "Validation confusion matrix")
+    return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
+            "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
+
+
+def _require_classes(train_items: list[VideoItem], labels: dict[str, int], skipped: list[dict]) -> None:
+    if not train_items:
+        raise DatasetError(f"no readable training videos left ({len(skipped)} skipped; see skipped.json or --json)")
+    present = {it.label for it in train_items}
+    empty = [lab for lab in labels if lab not in present]
+    if empty:
+        raise DatasetError(
+            f"class(es) {', '.join(map(repr, empty))} have no readable training videos after skipping "
+            f"{len(skipped)} file(s); add videos or remove the class"
+        )
+
+
+def _train_linear(model, train_items, val_items, index, cfg, device, cache, progress):
+    """Frozen backbone: features once (cached), then a head on tensors: seconds per epoch."""
+    encoder, head = model.encoder, model.head
+    tr_feats, tr_skip = extract_features(encoder, train_items, Sampling(cfg.frames, "grid", cfg.views), device=device,
+                                         cache=cache, workers=cfg.workers, progress=progress,
+                                         description="train features")
+    va_feats, va_skip = extract_features(encoder, val_items, Sampling(cfg.frames, "centre"), device=device,
+                                         cache=cache, workers=cfg.workers, progress=progress,
+                                         description="val features") if val_items else ({}, [])
+    skipped = tr_skip + va_skip
+    tr_idx = sorted(tr_feats)
+    va_idx = sorted(va_feats)
+    used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
+    _require_classes(used["train"], index, skipped)
+    x_tr = torch.stack([tr_feats[i] for i in tr_idx])  # (N, T, V, D)
+    y_tr = torch.tensor([index[train_items[i].label] for i in tr_idx])
+    x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
+    y_va = torch.tensor([index[val_items[i].label] for i in va_idx]) if va_idx else None
+    k = len(index)
+    weights = _class_weights(y_tr, k).to(device) if cfg.balance == "loss" else None
+    head.to(device)
+    x_tr, y_tr = x_tr.to(device), y_tr.to(device)
+    steps = math.ceil(len(y_tr) / cfg.batch_size)
+    fitter = _Fitter(cfg, [{"params": head.parameters()}], steps, progress)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n, t, v = x_tr.shape[:3]
+
+    def train_epoch(epoch):
+        head.train()
+        order = _epoch_order(y_tr.cpu(), cfg.balance, gen).to(device)
+        view = torch.randint(v, (n, t), generator=gen).to(device)  # random cached offset per segment
+        total, correct, seen = 0.0, 0, 0
+        for s in range(0, n, cfg.batch_size):
+            b = order[s : s + cfg.batch_size]
+            x = x_tr[b].gather(2, view[b][:, :, None, None].expand(-1, -1, 1, x_tr.shape[-1]))[:, :, 0]
+            logits = head(x)
+            loss = F.cross_entropy(logits, y_tr[b], weight=weights, label_smoothing=cfg.label_smoothing)
+            fitter.step(loss)
+            total += float(loss) * len(b)
+            correct += int((logits.argmax(1) == y_tr[b]).sum())
+            seen += len(b)
+        return total / seen, correct / seen
+
+    @torch.no_grad()
+    def evaluate():
+        head.eval()
+        logits = head(x_va.to(device)).cpu()
+        loss = float(F.cross_entropy(logits, y_va, label_smoothing=cfg.label_smoothing))
+        return loss, classification_metrics(logits, y_va, list(index))
+
+    def snapshot():
+        return {k_: v_.detach().clone() for k_, v_ in head.state_dict().items()}
+
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None)
+    head.load_state_dict(best)
+    head.eval()
+    with torch.no_grad():
+        centre = x_tr[:, :, v // 2]
+        train_fit = {"n": int(n), "top1": float((head(centre).argmax(1) == y_tr).float().mean())}
+        val_logits = head(x_va.to(device)).cpu() if x_va is not None else None
+    model.to("cpu")
+    return history, best_epoch, val_logits, y_va, train_fit, skipped, used
+
+
+def _set_trainable(model: VideoClassifier, cfg: TrainConfig) -> list[nn.Module]:
+    """Freeze per strategy; return the trainable backbone modules."""
+    enc = model.encoder
+    for p in enc.parameters():
+        p.requires_grad_(cfg.strategy == "full")
+    if cfg.strategy == "full":
+        return [enc]
+    stages = enc.stages()
+    chosen = [m for group in stages[len(stages) - cfg.unfreeze:] for m in group] if cfg.unfreeze else []
+    for m in chosen:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    return chosen
+
+
+def _freeze_norm_stats(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _train_end_to_end(model, train_items, val_items, index, cfg, device, progress):
+    """Fine-tune (part of) the backbone with the head, decoding fresh random frames every epoch."""
+    enc = model.encoder
+    # A quick pass that decodes one frame of each video finds unreadable files before training.
+    probe_skip: list[dict] = []
+    ok: dict[str, list[VideoItem]] = {}
+    for name, group in (("train", train_items), ("val", val_items)):
+        ds = ClipDataset(group, Sampling(1, "centre"), enc.cfg)
+        good = []
+        with progress.task(f"checking {name} videos", total=len(group)) as task:
+            for s in clip_loader(ds, cfg.workers):
+                if s["error"] is None:
+                    good.append(group[s["index"]])
+                else:
+                    probe_skip.append({"path": str(group[s["index"]].path), "reason": s["error"]})
+                task.advance(1)
+        ok[name] = sorted(good, key=lambda it: it.key())
+    _require_classes(ok["train"], index, probe_skip)
+    skipped = list(probe_skip)
+    trainable = _set_trainable(model, cfg)
+    model.to(device)
+    if device.type == "cuda":
+        model.encoder.to(memory_format=torch.channels_last)
+    norm = Normalize(enc.cfg).to(device)
+    y_all = torch.tensor([index[it.label] for it in ok["train"]])
+    weights = _class_weights(y_all, len(index)).to(device) if cfg.balance == "loss" else None
+    params = [{"params": [p for p in model.head.parameters()]}]
+    bb = [p for m in trainable for p in m.parameters() if p.requires_grad]
+    if bb:
+        params.append({"params": bb, "lr": cfg.lr * cfg.backbone_lr_scale})
+    steps = math.ceil(len(ok["train"]) / cfg.batch_size)
+    fitter = _Fitter(cfg, params, steps, progress)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    train_ds = ClipDataset(ok["train"], Sampling(cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
+    val_ds = ClipDataset(ok["val"], Sampling(cfg.frames, "centre"), enc.cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    failed: set[str] = set()
+
+    def batches(ds, shuffle):
+        for batch in clip_loader(ds, cfg.workers, batch_size=cfg.batch_size, shuffle=shuffle, generator=gen):
+            good = []
+            for s in batch:
+                it = ds.items[s["index"]]
+                if s["error"] is not None:
+                    if str(it.path) not in failed:
+                        failed.add(str(it.path))
+                        skipped.append({"path": str(it.path), "reason": s["error"]})
+                        log.warning("skipping %s: %s", it.path, s["error"])
+                    continue
+                good.append((s["frames"], index[it.label]))
+            if good:
+                x = torch.stack([f for f, _ in good]).to(device, non_blocking=True)  # (B, T, S, S, 3) uint8
+                yield norm(x), torch.tensor([y for _, y in good], device=device)
+
+    def train_epoch(epoch):
+        train_ds.epoch = epoch
+        model.train()
+        if cfg.freeze_bn:
+            _freeze_norm_stats(model.encoder)
+        total, correct, seen = 0.0, 0, 0
+        for x, y in batches(train_ds, shuffle=True):
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+            fitter.opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(fitter.opt)
+            scaler.update()
+            fitter.sched.step()
+            total += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        return total / max(seen, 1), correct / max(seen, 1)
+
+    @torch.no_grad()
+    def predict_all():
+        model.eval()
+        outs, ys = [], []
+        for x, y in batches(val_ds, shuffle=False):
+            with autocast(device):
+                outs.append(model(x).float().cpu())
+            ys.append(y.cpu())
+        return torch.cat(outs), torch.cat(ys)
+
+    def evaluate():
+        logits, y = predict_all()
+        loss = float(F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
+        return loss, classification_metrics(logits, y, list(index))
+
+    def snapshot():
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]))
+    model.load_state_dict(best)
+    val_logits, val_y = predict_all() if ok["val"] else (None, None)
+    enc.invalidate_fingerprint()
+    model.to("cpu")
+    used = {"train": [it for it in ok["train"] if str(it.path) not in failed],
+            "val": [it for it in ok["val"] if str(it.path) not in failed]}
+    train_fit = {"n": len(used["train"]), "top1": history[best_epoch - 1]["train_top1"] if best_epoch else None}
+    return history, best_epoch, val_logits, val_y, train_fit, skipped, used
