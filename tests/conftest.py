@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
+# Tests never touch the network or the user's cache: a failed weights download must fail fast
+# (huggingface_hub reads this at import), and features go to a throw-away cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("VIDTUNE_CACHE", tempfile.mkdtemp(prefix="vidtune-test-cache-"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not put the repo root first

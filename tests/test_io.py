@@ -36,7 +36,7 @@ def _digest(arr: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(arr).tobytes(), digest_size=16).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ground_truth(path: str) -> tuple[list[int], Fraction, list[str], tuple[int, ...]]:
     """Full sequential decode of ``path``: pts, time base, per-frame digests, frame shape."""
     import av
@@ -112,6 +112,8 @@ _SYNTHETIC = [
     ("mpeg4.mp4", dict(codec="mpeg4", bframes=2, gop=10)),
     ("vp9.webm", dict(codec="libvpx-vp9", gop=10)),
     ("x264_audio.mp4", dict(codec="libx264", bframes=2, gop=10, audio=True)),
+    ("x264_opengop.mp4", dict(codec="libx264", bframes=3, gop=10, options={"x264-params": "open-gop=1"})),
+    ("x264_opengop.mkv", dict(codec="libx264", bframes=3, gop=10, options={"x264-params": "open-gop=1"})),
     ("hevc.mp4", dict(codec="libx265", bframes=2, gop=10)),
     ("hevc.mkv", dict(codec="libx265", bframes=2, gop=10)),
 ]
@@ -159,6 +161,14 @@ def test_sparse_sampling_decodes_fewer_frames_than_full_decode(tmp_path, monkeyp
     assert len(decoded) <= 8 * (gop + 4), f"decoded {len(decoded)} frames for 8 samples"
     assert len(decoded) < n // 2
 
+    # dense, sorted requests decode forward instead of seeking: every frame about once
+    every = [(k + 0.5) / fps for k in range(0, n, 2)]
+    with open_video(path) as reader:
+        decoded.clear()
+        out = reader.frames_at(every)
+    assert [index_from_frame(f) for f in out] == list(range(0, n, 2))
+    assert len(decoded) <= n + gop, f"decoded {len(decoded)} frames for a {n}-frame video"
+
 
 # -- variable frame rate ---------------------------------------------------------------------------
 _VFR_PTS = [0.0, 0.04, 0.10, 0.50, 0.52, 0.90, 1.00, 1.30, 1.31, 1.60, 1.62, 2.20]
@@ -184,12 +194,15 @@ def test_variable_frame_rate(tmp_path, ext):
     _assert_frames_match(path, out, [timestamps[k] for k in order])
 
 
-def test_constant_frame_rate_is_not_flagged_variable(tmp_path):
-    path = write_indexed_video(tmp_path / "cfr.mkv", 20, fps=30)
+@pytest.mark.parametrize("fps", [30, 120, 240])
+def test_constant_frame_rate_is_not_flagged_variable(tmp_path, fps):
+    # Matroska stores 1 ms ticks: 120 fps gives 8/8/9 ms steps, which is still constant frame rate
+    path = write_indexed_video(tmp_path / "cfr.mkv", 40, h=16, w=16, fps=fps)
     info = probe(path)
     assert info.variable_fps is False
-    assert info.frame_count == 20 and info.frame_count_exact
-    assert info.fps == pytest.approx(30, rel=1e-3)
+    assert info.frame_count == 40 and info.frame_count_exact
+    assert info.fps == pytest.approx(fps, rel=0.02)
+    assert info.duration == pytest.approx(40 / fps, abs=0.002)
     assert probe(path, scan_packets=False).variable_fps is None
 
 
@@ -303,9 +316,30 @@ def test_probe_synthetic_with_audio(tmp_path):
     assert info.duration == pytest.approx(0.5, abs=0.05)
 
 
-def test_empty_timestamp_list_is_rejected(sample_videos_dir):
-    with open_video(sample_videos_dir / "bikes.mp4") as reader, pytest.raises(ValueError):
-        reader.frames_at([])
+@pytest.mark.parametrize("ext,codec", [("mkv", "libx264"), ("webm", "libvpx-vp9"), ("mp4", "libx264")])
+def test_audio_longer_than_video(tmp_path, ext, codec, monkeypatch):
+    # the container's duration covers the 2 s longer audio track; the video's is 1 s
+    import tests.videos as tv
+
+    write_sine = tv._write_sine
+    monkeypatch.setattr(tv, "_write_sine", lambda out, stream, seconds: write_sine(out, stream, seconds + 2))
+    path = write_indexed_video(tmp_path / f"long_audio.{ext}", 25, codec=codec, audio=True, gop=5)
+    info = probe(path)
+    assert info.has_audio and info.frame_count == 25
+    assert info.duration == pytest.approx(1.0, abs=0.05)
+    with open_video(path) as reader:  # not mistaken for a truncated video
+        out = reader.frames_at([0.5, 1.5, 2.5])
+    assert [index_from_frame(f) for f in out] == [12, 24, 24]
+
+
+def test_timestamp_edge_values(sample_videos_dir):
+    with open_video(sample_videos_dir / "bikes.mp4") as reader:
+        with pytest.raises(ValueError):
+            reader.frames_at([])
+        with pytest.raises(ValueError, match="NaN"):
+            reader.frames_at([1.0, float("nan")])
+        out = reader.frames_at(np.array([float("-inf"), float("inf")]))
+    _assert_frames_match(sample_videos_dir / "bikes.mp4", out, [-1.0, 1e6])
 
 
 # -- bad inputs ------------------------------------------------------------------------------------

@@ -208,7 +208,9 @@ def write_audio_only(path, seconds: float = 1.0) -> Path:
     return path
 
 
-def write_no_frames_video(path, w: int = 64, h: int = 48, codec: str = "libx264", format: str = "avi") -> Path:
+def write_no_frames_video(
+    path, w: int = 64, h: int = 48, codec: str = "libx264", format: str = "avi"
+) -> Path:
     """A container with a video stream in its header but zero frames (header + trailer only).
 
     The container is AVI whatever the extension: MP4/MOV readers drop a track without samples and
@@ -242,7 +244,9 @@ def write_text(path, text: str = "this is not a video\n") -> Path:
 
 def encode_image(arr: np.ndarray, kind: str = "png") -> bytes:
     """A PNG or JPEG file's bytes for the RGB uint8 picture ``arr``."""
-    codec, pix_fmt = {"png": ("png", "rgb24"), "jpeg": ("mjpeg", "yuvj420p"), "jpg": ("mjpeg", "yuvj420p")}[kind]
+    codec, pix_fmt = {"png": ("png", "rgb24"), "jpeg": ("mjpeg", "yuvj420p"), "jpg": ("mjpeg", "yuvj420p")}[
+        kind
+    ]
     ctx = av.CodecContext.create(codec, "w")
     ctx.width, ctx.height = arr.shape[1], arr.shape[0]
     ctx.pix_fmt = pix_fmt

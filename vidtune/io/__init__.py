@@ -4,7 +4,7 @@ Backends live behind :class:`~vidtune.io.base.VideoReader`; third-party decoder 
 this package. Times are seconds relative to the first frame of the video stream.
 """
 
-from vidtune.io.base import VideoInfo, VideoReader, is_video_path, VIDEO_EXTENSIONS
+from vidtune.io.base import VIDEO_EXTENSIONS, VideoInfo, VideoReader, is_video_path
 from vidtune.io.pyav_backend import PyAVReader
 
 BACKENDS = {"pyav": PyAVReader}

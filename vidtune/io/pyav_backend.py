@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -26,6 +26,15 @@ _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA",
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.split("\n")[0][:200]
+
+
+def _tag_seconds(value) -> float:
+    """Seconds in a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``); 0.0 if absent or malformed."""
+    try:
+        hours, minutes, seconds = str(value).split(":")
+        return max(0.0, int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+    except ValueError:
+        return 0.0
 
 
 class PyAVReader(VideoReader):
@@ -90,8 +99,11 @@ class PyAVReader(VideoReader):
         sar = float(s.sample_aspect_ratio) if s.sample_aspect_ratio else 1.0
         self._coded = (first.width, first.height)
         self._display = display_size(first.width, first.height, sar, self._rotation)
+        tag_duration = _tag_seconds(s.metadata.get("DURATION") or s.metadata.get("duration"))
         if s.duration:
             duration = float(s.duration * self._tb)
+        elif tag_duration:  # Matroska/WebM: the track's own length (the container's includes audio)
+            duration = tag_duration
         elif c.duration:
             duration = c.duration / av.time_base - float((self._start_pts - (s.start_time or 0)) * self._tb)
         else:
@@ -104,6 +116,10 @@ class PyAVReader(VideoReader):
         if not duration and frames and self._fps:
             duration = frames / self._fps
         self._keyframes = sorted(e.timestamp for e in s.index_entries if e.is_keyframe) if len(s.index_entries) else []
+        if self._keyframes and self._keyframes[0] < first.pts:
+            # MP4/AVI index by dts, which runs ahead of pts by the B-frame delay: compare in pts
+            shift = first.pts - self._keyframes[0]
+            self._keyframes = [k + shift for k in self._keyframes]
         self.info = VideoInfo(
             path=str(self.path),
             duration=duration,
@@ -228,6 +244,9 @@ class PyAVReader(VideoReader):
         ts = [float(t) for t in timestamps]
         if not ts:
             raise ValueError("frames_at needs at least one timestamp")
+        if any(t != t for t in ts):
+            raise ValueError("frames_at got a NaN timestamp")
+        ts = [min(t, 1e9) for t in ts]  # +inf means "the end"; keep tick arithmetic finite
         out: list[np.ndarray | None] = [None] * len(ts)
         converted: dict[int, np.ndarray] = {}
         for i in sorted(range(len(ts)), key=ts.__getitem__):
@@ -258,7 +277,9 @@ class PyAVReader(VideoReader):
         variable = False
         if len(diffs) >= 2:
             med = float(np.median(diffs))
-            variable = bool(med > 0 and (np.abs(diffs[:-1] - med) > 0.1 * med).mean() > 0.01) if len(diffs) > 2 else False
+            # timestamps are rounded to whole ticks (1 ms in Matroska): allow one tick of jitter
+            tol = max(0.1 * med, 1.01 * float(self._tb))
+            variable = bool(med > 0 and (np.abs(diffs[:-1] - med) > tol).mean() > 0.01) if len(diffs) > 2 else False
         info.update(frame_count=len(times), frame_count_exact=True, variable_fps=variable)
         if len(times) > 1:
             last_dur = float(np.median(diffs)) if len(diffs) else 0.0

@@ -324,7 +324,7 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
             logits = head(x)
             loss = F.cross_entropy(logits, y_tr[b], weight=weights, label_smoothing=cfg.label_smoothing)
             fitter.step(loss)
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
             correct += int((logits.argmax(1) == y_tr[b]).sum())
             seen += len(b)
         return total / seen, correct / seen
@@ -440,7 +440,7 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
             scaler.step(fitter.opt)
             scaler.update()
             fitter.sched.step()
-            total += float(loss) * len(y)
+            total += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         return total / max(seen, 1), correct / max(seen, 1)
