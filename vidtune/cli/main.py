@@ -66,6 +66,7 @@ def cmd_sample_data(args) -> int:
     with progress.task(f"writing sample videos to {args.out}", total=total) as task:
         info = write_sample_dataset(args.out, classes=args.classes, per_class=args.per_class, seconds=args.seconds,
                                     fps=args.fps, size=(w, h), seed=args.seed, imbalance=args.imbalance,
+                                    overwrite=args.overwrite,
                                     progress=lambda done, n: task.update(completed=done, total=n))
     counts = dict(info.counts)
     if args.json:
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="160x120", help="WIDTHxHEIGHT")
     p.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest class size ratio")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the clips of an earlier run in OUT")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sample_data)

@@ -155,7 +155,7 @@ def _triangle(u, v, px, c1, c2, _):
         ang = math.pi / 2 + k * 2 * math.pi / 3
         d = u * math.cos(ang) + v * math.sin(ang) - 0.5
         sdf = d if sdf is None else np.maximum(sdf, d)
-    alpha = _cover(sdf * 2.0, px)  # distances are in inradius units; * 2 ~ radius units at the edge
+    alpha = _cover(sdf, px)
     t = np.clip((v + 1.0) / 1.6, 0.0, 1.0)  # vertical gradient c2 (tip) -> c1 (base)
     return alpha, _mix(t, c2, c1)
 
@@ -173,13 +173,13 @@ def _star(u, v, px, c1, c2, _):
     f = (np.arctan2(v, u) * (5 / (2 * math.pi))) % 1.0
     tri = np.abs(f - 0.5) * 2.0  # 1 at the tips, 0 between them
     rb = 0.42 + 0.58 * tri
-    alpha = _cover((r - rb) * 0.6, px)
+    alpha = _cover((r - rb) * 0.6, px)  # radial distance * ~sin(tip half-angle) ~ edge distance
     return alpha, _mix(np.clip(r / 0.6, 0.0, 1.0), c2, c1)
 
 
 def _polka(u, v, px, c1, c2, cells):
     d = (np.abs(u) + np.abs(v)) / math.sqrt(2.0)
-    alpha = _cover((d - 0.72) * 1.4, px)
+    alpha = _cover(d - 0.72, px)
     step = 2.0 / cells
     du = (u / step) % 1.0 - 0.5
     dv = (v / step) % 1.0 - 0.5
@@ -359,7 +359,9 @@ def _class_names(classes) -> list[str]:
     if isinstance(classes, int) and not isinstance(classes, bool):
         return default_class_names(classes)
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
-        raise SampleDataError(f"classes must be a number of classes or a list of class names, got {classes!r}")
+        raise SampleDataError(
+            f"classes must be a number of classes or a list of class names, got {classes!r}"
+        )
     names = list(classes)
     if len(names) < 2:
         raise SampleDataError(f"need at least 2 classes, got {len(names)}")
@@ -367,7 +369,9 @@ def _class_names(classes) -> list[str]:
         raise SampleDataError(f"at most {len(DESIGNS)} classes are available, got {len(names)}")
     for name in names:
         if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise SampleDataError(f"class names must be non-empty strings without surrounding spaces, got {name!r}")
+            raise SampleDataError(
+                f"class names must be non-empty strings without surrounding spaces, got {name!r}"
+            )
         if name.startswith(".") or _BAD_NAME.search(name):
             raise SampleDataError(f"class name {name!r} cannot be used as a folder name")
     if len({n.lower() for n in names}) != len(names):
@@ -471,7 +475,9 @@ def write_sample_dataset(
         seconds = float(seconds)
         imbalance = float(imbalance)
     except (TypeError, ValueError):
-        raise SampleDataError(f"seconds and imbalance must be numbers, got {seconds!r}, {imbalance!r}") from None
+        raise SampleDataError(
+            f"seconds and imbalance must be numbers, got {seconds!r}, {imbalance!r}"
+        ) from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise SampleDataError(f"seconds must be a positive number, got {seconds}")
     n_frames = round(seconds * fps)

@@ -1,0 +1,226 @@
+"""End-to-end CLI tests on real encoded videos: train -> eval -> predict, bad inputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import videos
+from vidtune.cli.main import main
+from vidtune.data.sample import write_sample_dataset
+
+TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "3", "--epochs", "2", "--workers", "1"]
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def run_json(capsys, *argv) -> tuple[int, dict]:
+    code, out, err = run(capsys, *argv, "--json")
+    assert out.strip(), err
+    return code, json.loads(out)
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory):
+    """4 classes x 10 short clips for training, and a held-out set from another seed."""
+    root = tmp_path_factory.mktemp("sample")
+    write_sample_dataset(root / "train", per_class=10, seconds=1.5, fps=8, size=(112, 96), seed=0)
+    write_sample_dataset(root / "test", per_class=4, seconds=1.5, fps=8, size=(112, 96), seed=1)
+    return root
+
+
+@pytest.fixture
+def corrupt_files(tmp_path):
+    """One file of each kind a dataset of 10,000 real videos will contain sooner or later."""
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    src = videos.write_indexed_video(tmp_path / "src.mp4", 40, h=48, w=64)
+    made = {
+        "zero.mp4": lambda p: p.write_bytes(b""),
+        "random.mp4": lambda p: videos.write_random_bytes(p, 5000, seed=1),
+        "text.mp4": lambda p: p.write_text("this is not a video\n"),
+        "image.mp4": lambda p: p.write_bytes(videos.encode_image(videos.frame_with_index(3, 48, 64), "png")),
+        "audio.mp4": lambda p: videos.write_audio_only(p),
+        "truncated.mp4": lambda p: videos.write_truncated(src, p, 0.05),
+    }
+    for name, fn in made.items():
+        fn(d / name)
+    return d
+
+
+def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeypatch):
+    """The default offline backbone reaches accuracy far above chance (25%) with a linear probe."""
+    run_dir = tmp_path / "run"
+    code, res = run_json(capsys, "train", sample_data / "train", "--out", run_dir, "--frames", "4", "--epochs", "20",
+                         "--workers", "1")
+    assert code == 0
+    assert res["run"] == str(run_dir) and res["skipped"] == []
+    assert res["val"]["top1"] >= 0.75 and res["val"]["n"] == 8
+    for name in ("model.safetensors", "config.json", "metrics.json", "history.csv", "skipped.json",
+                 "learning_curves.png", "confusion_matrix.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"] == ["ball", "checkerboard", "ring", "stripes"]
+    assert config["model"]["backbone"] == "efficientnet_lite0" and config["transform"]["crop_pct"] == 0.875
+    assert config["train"]["strategy"] == "linear"
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss") and len(history) >= 2
+
+    # A second run with another head and learning rate is served from the feature cache: no decoding.
+    import vidtune.train.features as features
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded a video although its features are cached")
+
+    monkeypatch.setattr(features, "open_video", no_decoding)
+    code, res2 = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "run2", "--frames", "4",
+                          "--epochs", "5", "--temporal", "attention", "--lr", "3e-3", "--workers", "0")
+    assert code == 0 and res2["skipped"] == []
+    monkeypatch.undo()
+
+    code, ev = run_json(capsys, "eval", run_dir, sample_data / "test", "--workers", "1")
+    assert code == 0
+    assert ev["n"] == 16 and ev["top1"] >= 0.75 and ev["mean_class_accuracy"] >= 0.75 and ev["skipped"] == []
+    assert len(ev["confusion"]) == 4
+    code, out, _ = run(capsys, "eval", run_dir, sample_data / "test", "--workers", "1")
+    assert code == 0 and "mean class accuracy" in out and "confusion matrix" in out
+
+    good = sorted((sample_data / "test" / "ring").glob("*.mp4"))[:2]
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    code, pred = run_json(capsys, "predict", run_dir, *good, bad, "-k", "3")
+    assert code == 1  # one input failed, the others are still reported
+    results = pred["results"]
+    assert [r["path"] for r in results] == [str(p) for p in (*good, bad)]
+    for r in results[:2]:
+        assert len(r["predictions"]) == 3
+        assert r["predictions"][0]["label"] == "ring"
+        assert abs(sum(p["score"] for p in r["predictions"]) - 1) < 0.2
+    assert "error" in results[2] and results[2]["error"]
+
+
+def test_console_script_and_module_entry_points():
+    exe = shutil.which("vidtune")
+    assert exe, "the vidtune console script is not installed"
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("vidtune ")
+    proc = subprocess.run([sys.executable, "-m", "vidtune", "train", "/nonexistent/data", "--out", "/tmp/x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "dataset not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_files_are_skipped_and_reported(capsys, sample_data, corrupt_files, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_data / "train", data)
+    for f in corrupt_files.iterdir():
+        shutil.copy(f, data / "ball" / f.name)
+    code, res = run_json(capsys, "train", data, "--out", tmp_path / "run", *TINY, "--val-split", "0.25")
+    assert code == 0
+    skipped = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in res["skipped"]}
+    assert set(skipped) == {f.name for f in corrupt_files.iterdir()}
+    assert all(reason for reason in skipped.values())
+    assert "empty" in skipped["zero.mp4"]
+    assert "audio" in skipped["audio.mp4"]
+    assert "image" in skipped["image.mp4"]
+    on_disk = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    assert sorted(s["path"] for s in on_disk) == sorted(s["path"] for s in res["skipped"])
+
+
+def test_end_to_end_strategy_skips_corrupt_files(capsys, sample_data, corrupt_files, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_data / "train", data)
+    shutil.copy(corrupt_files / "random.mp4", data / "ring" / "random.mp4")
+    code, res = run_json(capsys, "train", data, "--out", tmp_path / "run", *TINY, "--strategy", "partial",
+                         "--unfreeze", "1", "--batch-size", "8")
+    assert code == 0
+    assert [s["path"].rsplit("/", 1)[-1] for s in res["skipped"]] == ["random.mp4"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["strategy"] == "partial"
+    code, ev = run_json(capsys, "eval", tmp_path / "run", sample_data / "test", "--workers", "1")
+    assert code == 0 and ev["n"] == 16
+
+
+def test_class_left_empty_is_a_clear_error(capsys, sample_data, corrupt_files, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_data / "train" / "ball", data / "ball")
+    shutil.copytree(corrupt_files, data / "broken")
+    code, out, err = run(capsys, "train", data, "--out", tmp_path / "run", *TINY)
+    assert code == 2
+    assert "'broken'" in err and "no readable training videos" in err and "Traceback" not in err
+
+
+def test_nothing_readable_is_a_clear_error(capsys, corrupt_files, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(corrupt_files, data / "a")
+    shutil.copytree(corrupt_files, data / "b")
+    code, _, err = run(capsys, "train", data, "--out", tmp_path / "run", *TINY)
+    assert code == 2 and "no readable training videos" in err
+
+
+@pytest.mark.parametrize("setup,argv_tail,message", [
+    (None, [], "dataset not found"),
+    ("empty", [], "no class sub-folders"),
+    ("manifest", [], "missing column"),
+])
+def test_bad_dataset_arguments_exit_2(capsys, tmp_path, setup, argv_tail, message):
+    data = tmp_path / "data"
+    if setup == "empty":
+        data.mkdir()
+    elif setup == "manifest":
+        data = tmp_path / "m.csv"
+        data.write_text("file,class\na.mp4,x\n")
+    code, _, err = run(capsys, "train", data, "--out", tmp_path / "run", *argv_tail)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unknown_backbone_suggests_names(capsys, sample_data, tmp_path):
+    code, _, err = run(capsys, "train", sample_data / "train", "--out", tmp_path / "r", "--backbone", "efficientnet_lite")
+    assert code == 2
+    assert "unknown backbone" in err and "efficientnet_lite0" in err
+
+
+def test_info_reports_good_and_bad_files(capsys, sample_videos_dir, tmp_path):
+    bad = tmp_path / "bad.mkv"
+    bad.write_text("nope")
+    code, res = run_json(capsys, "info", sample_videos_dir / "bikes.mp4", bad)
+    assert code == 1
+    good, err = res["results"]
+    assert good["width"] == 640 and good["height"] == 272 and good["frame_count"] == 250
+    assert abs(good["duration"] - 10.0) < 1e-6 and good["fps"] == 25 and good["variable_fps"] is False
+    assert err["path"] == str(bad) and err["error"]
+    code, out, stderr = run(capsys, "info", sample_videos_dir / "bigbuckbunny.mp4", bad)
+    assert code == 1 and "1280x720" in out and "bad.mkv" in stderr
+
+
+def test_damaged_runs_give_clear_errors(capsys, sample_data, tmp_path):
+    code, _, err = run(capsys, "eval", tmp_path / "missing_run", sample_data / "test")
+    assert code == 2 and "run folder not found" in err
+    run_dir = tmp_path / "run"
+    assert main(["train", str(sample_data / "train"), "--out", str(run_dir), *TINY, "--json"]) == 0
+    capsys.readouterr()
+    (run_dir / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    code, _, err = run(capsys, "predict", run_dir, sample_data / "test" / "ball" / "ball_000.mp4")
+    assert code == 2 and "tampered" in err
+    (run_dir / "config.json").write_text("{}")
+    code, _, err = run(capsys, "eval", run_dir, sample_data / "test")
+    assert code == 2 and "not a vidtune run" in err
+
+
+def test_imbalanced_data_reports_mean_class_accuracy(capsys, tmp_path):
+    data = tmp_path / "imb"
+    write_sample_dataset(data, classes=2, per_class=12, imbalance=4, seconds=1.0, fps=6, size=(64, 64), seed=3)
+    counts = {d.name: len(list(d.iterdir())) for d in data.iterdir()}
+    assert max(counts.values()) >= 3 * min(counts.values())
+    code, res = run_json(capsys, "train", data, "--out", tmp_path / "run", *TINY)
+    assert code == 0
+    assert res["val"]["mean_class_accuracy"] is not None
+    assert set(res["val"]["per_class"]) == set(counts)
