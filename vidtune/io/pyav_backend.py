@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe"}
 # If no keyframe index is available, decode forward instead of seeking for gaps up to this (s).
 _FORWARD_DECODE_S = 1.0
+# While the target is further ahead than this, frames nobody references are not decoded at all
+# (skip_frame=NONREF). The margin exceeds any decoder output delay (B-frame reorder + frame
+# threads), so every frame near the target is decoded in full.
+_SKIP_MARGIN_S = 0.5
+_SKIP_MARGIN_FRAMES = 24
 _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "nearest": "POINT"}
 
 
@@ -45,7 +50,7 @@ class PyAVReader(VideoReader):
     happens only when the target lies past the next keyframe (known from the container index).
     """
 
-    def __init__(self, path, thread_type: str = "AUTO", interpolation: str = "bicubic"):
+    def __init__(self, path, thread_type: str = "SLICE", interpolation: str = "bicubic"):
         self.path = Path(path)
         self._thread_type = thread_type
         self._interp = _INTERPOLATIONS.get(interpolation.lower(), "BICUBIC")
@@ -83,6 +88,8 @@ class PyAVReader(VideoReader):
         self._prev = None
         self._ahead = None
         self._last_pts = None
+        self._skipping = False
+        self._decode_error = None
 
     def _init_stream(self) -> None:
         s = self._stream
@@ -92,7 +99,8 @@ class PyAVReader(VideoReader):
         self._fps = float(rate) if rate else 0.0
         first = self._next_frame()
         if first is None:
-            raise VideoDecodeError(self.path, "video stream has no decodable frames")
+            detail = f" ({self._decode_error}); the file may be damaged" if self._decode_error else ""
+            raise VideoDecodeError(self.path, f"video stream has no decodable frames{detail}")
         self._ahead = first
         self._start_pts = first.pts  # times count from the first frame (AVI+B-frames: start_time < it)
         self._rotation = nearest_rotation(getattr(first, "rotation", 0) or 0)
@@ -148,7 +156,11 @@ class PyAVReader(VideoReader):
         except av.error.EOFError:
             return None
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(self.path, f"decoding failed ({_reason(exc)}); the file may be damaged") from None
+            # Damaged data ends this run of decoding like an end of stream; frames before it stay
+            # usable and _frame_at reports the damage if a requested frame lies beyond it.
+            self._decode_error = _reason(exc)
+            log.debug("%s: decoder error %s", self.path, self._decode_error)
+            return None
         if frame.pts is None:  # some AVI/raw streams: extrapolate from the previous frame
             step = 1 / (self._fps * self._tb) if self._fps else 1
             frame.pts = 0 if self._last_pts is None else int(self._last_pts + step)
@@ -208,10 +220,12 @@ class PyAVReader(VideoReader):
             self._seek(target)
         while True:
             if self._ahead is None:
+                self._skip_nonref(target)
                 self._ahead = self._next_frame()
                 if self._ahead is None:  # end of stream
+                    detail = f" (decoder: {self._decode_error})" if self._decode_error else ""
                     if self._prev is None:
-                        raise VideoDecodeError(self.path, f"no frame could be decoded at {t:.3f}s")
+                        raise VideoDecodeError(self.path, f"no frame could be decoded at {t:.3f}s{detail}")
                     last_t = float((self._prev.pts - self._start_pts) * self._tb)
                     slack = max(2.0 / self._fps if self._fps else 0.0, 0.25)
                     # past the claimed end is fine (last frame); short of it means frames are missing
@@ -219,13 +233,21 @@ class PyAVReader(VideoReader):
                         raise VideoDecodeError(
                             self.path,
                             f"truncated or damaged: no frame decodes after {last_t:.2f}s but "
-                            f"{t:.2f}s was requested (header says {self.info.duration:.2f}s)",
+                            f"{t:.2f}s was requested (header says {self.info.duration:.2f}s){detail}",
                         )
                     return self._prev
             if self._ahead.pts <= target:
                 self._prev, self._ahead = self._ahead, None
                 continue
             return self._prev if self._prev is not None else self._ahead
+
+    def _skip_nonref(self, target: float) -> None:
+        pos = self._last_pts
+        margin = max(_SKIP_MARGIN_S, _SKIP_MARGIN_FRAMES / self._fps if self._fps else 0.0) / float(self._tb)
+        skip = pos is not None and target - pos > margin
+        if skip != self._skipping:
+            self._stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+            self._skipping = skip
 
     def _to_array(self, frame, short_side: int | None) -> np.ndarray:
         rot = self._rotation

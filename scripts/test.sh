@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up and run the test suite (and lint). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_env.sh test
+ruff check vidtune tests bench
+python -m pytest -q "$@"
