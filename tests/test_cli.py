@@ -64,7 +64,7 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
     assert code == 0
     assert res["run"] == str(run_dir) and res["skipped"] == []
     assert res["val"]["top1"] >= 0.75 and res["val"]["n"] == 8
-    for name in ("model.safetensors", "config.json", "metrics.json", "history.csv", "skipped.json",
+    for name in ("model.safetensors", "last.safetensors", "config.json", "metrics.json", "history.csv", "skipped.json",
                  "learning_curves.png", "confusion_matrix.png"):
         assert (run_dir / name).stat().st_size > 0, name
     config = json.loads((run_dir / "config.json").read_text())
@@ -224,3 +224,25 @@ def test_imbalanced_data_reports_mean_class_accuracy(capsys, tmp_path):
     assert code == 0
     assert res["val"]["mean_class_accuracy"] is not None
     assert set(res["val"]["per_class"]) == set(counts)
+
+
+def test_manifest_with_splits_and_segments(capsys, sample_data, tmp_path):
+    """CSV manifest: relative paths, split column, start/end segments; eval defaults to the test rows."""
+    rows = ["path,label,split,start,end"]
+    for cls_dir in sorted((sample_data / "train").iterdir()):
+        for i, f in enumerate(sorted(cls_dir.glob("*.mp4"))[:6]):
+            split = "train" if i < 4 else "val" if i == 4 else "test"
+            rows.append(f"{f.relative_to(sample_data)},{cls_dir.name},{split},0.25,1.25")
+    manifest = sample_data / f"manifest_{tmp_path.name}.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    try:
+        code, res = run_json(capsys, "train", manifest, "--out", tmp_path / "run", *TINY)
+        assert code == 0 and res["val"]["n"] == 4
+        config = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert sum(config["data"]["train"].values()) == 16
+        code, ev = run_json(capsys, "eval", tmp_path / "run", manifest, "--workers", "0")
+        assert code == 0 and ev["n"] == 4  # the 4 test rows
+        code, ev_all = run_json(capsys, "eval", tmp_path / "run", manifest, "--split", "all", "--workers", "0")
+        assert ev_all["n"] == 24
+    finally:
+        manifest.unlink()

@@ -131,7 +131,7 @@ def cmd_predict(args) -> int:
         print_json({"results": result["results"]})
     else:
         t = Table(title="predictions", title_justify="left")
-        t.add_column("video")
+        t.add_column("video", overflow="fold")
         for i in range(min(args.k, 3)):
             t.add_column(f"top-{i + 1}")
         for r in result["results"]:

@@ -13,15 +13,19 @@ import difflib
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from vidtune.errors import UnknownBackboneError, WeightsError
-from vidtune.models.efficientnet_lite import is_lukemelas_state_dict, load_packaged_lite0, remap_lukemelas_keys
+from vidtune.models.efficientnet_lite import (
+    is_lukemelas_state_dict,
+    load_packaged_lite0,
+    remap_lukemelas_keys,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,12 @@ FORMAT = "vidtune-run"
 FORMAT_VERSION = 1
 
 
-def save_weights(model: torch.nn.Module, path) -> None:
+def save_weights(model: torch.nn.Module | dict, path) -> None:
+    """Write a module's (or a state dict's) tensors to safetensors, atomically."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
 

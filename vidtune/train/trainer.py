@@ -13,12 +13,11 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +32,13 @@ from vidtune.models.heads import TEMPORAL_HEADS, create_head
 from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import save_config, save_weights
 from vidtune.train.features import (
-    ClipDataset, FeatureCache, Sampling, autocast, clip_loader, default_cache_dir, default_workers,
+    ClipDataset,
+    FeatureCache,
+    Sampling,
+    autocast,
+    clip_loader,
+    default_cache_dir,
+    default_workers,
     extract_features,
 )
 from vidtune.train.metrics import classification_metrics
@@ -183,6 +188,24 @@ class _Fitter:
         return history, best, best_epoch
 
 
+@dataclass
+class _Fit:
+    """What a training strategy hands back to :func:`train`."""
+
+    history: list[dict]
+    best_epoch: int
+    val_logits: torch.Tensor | None
+    val_y: torch.Tensor | None
+    train_fit: dict
+    skipped: list[dict]
+    used: dict[str, list[VideoItem]]
+    last_state: dict[str, torch.Tensor]  # full model state after the last epoch (last.safetensors)
+
+
+def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _epoch_text(row: dict) -> str:
     text = f"epoch {row['epoch']}: loss {row['train_loss']:.3f} train {row['train_top1']:.1%}"
     if row.get("val_top1") is not None:
@@ -228,11 +251,11 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     cache = FeatureCache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else None
 
     if cfg.strategy == "linear":
-        history, best_epoch, val_logits, val_y, train_fit, skipped, used = _train_linear(
-            model, train_items, val_items, index, cfg, device, cache, progress)
+        fit = _train_linear(model, train_items, val_items, index, cfg, device, cache, progress)
     else:
-        history, best_epoch, val_logits, val_y, train_fit, skipped, used = _train_end_to_end(
-            model, train_items, val_items, index, cfg, device, progress)
+        fit = _train_end_to_end(model, train_items, val_items, index, cfg, device, progress)
+    history, best_epoch, val_logits, val_y, train_fit, skipped, used = (
+        fit.history, fit.best_epoch, fit.val_logits, fit.val_y, fit.train_fit, fit.skipped, fit.used)
 
     val_metrics = classification_metrics(val_logits, val_y, labels) if val_y is not None else {"n": 0, "top1": None}
     used_counts = Counter(it.label for it in used["train"])
@@ -262,7 +285,8 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / "model.safetensors")
+    save_weights(model, out / "model.safetensors")  # best epoch on validation
+    save_weights(fit.last_state, out / "last.safetensors")
     save_config(config, out / "config.json")
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "skipped.json", skipped)
@@ -340,6 +364,7 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
         return {k_: v_.detach().clone() for k_, v_ in head.state_dict().items()}
 
     history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None)
+    last_state = _full_state(model)
     head.load_state_dict(best)
     head.eval()
     with torch.no_grad():
@@ -347,7 +372,7 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
         train_fit = {"n": int(n), "top1": float((head(centre).argmax(1) == y_tr).float().mean())}
         val_logits = head(x_va.to(device)).cpu() if x_va is not None else None
     model.to("cpu")
-    return history, best_epoch, val_logits, y_va, train_fit, skipped, used
+    return _Fit(history, best_epoch, val_logits, y_va, train_fit, skipped, used, last_state)
 
 
 def _set_trainable(model: VideoClassifier, cfg: TrainConfig) -> list[nn.Module]:
@@ -461,9 +486,10 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
         return loss, classification_metrics(logits, y, list(index))
 
     def snapshot():
-        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return _full_state(model)
 
     history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]))
+    last_state = _full_state(model)
     model.load_state_dict(best)
     val_logits, val_y = predict_all() if ok["val"] else (None, None)
     enc.invalidate_fingerprint()
@@ -471,4 +497,4 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
     used = {"train": [it for it in ok["train"] if str(it.path) not in failed],
             "val": [it for it in ok["val"] if str(it.path) not in failed]}
     train_fit = {"n": len(used["train"]), "top1": history[best_epoch - 1]["train_top1"] if best_epoch else None}
-    return history, best_epoch, val_logits, val_y, train_fit, skipped, used
+    return _Fit(history, best_epoch, val_logits, val_y, train_fit, skipped, used, last_state)
