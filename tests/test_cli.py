@@ -106,6 +106,10 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
         assert abs(sum(p["score"] for p in r["predictions"]) - 1) < 0.2
     assert "error" in results[2] and results[2]["error"]
 
+    code, folder = run_json(capsys, "predict", run_dir, sample_data / "test" / "ball")  # folders are searched
+    assert code == 0 and len(folder["results"]) == 4
+    assert all(r["predictions"][0]["label"] == "ball" for r in folder["results"])
+
 
 def test_console_script_and_module_entry_points():
     exe = shutil.which("vidtune")

@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k labels with probabilities for each video")
     p.add_argument("run", type=Path)
-    p.add_argument("videos", nargs="+", type=Path)
+    p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
     p.add_argument("-k", "--k", type=int, default=5)
     _common_run_args(p)
     p.set_defaults(func=cmd_predict)

@@ -71,7 +71,7 @@ def _dedupe(items: list[VideoItem], source: Path) -> list[VideoItem]:
     return list(seen.values())
 
 
-def _walk_videos(folder: Path) -> list[Path]:
+def walk_videos(folder: Path) -> list[Path]:
     """Video files under ``folder``, following symlinks but never looping."""
     found = []
     visited = set()
@@ -95,7 +95,7 @@ def _from_folder(folder: Path) -> list[VideoItem]:
                            f"e.g. {folder}/cat/a.mp4, {folder}/dog/b.mp4")
     items = []
     for d in classes:
-        vids = _walk_videos(d)
+        vids = walk_videos(d)
         if not vids:
             log.warning("%s: class folder has no video files", d)
         items.extend(VideoItem(path=p, label=d.name) for p in vids)

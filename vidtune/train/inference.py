@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vidtune.data.manifest import SPLITS, VideoItem, load_dataset
+from vidtune.data.manifest import SPLITS, VideoItem, load_dataset, walk_videos
 from vidtune.errors import DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import load_run
@@ -20,6 +20,21 @@ def _features(model, config, items, device, cache_dir, use_cache, workers, progr
     frames = int(config["model"]["frames"])
     return extract_features(model.encoder, items, Sampling(frames, "centre"), device=device, cache=cache,
                             workers=workers, progress=progress, description=description)
+
+
+def expand_video_args(videos) -> list[Path]:
+    """Video paths from arguments: files as given (even with odd extensions), folders searched recursively."""
+    paths: list[Path] = []
+    for v in videos:
+        p = Path(v)
+        if p.is_dir():
+            found = walk_videos(p)
+            if not found:
+                raise DatasetError(f"{p}: folder holds no video files")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths
 
 
 def select_split(items: list[VideoItem], split: str | None) -> list[VideoItem]:
@@ -67,7 +82,7 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     progress = progress or NullProgress()
     model, config = load_run(run_dir)
     labels = config["labels"]
-    paths = [Path(v) for v in videos]
+    paths = expand_video_args(videos)
     items = [VideoItem(path=p, label="") for p in paths]
     dev = resolve_device(device)
     feats, skipped = _features(model, config, items, dev, cache_dir, use_cache, workers, progress, "predict")
