@@ -194,11 +194,12 @@ def _polka(u, v, px, c1, c2, cells):
     return alpha, _mix(t, c1, c2)
 
 
-# name -> (renderer, cells range for the texture parameter or None). Order is stable: it seeds clips.
+# name -> (renderer, range of its per-object parameter: texture cells, or the ring's inner radius).
+# The order is part of the seeding (a clip's random stream is keyed by the design's position): append only.
 DESIGNS: dict[str, tuple[Callable, tuple[float, float] | None]] = {
     "ball": (_ball, None),
     "checkerboard": (_checkerboard, (3.0, 5.0)),
-    "stripes": (_stripes, (4.0, 7.0)),
+    "stripes": (_stripes, (5.0, 8.0)),
     "ring": (_ring, (0.5, 0.68)),
     "triangle": (_triangle, None),
     "cross": (_cross, None),
@@ -304,7 +305,7 @@ class _Clip:
                 la = rng.uniform(0, 2 * math.pi)
                 lxy = rng.uniform(0.3, 0.7)
                 param = (lxy * math.cos(la), lxy * math.sin(la), math.sqrt(1 - lxy * lxy))
-            radius = float(rng.uniform(0.16, 0.28) * short)
+            radius = float(rng.uniform(0.18, 0.3) * short)
             if n_obj == 2:
                 radius *= 0.8
             speed = float(rng.uniform(0.25, 0.8) * short)  # px / s
