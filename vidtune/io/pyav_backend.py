@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from vidtune.errors import VideoDecodeError
 from vidtune.io.base import VideoInfo, VideoReader, display_size, nearest_rotation, short_side_size
@@ -61,6 +62,7 @@ class PyAVReader(VideoReader):
         if self.path.stat().st_size == 0:
             raise VideoDecodeError(self.path, "file is empty (0 bytes); re-copy or re-encode it")
         self._container = None
+        self._reformatter = VideoReformatter()
         self._open()
         try:
             self._init_stream()
@@ -256,7 +258,9 @@ class PyAVReader(VideoReader):
             if rot % 180 == 90:
                 w, h = h, w
             if (w, h) != (frame.width, frame.height) or frame.format.name != "rgb24":
-                frame = frame.reformat(width=w, height=h, format="rgb24", interpolation=self._interp)
+                # one reformatter per reader keeps FFmpeg's scaler context (its filters) across frames
+                frame = self._reformatter.reformat(frame, width=w, height=h, format="rgb24",
+                                                   interpolation=self._interp)
         arr = frame.to_ndarray(format="rgb24")
         if rot:
             arr = np.rot90(arr, k=rot // 90)
