@@ -84,6 +84,10 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
     code, res2 = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "run2", "--frames", "4",
                           "--epochs", "5", "--temporal", "attention", "--lr", "3e-3", "--workers", "0")
     assert code == 0 and res2["skipped"] == []
+
+    # Evaluating on the training data reuses the cached grid's centre column: still no decoding.
+    code, ev_train = run_json(capsys, "eval", run_dir, sample_data / "train", "--workers", "0")
+    assert code == 0 and ev_train["n"] == 40 and ev_train["skipped"] == []
     monkeypatch.undo()
 
     code, ev = run_json(capsys, "eval", run_dir, sample_data / "test", "--workers", "1")
@@ -250,3 +254,65 @@ def test_manifest_with_splits_and_segments(capsys, sample_data, tmp_path):
         assert ev_all["n"] == 24
     finally:
         manifest.unlink()
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--lr", "-1", "--lr must be > 0"),
+    ("--weight-decay", "-1", "--weight-decay must be >= 0"),
+    ("--label-smoothing", "2", "--label-smoothing must be in [0, 1)"),
+    ("--device", "foo", "is not a device"),
+    ("--workers", "-1", "--workers must be >= 0"),
+    ("--frames", "0", "--frames must be >= 1"),
+    ("--strategy", "everything", "--strategy must be one of"),
+    ("--temporal", "lstm", "--temporal must be one of"),
+])
+def test_bad_training_options_exit_2_before_any_work(capsys, sample_data, tmp_path, option, value, message):
+    code, out, err = run(capsys, "train", sample_data / "train", "--out", tmp_path / "r", *TINY, option, value,
+                         "--json")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert json.loads(out)["error"]  # --json callers get a parseable error too
+
+
+def test_unusable_out_and_cache_dir_fail_fast(capsys, sample_data, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run(capsys, "train", sample_data / "train", "--out", afile, *TINY)
+    assert code == 2 and "is not a folder" in err
+    code, _, err = run(capsys, "train", sample_data / "train", "--out", tmp_path / "r", *TINY, "--cache-dir", afile)
+    assert code == 2 and "--cache-dir" in err
+
+
+def test_no_validation_keeps_the_json_shape(capsys, sample_data, tmp_path):
+    code, res = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "r", *TINY, "--val-split", "0")
+    assert code == 0
+    assert res["val"]["n"] == 0
+    assert {"top1", "mean_class_accuracy", "per_class", "confusion"} <= set(res["val"])
+
+
+def test_eval_split_val_reproduces_the_runs_holdout(capsys, sample_data, tmp_path):
+    code, res = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "r", *TINY, "--seed", "3")
+    code, ev = run_json(capsys, "eval", tmp_path / "r", sample_data / "train", "--split", "val", "--workers", "1")
+    assert code == 0
+    assert ev["n"] == res["val"]["n"] == 8
+    assert ev["top1"] == pytest.approx(res["val"]["top1"])
+    assert ev["confusion"] == res["val"]["confusion"]
+
+
+def test_user_strings_are_not_rich_markup(capsys, tmp_path):
+    data = tmp_path / "d"
+    write_sample_dataset(data, classes=["[bold]ball", "ring"], per_class=3, seconds=1.0, fps=6, size=(64, 64))
+    code, out, err = run(capsys, "train", data, "--out", tmp_path / "r", *TINY, "--val-split", "0.34")
+    assert code == 0 and "[bold]ball" in out
+    code, out, err = run(capsys, "info", tmp_path / "no[/b]ne.mp4")
+    assert code == 1 and "no[/b]ne.mp4" in err and "Traceback" not in err
+
+
+def test_damaged_format_version(capsys, sample_data, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["train", str(sample_data / "train"), "--out", str(run_dir), *TINY, "--json"]) == 0
+    capsys.readouterr()
+    config = json.loads((run_dir / "config.json").read_text())
+    config["format_version"] = "x"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "predict", run_dir, sample_data / "test" / "ball" / "ball_000.mp4")
+    assert code == 2 and "format_version" in err

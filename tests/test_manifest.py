@@ -70,11 +70,29 @@ def test_bad_sources(tmp_path):
     with pytest.raises(DatasetError, match="no class sub-folders"):
         load_dataset(tmp_path)
     (tmp_path / "empty_class").mkdir()
-    with pytest.raises(DatasetError, match="no videos found"):
+    with pytest.raises(DatasetError, match="empty_class: class folder has no video files"):
         load_dataset(tmp_path)
     (tmp_path / "x.jsonl").write_text("{not json}\n")
     with pytest.raises(DatasetError, match="invalid JSON"):
         load_dataset(tmp_path / "x.jsonl")
+
+
+def test_manifest_bad_types_and_encoding(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"path": 5, "label": "a"}\n')
+    with pytest.raises(DatasetError, match="path must be a string"):
+        load_dataset(p)
+    c = tmp_path / "latin.csv"
+    c.write_bytes("path,label\nvid\xe9o.mp4,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_dataset(c)
+
+
+def test_csv_error_reports_the_file_line(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("path,label\n\n\na.mp4,x\nb.mp4,\n")
+    with pytest.raises(DatasetError, match=r"m.csv:5: empty label"):
+        load_dataset(p)
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):

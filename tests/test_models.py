@@ -172,3 +172,19 @@ def test_mean_ignores_order_attention_does_not():
     with torch.no_grad():
         att.pos.normal_(0, 1.0)
     assert not torch.allclose(att(x), att(rev), atol=1e-4)
+
+
+def test_vidtune_run_weights_load_as_backbone(tmp_path):
+    """--weights accepts a vidtune run's model.safetensors (its encoder part)."""
+    from safetensors.torch import save_file
+
+    from vidtune.models import VideoClassifier
+
+    enc = create_backbone("test_efficientnet", pretrained=False).eval()
+    model = VideoClassifier(enc, create_head("mean", enc.num_features, 3, frames=4))
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    loaded = create_backbone("test_efficientnet", weights=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), enc(x))

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json, setup_logging
@@ -36,9 +37,9 @@ def cmd_info(args) -> int:
     else:
         for r in results:
             if "error" in r:
-                err.print(f"[red]error[/red] {r['path']}: {r['error']}", highlight=False)
+                err.print(f"[red]error[/red] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
                 continue
-            t = Table(title=r["path"], show_header=False, title_justify="left")
+            t = Table(title=escape(r["path"]), show_header=False, title_justify="left")
             vfr = {True: "variable", False: "constant", None: "not scanned"}[r["variable_fps"]]
             rows = [
                 ("duration", f"{r['duration']:.3f} s"),
@@ -74,7 +75,7 @@ def cmd_sample_data(args) -> int:
                     "files": len(info.files)})
     else:
         out.print(f"wrote {len(info.files)} videos in {len(info.classes)} classes to {info.out_dir}: "
-                  + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+                  + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False, markup=False)
     return 0
 
 
@@ -99,7 +100,7 @@ def cmd_train(args) -> int:
         return 0
     val = result["val"]
     _print_skipped(result["skipped"])
-    out.print(f"run saved to [bold]{result['run']}[/bold] (best epoch {result['best_epoch']} of "
+    out.print(f"run saved to [bold]{escape(result['run'])}[/bold] (best epoch {result['best_epoch']} of "
               f"{result['epochs_run']}, {result['seconds']:.1f} s)")
     if val.get("n"):
         _print_metrics("validation", val, out_labels=list(val["per_class"]))
@@ -117,7 +118,7 @@ def cmd_eval(args) -> int:
         print_json(result)
         return 0
     _print_skipped(result["skipped"])
-    _print_metrics(f"evaluation of {args.run} on {args.data}", result, out_labels=result["labels"], confusion=True)
+    _print_metrics(escape(f"evaluation of {args.run} on {args.data}"), result, out_labels=result["labels"], confusion=True)
     return 0
 
 
@@ -136,15 +137,15 @@ def cmd_predict(args) -> int:
             t.add_column(f"top-{i + 1}")
         for r in result["results"]:
             if "error" in r:
-                t.add_row(r["path"], f"[red]error: {r['error']}[/red]")
+                t.add_row(escape(r["path"]), f"[red]error: {escape(r['error'])}[/red]")
                 continue
-            t.add_row(r["path"], *[f"{p['label']} {p['score']:.2f}" for p in r["predictions"][:3]])
+            t.add_row(escape(r["path"]), *[escape(f"{p['label']} {p['score']:.2f}") for p in r["predictions"][:3]])
         out.print(t)
         if args.k > 3:
             for r in result["results"]:
                 if "predictions" in r:
                     out.print(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"]),
-                              highlight=False)
+                              highlight=False, markup=False)
     if failed:
         err.print(f"[red]{failed} of {len(result['results'])} video(s) could not be read[/red]")
     return 1 if failed else 0
@@ -171,7 +172,7 @@ def cmd_backbones(args) -> int:
     for c in ("name", "source", "offline weights", "description"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["name"], r["source"], "yes" if r["offline"] else "download", r["description"])
+        t.add_row(escape(r["name"]), r["source"], "yes" if r["offline"] else "download", escape(r["description"]))
     out.print(t)
     return 0
 
@@ -200,17 +201,17 @@ def _print_metrics(title: str, m: dict, out_labels: list[str], confusion: bool =
     pc.add_column("videos", justify="right")
     pc.add_column("accuracy", justify="right")
     for lab, v in m["per_class"].items():
-        pc.add_row(lab, str(v["n"]), fmt_pct(v["accuracy"]))
+        pc.add_row(escape(lab), str(v["n"]), fmt_pct(v["accuracy"]))
     out.print(pc)
     if confusion and m.get("confusion"):
         labels = m.get("labels", out_labels)
         cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         cm.add_column("")
         for lab in labels:
-            cm.add_column(lab[:12], justify="right")
+            cm.add_column(escape(lab[:12]), justify="right")
         for lab, row in zip(labels, m["confusion"]):
             if sum(row):
-                cm.add_row(lab, *[str(x) if x else "." for x in row])
+                cm.add_row(escape(lab), *[str(x) if x else "." for x in row])
         out.print(cm)
 
 
@@ -313,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VidtuneError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        if getattr(args, "json", False):  # scripts reading stdout get a parseable answer too
+            print_json({"error": str(exc)})
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

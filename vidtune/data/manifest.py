@@ -20,6 +20,8 @@ import numpy as np
 from vidtune.errors import DatasetError
 from vidtune.io.base import is_video_path
 
+VIDEO_EXTENSIONS_SHOWN = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -97,13 +99,17 @@ def _from_folder(folder: Path) -> list[VideoItem]:
     for d in classes:
         vids = walk_videos(d)
         if not vids:
-            log.warning("%s: class folder has no video files", d)
+            raise DatasetError(f"{d}: class folder has no video files ({', '.join(sorted(VIDEO_EXTENSIONS_SHOWN))}, ...); "
+                               "add videos or remove the folder")
         items.extend(VideoItem(path=p, label=d.name) for p in vids)
     return items
 
 
 def _parse_row(row: dict, where: str, base: Path) -> VideoItem:
-    path = (row.get("path") or "").strip()
+    path = row.get("path")
+    if path is not None and not isinstance(path, str):
+        raise DatasetError(f"{where}: path must be a string, got {path!r}")
+    path = (path or "").strip()
     label = row.get("label")
     label = "|".join(str(x) for x in label) if isinstance(label, list) else ("" if label is None else str(label).strip())
     if not path:
@@ -136,39 +142,44 @@ def _parse_row(row: dict, where: str, base: Path) -> VideoItem:
     return VideoItem(path=p, label=label, split=split, start=times["start"], end=times["end"])
 
 
+def _read_text_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+
+
 def _from_csv(path: Path) -> list[VideoItem]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("path", "label") if c not in cols]
-        if missing:
-            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {cols or 'no header'}. "
-                               "The first line must be a header such as: path,label,split,start,end")
-        reader.fieldnames = cols
-        items = []
-        for i, row in enumerate(reader, start=2):
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue
-            items.append(_parse_row(row, f"{path}:{i}", path.parent))
+    reader = csv.DictReader(_read_text_lines(path))
+    cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+    missing = [c for c in ("path", "label") if c not in cols]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {cols or 'no header'}. "
+                           "The first line must be a header such as: path,label,split,start,end")
+    reader.fieldnames = cols
+    items = []
+    for row in reader:
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        items.append(_parse_row(row, f"{path}:{reader.line_num}", path.parent))
     return items
 
 
 def _from_jsonl(path: Path) -> list[VideoItem]:
     items = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{i}: invalid JSON ({exc.msg}); each line must be one object") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{i}: each line must be a JSON object with path and label")
-            missing = [c for c in ("path", "label") if c not in row]
-            if missing:
-                raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
-            items.append(_parse_row(row, f"{path}:{i}", path.parent))
+    for i, line in enumerate(_read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{i}: invalid JSON ({exc.msg}); each line must be one object") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{i}: each line must be a JSON object with path and label")
+        missing = [c for c in ("path", "label") if c not in row]
+        if missing:
+            raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
+        items.append(_parse_row(row, f"{path}:{i}", path.parent))
     return items
 
 

@@ -15,6 +15,8 @@ def clip_span(duration: float, start: float | None = None, end: float | None = N
     """The (start, end) in seconds to sample from, clamped to the video."""
     s = 0.0 if start is None else max(0.0, float(start))
     e = duration if end is None else min(float(end), duration) if duration > 0 else float(end)
+    if duration > 0 and s >= duration:
+        raise ValueError(f"start {s:.3f} s is past the end of the video ({duration:.3f} s)")
     if e <= s:
         raise ValueError(f"empty time span [{s:.3f}, {e:.3f}) s (video lasts {duration:.3f} s)")
     return s, e

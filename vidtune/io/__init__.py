@@ -10,13 +10,17 @@ from vidtune.io.pyav_backend import PyAVReader
 BACKENDS = {"pyav": PyAVReader}
 
 
-def open_video(path, backend: str = "pyav") -> VideoReader:
-    """Open ``path`` for frame-accurate random access. Raises ``VideoDecodeError`` on bad files."""
+def open_video(path, backend: str = "pyav", interpolation: str = "bicubic") -> VideoReader:
+    """Open ``path`` for frame-accurate random access. Raises ``VideoDecodeError`` on bad files.
+
+    ``interpolation`` is the resize filter for ``frames_at(..., short_side=...)``: bicubic, bilinear,
+    area or nearest (use the backbone's pretrained config).
+    """
     try:
         cls = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown video backend {backend!r}; available: {sorted(BACKENDS)}") from None
-    return cls(path)
+    return cls(path, interpolation=interpolation)
 
 
 def probe(path, scan_packets: bool = True, backend: str = "pyav") -> VideoInfo:

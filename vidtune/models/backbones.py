@@ -227,7 +227,10 @@ def read_weights_file(path) -> dict:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of parameter names to tensors")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    if any(k.startswith("encoder.model.") for k in state):  # a vidtune run's model.safetensors
+        state = {k[len("encoder.model."):]: v for k, v in state.items() if k.startswith("encoder.model.")}
+    return state
 
 
 def load_into(model: nn.Module, state: dict, origin: str) -> None:

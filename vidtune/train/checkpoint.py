@@ -44,7 +44,10 @@ def read_config(run_dir) -> dict:
         raise CheckpointError(f"{path}: damaged config ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vidtune run config (format tag missing)")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer vidtune (format {config['format_version']}); upgrade vidtune")
     for key in ("labels", "model", "transform"):
         if key not in config:

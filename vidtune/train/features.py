@@ -70,6 +70,7 @@ class FeatureCache:
 
     def __init__(self, root):
         self.root = Path(root)
+        self._write_failed = False
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
@@ -88,17 +89,46 @@ class FeatureCache:
             return None
 
     def put(self, key: str, features: torch.Tensor) -> None:
+        """Store features; a full disk or lost permission only costs the cache, never the job."""
         from safetensors.torch import save_file
 
-        with atomic_path(self._path(key)) as tmp:
-            save_file({"features": features.contiguous().cpu()}, str(tmp))
+        try:
+            with atomic_path(self._path(key)) as tmp:
+                save_file({"features": features.contiguous().cpu()}, str(tmp))
+        except OSError as exc:
+            if not self._write_failed:
+                log.warning("feature cache %s is not writable (%s); continuing without caching", self.root, exc)
+            self._write_failed = True
 
 
-def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling) -> str:
+def open_cache(cache_dir, enabled: bool = True) -> FeatureCache | None:
+    """The feature cache at ``cache_dir`` (default location when None); checks it is a usable folder."""
+    if not enabled:
+        return None
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise VidtuneError(f"--cache-dir {root} exists and is not a folder; pick a folder or use --no-cache")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VidtuneError(f"cannot create the feature cache {root} ({exc.strerror or exc}); "
+                           "pick another --cache-dir or use --no-cache") from None
+    return FeatureCache(root)
+
+
+def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling,
+              precision: str = "fp32") -> str:
     return stable_hash({
-        "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end,
+        "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end, "precision": precision,
         "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": asdict(sampling),
     })
+
+
+def precision(device: torch.device) -> str:
+    """The arithmetic :func:`autocast` uses on ``device`` (features differ slightly between them)."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 class ClipDataset(Dataset):
@@ -120,7 +150,7 @@ class ClipDataset(Dataset):
         item = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         try:
-            with open_video(item.path) as reader:
+            with open_video(item.path, interpolation=self.cfg.interpolation) as reader:
                 ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
                 frames = reader.frames_at(ts, short_side=self.cfg.resize_size)
         except VidtuneError as exc:
@@ -141,15 +171,21 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """Items one at a time (``batch_size=None``) or collated lists, prefetched by ``workers`` processes."""
+def _as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Windows) must pickle it
+    return batch
+
+
+def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, order=None) -> DataLoader:
+    """Items one at a time (``batch_size=None``) or as lists, prefetched by ``workers`` processes.
+
+    ``order``: the item indices to visit (a shuffled or class-balanced epoch); default all, in order.
+    """
     kwargs = {}
     if workers > 0:
         kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": _worker_init,
                   "persistent_workers": False}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=(lambda b: b) if batch_size else None, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order,
+                      collate_fn=_as_list if batch_size else None, **kwargs)
 
 
 def default_workers() -> int:
@@ -167,10 +203,14 @@ def autocast(device: torch.device):
 def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sampling, *,
                      device: torch.device, cache: FeatureCache | None = None, batch_frames: int = 32,
                      workers: int | None = None, progress: Progress | None = None,
-                     description: str = "features") -> tuple[dict[int, torch.Tensor], list[dict]]:
+                     description: str = "features", grid_views: int | None = None,
+                     ) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Features ``(frames, views, D)`` per item index (``views`` is 1 unless ``mode='grid'``).
 
     Returns the features of every readable item and the skipped ones as ``{"path", "reason"}``.
+    ``grid_views``: for centre sampling, also look for cached training grids with that many (odd)
+    views, whose middle column holds exactly the centre frames (so evaluating a linear-probe run on
+    its own training videos decodes nothing).
     """
     progress = progress or NullProgress()
     workers = default_workers() if workers is None else workers
@@ -182,10 +222,12 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     keys: dict[int, str] = {}
     todo: list[int] = []
     fp = encoder.fingerprint() if cache is not None else ""
+    prec = precision(device)
     for i, item in enumerate(items):
         if cache is not None:
             try:
-                keys[i] = cache_key(item, file_digest(item.path), fp, encoder.cfg, sampling)
+                digest = file_digest(item.path)
+                keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec)
             except OSError as exc:
                 skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
                 continue
@@ -193,6 +235,12 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
             if hit is not None and hit.shape[:2] == (sampling.frames, views):
                 feats[i] = hit
                 continue
+            if sampling.mode == "centre" and grid_views and grid_views % 2 == 1:
+                grid = cache.get(cache_key(item, digest, fp, encoder.cfg,
+                                           Sampling(sampling.frames, "grid", grid_views), prec))
+                if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
+                    feats[i] = grid[:, grid_views // 2 : grid_views // 2 + 1].clone()
+                    continue
         todo.append(i)
     if not todo:
         return feats, skipped

@@ -6,20 +6,22 @@ from pathlib import Path
 
 import torch
 
-from vidtune.data.manifest import SPLITS, VideoItem, load_dataset, walk_videos
+from vidtune.data.manifest import SPLITS, VideoItem, load_dataset, stratified_split, walk_videos
 from vidtune.errors import DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import load_run
-from vidtune.train.features import FeatureCache, Sampling, default_cache_dir, extract_features
+from vidtune.train.features import Sampling, extract_features, open_cache
 from vidtune.train.metrics import classification_metrics
 from vidtune.train.trainer import resolve_device
 
 
 def _features(model, config, items, device, cache_dir, use_cache, workers, progress, description):
-    cache = FeatureCache(cache_dir or default_cache_dir()) if use_cache else None
+    cache = open_cache(cache_dir, use_cache)
     frames = int(config["model"]["frames"])
+    views = config.get("sampling", {}).get("views")
     return extract_features(model.encoder, items, Sampling(frames, "centre"), device=device, cache=cache,
-                            workers=workers, progress=progress, description=description)
+                            workers=workers, progress=progress, description=description,
+                            grid_views=int(views) if views else None)
 
 
 def expand_video_args(videos) -> list[Path]:
@@ -37,8 +39,12 @@ def expand_video_args(videos) -> list[Path]:
     return paths
 
 
-def select_split(items: list[VideoItem], split: str | None) -> list[VideoItem]:
-    """``split=None``: the test rows if the data has any, else every row."""
+def select_split(items: list[VideoItem], split: str | None, config: dict | None = None) -> list[VideoItem]:
+    """``split=None``: the test rows if the data has any, else every row.
+
+    ``train``/``val`` on data without a split column recompute the run's own seeded stratified
+    split (its ``val_split`` and ``seed``), so ``--split val`` is exactly the validation hold-out.
+    """
     if split is None:
         test = [it for it in items if it.split == "test"]
         return test or items
@@ -46,9 +52,10 @@ def select_split(items: list[VideoItem], split: str | None) -> list[VideoItem]:
         return items
     if split not in SPLITS:
         raise DatasetError(f"--split must be one of {', '.join(SPLITS)} or all, got {split!r}")
-    chosen = [it for it in items if (it.split or "train") == split]
+    train_cfg = (config or {}).get("train", {})
+    chosen = stratified_split(items, float(train_cfg.get("val_split", 0.2)), int(train_cfg.get("seed", 0)))[split]
     if not chosen:
-        raise DatasetError(f"no rows with split={split!r} in the data")
+        raise DatasetError(f"no {split} rows in the data")
     return chosen
 
 
@@ -58,7 +65,7 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     progress = progress or NullProgress()
     model, config = load_run(run_dir)
     labels = config["labels"]
-    items = select_split(load_dataset(data), split)
+    items = select_split(load_dataset(data), split, config)
     unknown = sorted({it.label for it in items} - set(labels))
     if unknown:
         raise DatasetError(f"labels not known to the run: {', '.join(map(repr, unknown[:10]))}. "

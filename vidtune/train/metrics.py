@@ -20,7 +20,7 @@ def classification_metrics(logits: torch.Tensor, target: torch.Tensor, labels: l
     k = len(labels)
     n = int(target.numel())
     if n == 0:
-        return {"n": 0, "top1": None, "mean_class_accuracy": None, "per_class": {}, "confusion": []}
+        return {"n": 0, "top1": None, "mean_class_accuracy": None, "per_class": {}, "confusion": [[0] * k for _ in range(k)]}
     pred = logits.argmax(dim=1)
     cm = confusion_matrix(pred, target, k)
     support = cm.sum(dim=1)

@@ -33,13 +33,12 @@ from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import save_config, save_weights
 from vidtune.train.features import (
     ClipDataset,
-    FeatureCache,
     Sampling,
     autocast,
     clip_loader,
-    default_cache_dir,
     default_workers,
     extract_features,
+    open_cache,
 )
 from vidtune.train.metrics import classification_metrics
 from vidtune.train.plots import plot_confusion, plot_learning_curves
@@ -86,7 +85,10 @@ class TrainConfig:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise VidtuneError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VidtuneError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return dev
@@ -102,9 +104,18 @@ def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         raise VidtuneError(f"--temporal must be one of {', '.join(TEMPORAL_HEADS)}, got {cfg.temporal!r}")
     if cfg.balance not in BALANCE:
         raise VidtuneError(f"--balance must be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
-    for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0)):
+    for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0), ("patience", 1),
+                     ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1)):
         if getattr(cfg, name) < lo:
-            raise VidtuneError(f"--{name.replace('_', '-')} must be >= {lo}")
+            raise VidtuneError(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(cfg, name)}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise VidtuneError(f"--workers must be >= 0 (0 decodes in the main process), got {cfg.workers}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise VidtuneError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if not cfg.dropout < 1.0:
+        raise VidtuneError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise VidtuneError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.epochs is None:
         cfg.epochs = 40 if cfg.strategy == "linear" else 10
     if cfg.epochs < 1:
@@ -163,10 +174,10 @@ class _Fitter:
         with self.progress.task("training", total=self.cfg.epochs) as task:
             for epoch in range(1, self.cfg.epochs + 1):
                 t0 = time.perf_counter()
+                lr = self.opt.param_groups[0]["lr"]
                 train_loss, train_top1 = train_epoch(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
-                       "val_loss": None, "val_top1": None, "val_mean_class_accuracy": None,
-                       "lr": self.opt.param_groups[0]["lr"]}
+                       "val_loss": None, "val_top1": None, "val_mean_class_accuracy": None, "lr": lr}
                 if has_val:
                     val_loss, m = evaluate()
                     row.update(val_loss=val_loss, val_top1=m["top1"], val_mean_class_accuracy=m["mean_class_accuracy"])
@@ -235,6 +246,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     cfg = _check_config(cfg, device)
     torch.manual_seed(cfg.seed)
     out = Path(out)
+    _prepare_out(out)
 
     items = load_dataset(data)
     splits = stratified_split(items, cfg.val_split, cfg.seed)
@@ -248,7 +260,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     head = create_head(cfg.temporal, encoder.num_features, len(labels), cfg.frames,
                        dropout=cfg.dropout, dim=cfg.head_dim)
     model = VideoClassifier(encoder, head)
-    cache = FeatureCache(cfg.cache_dir or default_cache_dir()) if cfg.use_cache else None
+    cache = open_cache(cfg.cache_dir, cfg.use_cache)
 
     if cfg.strategy == "linear":
         fit = _train_linear(model, train_items, val_items, index, cfg, device, cache, progress)
@@ -257,7 +269,9 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     history, best_epoch, val_logits, val_y, train_fit, skipped, used = (
         fit.history, fit.best_epoch, fit.val_logits, fit.val_y, fit.train_fit, fit.skipped, fit.used)
 
-    val_metrics = classification_metrics(val_logits, val_y, labels) if val_y is not None else {"n": 0, "top1": None}
+    if val_y is None:
+        val_logits, val_y = torch.zeros(0, len(labels)), torch.zeros(0, dtype=torch.long)
+    val_metrics = classification_metrics(val_logits, val_y, labels)
     used_counts = Counter(it.label for it in used["train"])
     config = {
         "vidtune_version": vidtune.__version__,
@@ -292,10 +306,25 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     atomic_write_json(out / "skipped.json", skipped)
     _write_history(history, out / "history.csv")
     plot_learning_curves(history, out / "learning_curves.png")
-    if val_y is not None and len(val_y):
+    if len(val_y):
         plot_confusion(val_metrics["confusion"], labels, out / "confusion_matrix.png", "Validation confusion matrix")
     return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
             "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
+
+
+def _prepare_out(out: Path) -> None:
+    """Fail before hours of work, not after: the run folder must be creatable and writable."""
+    if out.exists() and not out.is_dir():
+        raise VidtuneError(f"--out {out} exists and is not a folder; choose a folder path for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vidtune-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise VidtuneError(f"cannot write the run folder {out} ({exc.strerror or exc})") from None
+    for stale in ("confusion_matrix.png",):  # outputs a rerun might not rewrite
+        (out / stale).unlink(missing_ok=True)
 
 
 def _require_classes(train_items: list[VideoItem], labels: dict[str, int], skipped: list[dict]) -> None:
@@ -318,7 +347,7 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
                                          description="train features")
     va_feats, va_skip = extract_features(encoder, val_items, Sampling(cfg.frames, "centre"), device=device,
                                          cache=cache, workers=cfg.workers, progress=progress,
-                                         description="val features") if val_items else ({}, [])
+                                         description="val features", grid_views=cfg.views) if val_items else ({}, [])
     skipped = tr_skip + va_skip
     tr_idx = sorted(tr_feats)
     va_idx = sorted(va_feats)
@@ -383,7 +412,7 @@ def _set_trainable(model: VideoClassifier, cfg: TrainConfig) -> list[nn.Module]:
     if cfg.strategy == "full":
         return [enc]
     stages = enc.stages()
-    chosen = [m for group in stages[len(stages) - cfg.unfreeze:] for m in group] if cfg.unfreeze else []
+    chosen = [m for group in stages[max(0, len(stages) - cfg.unfreeze):] for m in group] if cfg.unfreeze else []
     for m in chosen:
         for p in m.parameters():
             p.requires_grad_(True)
@@ -434,8 +463,9 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
     gen = torch.Generator().manual_seed(cfg.seed)
     failed: set[str] = set()
 
-    def batches(ds, shuffle):
-        for batch in clip_loader(ds, cfg.workers, batch_size=cfg.batch_size, shuffle=shuffle, generator=gen):
+    def batches(ds, order):
+        order = [int(i) for i in order if str(ds.items[int(i)].path) not in failed]
+        for batch in clip_loader(ds, cfg.workers, batch_size=cfg.batch_size, order=order):
             good = []
             for s in batch:
                 it = ds.items[s["index"]]
@@ -456,7 +486,7 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
         if cfg.freeze_bn:
             _freeze_norm_stats(model.encoder)
         total, correct, seen = 0.0, 0, 0
-        for x, y in batches(train_ds, shuffle=True):
+        for x, y in batches(train_ds, _epoch_order(y_all, cfg.balance, gen)):
             with autocast(device):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
@@ -474,7 +504,7 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
     def predict_all():
         model.eval()
         outs, ys = [], []
-        for x, y in batches(val_ds, shuffle=False):
+        for x, y in batches(val_ds, range(len(val_ds))):
             with autocast(device):
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())

@@ -1,0 +1,51 @@
+"""Training-loop pieces: schedules, balancing, freezing."""
+
+import pickle
+
+import torch
+
+from vidtune.models import VideoClassifier, create_backbone, create_head
+from vidtune.train.features import ClipDataset, Sampling, clip_loader
+from vidtune.train.trainer import TrainConfig, _class_weights, _epoch_order, _lr_lambda, _set_trainable
+
+
+def test_lr_warmup_then_cosine_to_zero():
+    f = _lr_lambda(total_steps=100, warmup_steps=10)
+    assert f(0) == 0.01 and abs(f(10) - 1.0) < 1e-9
+    assert f(55) < f(20) and f(100) < 1e-9
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_class_weights_and_balanced_sampling():
+    y = torch.tensor([0] * 90 + [1] * 10)
+    w = _class_weights(y, 3)
+    assert w[1] / w[0] == 9 and w[2] == 0  # an absent class gets no weight
+    order = _epoch_order(y, "sampler", torch.Generator().manual_seed(0))
+    frac = (y[order] == 1).float().mean()
+    assert 0.35 < frac < 0.65  # classes drawn about equally often
+    order = _epoch_order(y, "loss", torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(100))  # a plain permutation
+
+
+def test_partial_unfreezes_last_stages_and_never_wraps():
+    enc = create_backbone("test_efficientnet", pretrained=False)
+    model = VideoClassifier(enc, create_head("mean", enc.num_features, 2, frames=2))
+    n_stages = len(enc.stages())
+    total = sum(p.numel() for p in enc.parameters())
+
+    def trainable(unfreeze):
+        _set_trainable(model, TrainConfig(strategy="partial", unfreeze=unfreeze))
+        return sum(p.numel() for p in enc.parameters() if p.requires_grad)
+
+    counts = [trainable(n) for n in range(n_stages + 3)]
+    assert counts[0] == 0
+    assert all(a < b for a, b in zip(counts[: n_stages], counts[1 : n_stages + 1]))
+    assert counts[n_stages] == counts[n_stages + 2] == total  # asking for more than exist trains all
+
+
+def test_loader_works_with_spawned_workers():
+    """macOS/Windows start workers with spawn: everything handed to them must pickle."""
+    ds = ClipDataset([], Sampling(2), create_backbone("test_efficientnet", pretrained=False).cfg)
+    loader = clip_loader(ds, workers=1, batch_size=4, order=[])
+    pickle.dumps(loader.collate_fn)
+    pickle.dumps(ds)
