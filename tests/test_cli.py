@@ -50,6 +50,7 @@ def corrupt_files(tmp_path):
         "image.mp4": lambda p: p.write_bytes(videos.encode_image(videos.frame_with_index(3, 48, 64), "png")),
         "audio.mp4": lambda p: videos.write_audio_only(p),
         "truncated.mp4": lambda p: videos.write_truncated(src, p, 0.05),
+        "noframes.avi": lambda p: videos.write_no_frames_video(p),
     }
     for name, fn in made.items():
         fn(d / name)
@@ -139,6 +140,7 @@ def test_corrupt_files_are_skipped_and_reported(capsys, sample_data, corrupt_fil
     assert "empty" in skipped["zero.mp4"]
     assert "audio" in skipped["audio.mp4"]
     assert "image" in skipped["image.mp4"]
+    assert "no decodable frames" in skipped["noframes.avi"] or "no video" in skipped["noframes.avi"]
     on_disk = json.loads((tmp_path / "run" / "skipped.json").read_text())
     assert sorted(s["path"] for s in on_disk) == sorted(s["path"] for s in res["skipped"])
 

@@ -190,7 +190,8 @@ class _Fitter:
                     best, best_epoch = snapshot(), epoch
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
-                task.update(description=_epoch_text(row))
+                val = f", val top-1 {row['val_top1']:.1%}" if row["val_top1"] is not None else ""
+                task.update(description=f"epoch {epoch}/{self.cfg.epochs}: loss {train_loss:.3f}{val}")
                 task.advance(1)
                 log.info(_epoch_text(row))
                 if has_val and stale >= self.cfg.patience:
