@@ -318,3 +318,13 @@ def test_damaged_format_version(capsys, sample_data, tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config))
     code, _, err = run(capsys, "predict", run_dir, sample_data / "test" / "ball" / "ball_000.mp4")
     assert code == 2 and "format_version" in err
+
+
+def test_weights_and_config_from_different_runs_are_refused(capsys, sample_data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run_dir in (a, b):
+        assert main(["train", str(sample_data / "train"), "--out", str(run_dir), *TINY, "--json"]) == 0
+    capsys.readouterr()
+    shutil.copy(b / "model.safetensors", a / "model.safetensors")  # same shapes, another run
+    code, _, err = run(capsys, "eval", a, sample_data / "test")
+    assert code == 2 and "different runs" in err

@@ -17,14 +17,18 @@ FORMAT = "vidtune-run"
 FORMAT_VERSION = 1
 
 
-def save_weights(model: torch.nn.Module | dict, path) -> None:
-    """Write a module's (or a state dict's) tensors to safetensors, atomically."""
+def save_weights(model: torch.nn.Module | dict, path, run_id: str = "") -> None:
+    """Write a module's (or a state dict's) tensors to safetensors, atomically.
+
+    ``run_id`` (also in config.json) ties the weights to their config: a crash between rewriting
+    the two files of an existing run folder is detected on load instead of mixing two runs.
+    """
     from safetensors.torch import save_file
 
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
+        save_file(state, str(tmp), metadata={"format": FORMAT, "run_id": run_id})
 
 
 def save_config(config: dict, path) -> None:
@@ -66,7 +70,7 @@ def build_model(config: dict, pretrained: bool = False) -> VideoClassifier:
 
 def load_run(run_dir, weights: str = "model.safetensors") -> tuple[VideoClassifier, dict]:
     """Rebuild a trained model from its run folder (no download, no unpickling)."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -76,8 +80,13 @@ def load_run(run_dir, weights: str = "model.safetensors") -> tuple[VideoClassifi
         raise CheckpointError(f"{run_dir}: {weights} is missing; the run may not have finished")
     try:
         state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({exc}); damaged or tampered with") from None
+    if config.get("run_id") and meta.get("run_id") != config["run_id"]:
+        raise CheckpointError(f"{path} and config.json come from different runs (an interrupted rewrite of "
+                              f"{run_dir}?); train again into this folder or use another --out")
     try:
         model = build_model(config, pretrained=False)
     except VidtuneError:

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -274,7 +275,9 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         val_logits, val_y = torch.zeros(0, len(labels)), torch.zeros(0, dtype=torch.long)
     val_metrics = classification_metrics(val_logits, val_y, labels)
     used_counts = Counter(it.label for it in used["train"])
+    run_id = uuid.uuid4().hex
     config = {
+        "run_id": run_id,
         "vidtune_version": vidtune.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "single_label",
@@ -300,8 +303,8 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / "model.safetensors")  # best epoch on validation
-    save_weights(fit.last_state, out / "last.safetensors")
+    save_weights(model, out / "model.safetensors", run_id)  # best epoch on validation
+    save_weights(fit.last_state, out / "last.safetensors", run_id)
     save_config(config, out / "config.json")
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "skipped.json", skipped)
