@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,43 @@ class FeatureCache:
     def __init__(self, root):
         self.root = Path(root)
         self._write_failed = False
+        self._digests: sqlite3.Connection | None = None
+
+    def digest(self, path) -> str:
+        """Content fingerprint of a video, remembered by (path, size, mtime, inode) like git's index.
+
+        A rerun over 10,000 unchanged videos then stats them instead of reading them.
+        """
+        st = os.stat(path)
+        real = os.path.realpath(path)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        db = self._digest_db()
+        if db is not None:
+            row = db.execute("SELECT size, mtime_ns, ino, digest FROM digests WHERE path = ?", (real,)).fetchone()
+            if row is not None and tuple(row[:3]) == stamp:
+                return row[3]
+        digest = file_digest(path)
+        if db is not None:
+            try:
+                with db:
+                    db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (real, *stamp, digest))
+            except sqlite3.Error as exc:
+                log.debug("digest index not updated: %s", exc)
+        return digest
+
+    def _digest_db(self) -> sqlite3.Connection | None:
+        if self._digests is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.root / "digests.sqlite", timeout=30)
+                with db:
+                    db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+                               "mtime_ns INTEGER, ino INTEGER, digest TEXT)")
+                self._digests = db
+            except (sqlite3.Error, OSError) as exc:  # read-only or damaged: hash every time
+                log.warning("feature cache digest index unavailable (%s); hashing files every run", exc)
+                self._digests = False
+        return self._digests or None
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
@@ -257,7 +295,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     for i, item in enumerate(items):
         if cache is not None:
             try:
-                digest = file_digest(item.path)
+                digest = cache.digest(item.path)
                 keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec)
             except OSError as exc:
                 skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
