@@ -312,6 +312,8 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     plot_learning_curves(history, out / "learning_curves.png")
     if len(val_y):
         plot_confusion(val_metrics["confusion"], labels, out / "confusion_matrix.png", "Validation confusion matrix")
+    else:  # a rerun without validation must not leave an earlier run's matrix behind
+        (out / "confusion_matrix.png").unlink(missing_ok=True)
     return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
             "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
 
@@ -327,8 +329,6 @@ def _prepare_out(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise VidtuneError(f"cannot write the run folder {out} ({exc.strerror or exc})") from None
-    for stale in ("confusion_matrix.png",):  # outputs a rerun might not rewrite
-        (out / stale).unlink(missing_ok=True)
 
 
 def _require_classes(train_items: list[VideoItem], labels: dict[str, int], skipped: list[dict]) -> None:
