@@ -328,3 +328,17 @@ def test_weights_and_config_from_different_runs_are_refused(capsys, sample_data,
     shutil.copy(b / "model.safetensors", a / "model.safetensors")  # same shapes, another run
     code, _, err = run(capsys, "eval", a, sample_data / "test")
     assert code == 2 and "different runs" in err
+
+
+def test_linear_training_is_reproducible_with_or_without_cache_hits(capsys, sample_data, tmp_path):
+    cache = tmp_path / "cache"
+    args = [*TINY, "--temporal", "attention", "--epochs", "3", "--cache-dir", cache, "--balance", "sampler"]
+    for name in ("cold", "warm"):  # the second run is served entirely from the cache
+        assert main(["train", str(sample_data / "train"), "--out", str(tmp_path / name), *map(str, args),
+                     "--json"]) == 0
+    capsys.readouterr()
+
+    def history(name):  # drop the timing column
+        return [line.rsplit(",", 1)[0] for line in (tmp_path / name / "history.csv").read_text().splitlines()]
+
+    assert history("cold") == history("warm")

@@ -49,3 +49,29 @@ def test_loader_works_with_spawned_workers():
     loader = clip_loader(ds, workers=1, batch_size=4, order=[])
     pickle.dumps(loader.collate_fn)
     pickle.dumps(ds)
+
+
+def test_torchvision_stages_open_up_single_containers():
+    import torchvision
+
+    from vidtune.models.backbones import _split_stages, _strip_tv_head
+
+    for name, at_least in (("resnet18", 5), ("mobilenet_v3_small", 8), ("convnext_tiny", 6)):
+        model = torchvision.models.get_model(name, weights=None)
+        _strip_tv_head(model)
+        stages = _split_stages(model)
+        total = sum(p.numel() for p in model.parameters())
+        last = sum(p.numel() for m in stages[-1] for p in m.parameters())
+        assert len(stages) >= at_least, name
+        assert 0.01 < last / total < 0.9, name  # the last stage is a real block, not a norm or everything
+        assert sum(p.numel() for g in stages for m in g for p in m.parameters()) == total
+
+
+def test_attention_head_width_is_validated():
+    import pytest
+
+    from vidtune.errors import VidtuneError
+    from vidtune.train.trainer import _check_config
+
+    with pytest.raises(VidtuneError, match="multiple of 4"):
+        _check_config(TrainConfig(temporal="attention", head_dim=30), torch.device("cpu"))

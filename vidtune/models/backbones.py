@@ -143,7 +143,7 @@ class FrameEncoder(nn.Module):
                 if mods:
                     out.append(mods)
             return out
-        return [[m] for m in self.model.children() if any(True for _ in m.parameters())]
+        return _split_stages(self.model)
 
     def fingerprint(self) -> str:
         """Hash of the weights: part of every feature-cache key, so a fine-tuned backbone never hits."""
@@ -158,6 +158,35 @@ class FrameEncoder(nn.Module):
 
     def invalidate_fingerprint(self) -> None:
         self._fingerprint = None
+
+
+def _numel(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _split_stages(model: nn.Module, min_stages: int = 5) -> list[list[nn.Module]]:
+    """Stages of a model without timm's group matcher (torchvision): its parameterised children,
+    with the largest container split into its own children until there are ``min_stages``; tiny
+    groups (a final norm, under 1% of the weights) join their neighbour.
+
+    ResNets keep ``conv1, bn1, layer1..layer4``; MobileNet/ConvNeXt/EfficientNet open up their one
+    ``features`` Sequential and ViT its ``encoder.layers``, so ``--unfreeze N`` means the last N blocks.
+    """
+    groups = [m for m in model.children() if _numel(m)]
+    while len(groups) < min_stages:
+        splittable = [(i, g) for i, g in enumerate(groups) if sum(1 for c in g.children() if _numel(c)) >= 2]
+        if not splittable:
+            break
+        i, g = max(splittable, key=lambda ig: _numel(ig[1]))
+        groups[i : i + 1] = [c for c in g.children() if _numel(c)]
+    total = sum(_numel(g) for g in groups) or 1
+    stages: list[list[nn.Module]] = []
+    for g in groups:
+        if stages and _numel(g) < 0.01 * total:
+            stages[-1].append(g)
+        else:
+            stages.append([g])
+    return stages
 
 
 # -- name resolution ------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def _resample_positions(pos: torch.Tensor, t: int) -> torch.Tensor:
     """Position embeddings ``(T0, E)`` stretched to ``t`` frames (the clip spans the same time)."""
     if pos.shape[0] == t:
         return pos
-    return F.interpolate(pos.t()[None], size=t, mode="linear", align_corners=True)[0].t()
+    # frames sit at segment centres, so align_corners=False maps centre times exactly
+    return F.interpolate(pos.t()[None], size=t, mode="linear", align_corners=False)[0].t()
 
 
 @register_head("attention")
@@ -72,6 +73,8 @@ class AttentionHead(TemporalHead):
 
     def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, heads=4):
         super().__init__(in_dim, num_classes, frames, dropout, dim)
+        if dim % heads:
+            raise ValueError(f"attention head width {dim} must be a multiple of its {heads} heads")
         self.proj = nn.Linear(in_dim, dim)
         self.norm_in = nn.LayerNorm(dim)
         self.pos = nn.Parameter(torch.zeros(frames, dim))
@@ -86,7 +89,8 @@ class AttentionHead(TemporalHead):
     def pool(self, feats):
         b, t, _ = feats.shape
         tokens = self.norm_in(self.proj(feats)) + _resample_positions(self.pos, t)[None]  # (B, T, E)
-        pooled, self.last_weights = self.attn(self.query.expand(b, -1, -1), tokens, tokens, need_weights=True)
+        pooled, weights = self.attn(self.query.expand(b, -1, -1), tokens, tokens, need_weights=not self.training)
+        self.last_weights = None if weights is None else weights.detach()  # (B, 1, T): what the head looked at
         return self.norm_out(pooled[:, 0])  # (B, E)
 
 

@@ -102,6 +102,8 @@ class FeatureCache:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.root / "digests.sqlite", timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")  # one small write per new video, no fsync storm
+                db.execute("PRAGMA synchronous=NORMAL")
                 with db:
                     db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
                                "mtime_ns INTEGER, ino INTEGER, digest TEXT)")
@@ -163,11 +165,21 @@ def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConf
     })
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype on ``device``: bf16 where the GPU has it natively, else fp16; None on CPU.
+
+    (``is_bf16_supported()`` also says yes for emulated bf16 on V100/T4, which is slow.)
+    """
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
+
+
 def precision(device: torch.device) -> str:
     """The arithmetic :func:`autocast` uses on ``device`` (features differ slightly between them)."""
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(device)]
 
 
 class ClipDataset(Dataset):
@@ -185,9 +197,12 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, k: int) -> dict:
+        """``k = draw * len(self) + i``: item ``i``; ``draw`` tells repeated draws of one item apart
+        (class-balanced epochs repeat small classes), so each repeat gets fresh offsets and crops."""
+        i = k % len(self.items)
         item = self.items[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, k])
         try:
             with open_video(item.path, interpolation=self.cfg.interpolation) as reader:
                 ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
@@ -244,17 +259,20 @@ def _as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Wind
     return batch
 
 
-def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, order=None) -> DataLoader:
+def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, order=None,
+                pin_memory: bool = False) -> DataLoader:
     """Items one at a time (``batch_size=None``) or as lists, prefetched by ``workers`` processes.
 
-    ``order``: the item indices to visit (a shuffled or class-balanced epoch); default all, in order.
+    ``order``: the indices to visit (a shuffled or class-balanced epoch); default all, in order.
+    The loader gets its own generator so that building one never advances the global torch RNG
+    (results must not depend on whether features came from the cache).
     """
     kwargs = {}
     if workers > 0:
         kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": _worker_init,
                   "persistent_workers": False}
-    return DataLoader(dataset, batch_size=batch_size, sampler=order,
-                      collate_fn=_as_list if batch_size else None, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, generator=torch.Generator().manual_seed(0),
+                      collate_fn=_as_list if batch_size else None, pin_memory=pin_memory, **kwargs)
 
 
 def default_workers() -> int:
@@ -262,8 +280,8 @@ def default_workers() -> int:
 
 
 def autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = amp_dtype(device)
+    if dtype is not None:
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast("cpu", enabled=False)
 

@@ -35,6 +35,7 @@ from vidtune.train.checkpoint import save_config, save_weights
 from vidtune.train.features import (
     ClipDataset,
     Sampling,
+    amp_dtype,
     autocast,
     clip_loader,
     default_workers,
@@ -115,6 +116,8 @@ def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         raise VidtuneError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if not cfg.dropout < 1.0:
         raise VidtuneError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.temporal == "attention" and cfg.head_dim % 4:
+        raise VidtuneError(f"head_dim must be a multiple of 4 (the attention head has 4 heads), got {cfg.head_dim}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise VidtuneError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.epochs is None:
@@ -136,6 +139,22 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+def _param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases, norm scales and embeddings (positions, queries)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.split(".")[-1] in ("pos", "query"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
 
 
 def _class_weights(y: torch.Tensor, k: int) -> torch.Tensor:
@@ -179,8 +198,9 @@ class _Fitter:
                 train_loss, train_top1 = train_epoch(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
                        "val_loss": None, "val_top1": None, "val_mean_class_accuracy": None, "lr": lr}
-                if has_val:
-                    val_loss, m = evaluate()
+                m = evaluate() if has_val else None  # metrics dict with "loss"
+                if m is not None and m["n"]:
+                    val_loss = m["loss"]
                     row.update(val_loss=val_loss, val_top1=m["top1"], val_mean_class_accuracy=m["mean_class_accuracy"])
                     key = (m["mean_class_accuracy"], -val_loss)
                     if best_key is None or key > best_key:
@@ -357,32 +377,39 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
     va_idx = sorted(va_feats)
     used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
     _require_classes(used["train"], index, skipped)
-    x_tr = torch.stack([tr_feats[i] for i in tr_idx])  # (N, T, V, D)
+    # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
+    # floats is ~1 GB per 1,000 clips); batches move to the device as they are used.
+    first = tr_feats[tr_idx[0]]
+    x_tr = torch.empty((len(tr_idx), *first.shape), dtype=first.dtype)  # (N, T, V, D)
+    for j, i in enumerate(tr_idx):
+        x_tr[j] = tr_feats.pop(i)
     y_tr = torch.tensor([index[train_items[i].label] for i in tr_idx])
     x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
     y_va = torch.tensor([index[val_items[i].label] for i in va_idx]) if va_idx else None
     k = len(index)
     weights = _class_weights(y_tr, k).to(device) if cfg.balance == "loss" else None
     head.to(device)
-    x_tr, y_tr = x_tr.to(device), y_tr.to(device)
     steps = math.ceil(len(y_tr) / cfg.batch_size)
-    fitter = _Fitter(cfg, [{"params": head.parameters()}], steps, progress)
+    fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, t, v = x_tr.shape[:3]
+    d = x_tr.shape[-1]
 
     def train_epoch(epoch):
         head.train()
-        order = _epoch_order(y_tr.cpu(), cfg.balance, gen).to(device)
-        view = torch.randint(v, (n, t), generator=gen).to(device)  # random cached offset per segment
+        order = _epoch_order(y_tr, cfg.balance, gen)
+        # a random cached offset per segment, drawn per position so repeated draws differ too
+        view = torch.randint(v, (len(order), t), generator=gen)
         total, correct, seen = 0.0, 0, 0
-        for s in range(0, n, cfg.batch_size):
+        for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
-            x = x_tr[b].gather(2, view[b][:, :, None, None].expand(-1, -1, 1, x_tr.shape[-1]))[:, :, 0]
+            x = x_tr[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0].to(device)
+            y = y_tr[b].to(device)
             logits = head(x)
-            loss = F.cross_entropy(logits, y_tr[b], weight=weights, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
             fitter.step(loss)
             total += loss.item() * len(b)
-            correct += int((logits.argmax(1) == y_tr[b]).sum())
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(b)
         return total / seen, correct / seen
 
@@ -391,18 +418,19 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
         head.eval()
         logits = head(x_va.to(device)).cpu()
         loss = float(F.cross_entropy(logits, y_va, label_smoothing=cfg.label_smoothing))
-        return loss, classification_metrics(logits, y_va, list(index))
+        return {**classification_metrics(logits, y_va, list(index)), "loss": loss}
 
     def snapshot():
         return {k_: v_.detach().clone() for k_, v_ in head.state_dict().items()}
 
+    torch.manual_seed(cfg.seed)  # dropout masks: identical whether features came from the cache or not
     history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None)
     last_state = _full_state(model)
     head.load_state_dict(best)
     head.eval()
     with torch.no_grad():
-        centre = x_tr[:, :, v // 2]
-        train_fit = {"n": int(n), "top1": float((head(centre).argmax(1) == y_tr).float().mean())}
+        pred = torch.cat([head(x_tr[s : s + 256, :, v // 2].to(device)).argmax(1).cpu() for s in range(0, n, 256)])
+        train_fit = {"n": int(n), "top1": float((pred == y_tr).float().mean())}
         val_logits = head(x_va.to(device)).cpu() if x_va is not None else None
     model.to("cpu")
     return _Fit(history, best_epoch, val_logits, y_va, train_fit, skipped, used, last_state)
@@ -455,21 +483,23 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
     norm = Normalize(enc.cfg).to(device)
     y_all = torch.tensor([index[it.label] for it in ok["train"]])
     weights = _class_weights(y_all, len(index)).to(device) if cfg.balance == "loss" else None
-    params = [{"params": [p for p in model.head.parameters()]}]
-    bb = [p for m in trainable for p in m.parameters() if p.requires_grad]
-    if bb:
-        params.append({"params": bb, "lr": cfg.lr * cfg.backbone_lr_scale})
+    params = _param_groups(model.head, cfg.lr, cfg.weight_decay)
+    for m in trainable:
+        params += _param_groups(m, cfg.lr * cfg.backbone_lr_scale, cfg.weight_decay)
     steps = math.ceil(len(ok["train"]) / cfg.batch_size)
     fitter = _Fitter(cfg, params, steps, progress)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     train_ds = ClipDataset(ok["train"], Sampling(cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
     val_ds = ClipDataset(ok["val"], Sampling(cfg.frames, "centre"), enc.cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     failed: set[str] = set()
 
     def batches(ds, order):
-        order = [int(i) for i in order if str(ds.items[int(i)].path) not in failed]
-        for batch in clip_loader(ds, cfg.workers, batch_size=cfg.batch_size, order=order):
+        n = len(ds)
+        keep = [int(i) for i in order if str(ds.items[int(i)].path) not in failed]
+        draws = [pos * n + i for pos, i in enumerate(keep)]  # repeats of one clip get fresh augmentation
+        for batch in clip_loader(ds, cfg.workers, batch_size=cfg.batch_size, order=draws,
+                                 pin_memory=device.type == "cuda"):
             good = []
             for s in batch:
                 it = ds.items[s["index"]]
@@ -512,16 +542,19 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
             with autocast(device):
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
+        if not outs:  # every validation clip failed to decode
+            return torch.zeros(0, len(index)), torch.zeros(0, dtype=torch.long)
         return torch.cat(outs), torch.cat(ys)
 
     def evaluate():
         logits, y = predict_all()
-        loss = float(F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
-        return loss, classification_metrics(logits, y, list(index))
+        loss = float(F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)) if len(y) else float("nan")
+        return {**classification_metrics(logits, y, list(index)), "loss": loss}
 
     def snapshot():
         return _full_state(model)
 
+    torch.manual_seed(cfg.seed)
     history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]))
     last_state = _full_state(model)
     model.load_state_dict(best)
