@@ -333,8 +333,11 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         return feats, skipped
 
     subset = [items[i] for i in todo]
+    if device.type == "cuda":  # NHWC kernels for the channels_last batches below; fixed shapes: tune once
+        encoder.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     net = inference_encoder(encoder, device, len(todo) * sampling.per_clip)
-    loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg), workers)
+    loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg), workers, pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor]] = []
 
     def flush():
