@@ -7,6 +7,7 @@ import hashlib
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -392,3 +393,33 @@ def test_frames_past_decodable_end_of_truncated_file(tmp_path, name, kwargs):
         assert [index_from_frame(f) for f in early] == [2, 12]
         with pytest.raises(VideoDecodeError, match="truncated"):
             reader.frames_at([0.2, n / fps - 0.1])
+
+
+def _remux_with_decode_times_as_pts(src, dst):
+    """An MP4 whose B-frame stream lost its composition offsets (pts = dts), like OpenCV's box.mp4."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s_in = inp.streams.video[0]
+        s_out = out.add_stream_from_template(s_in)
+        first = None
+        for pkt in inp.demux(s_in):
+            if pkt.dts is None:
+                continue
+            first = pkt.dts if first is None else first
+            pkt.pts = pkt.dts = pkt.dts - first  # no negative times, so no edit list hides frame 0
+            pkt.stream = s_out
+            out.mux(pkt)
+    return dst
+
+
+def test_decode_order_timestamps_are_corrected(tmp_path):
+    """Frames come out in display order but carry shuffled pts: use the monotonic clock, like FFmpeg."""
+    n, fps = 60, 25
+    src = write_indexed_video(tmp_path / "src.mp4", n, fps=fps, bframes=2, gop=12)
+    bad = _remux_with_decode_times_as_pts(src, tmp_path / "no_ctts.mp4")
+    with av.open(str(bad)) as c:
+        raw = [f.pts for f in c.decode(video=0)]
+    assert any(b < a for a, b in zip(raw, raw[1:])), "the remux should reproduce out-of-order pts"
+    ks = list(range(0, n, 7)) + [n - 1, 3, 30, 2]
+    with open_video(bad) as reader:
+        frames = reader.frames_at([(k + 0.5) / fps for k in ks])
+    assert [index_from_frame(f) for f in frames] == ks

@@ -63,6 +63,13 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError(self.path, "file is empty (0 bytes); re-copy or re-encode it")
         self._container = None
         self._reformatter = VideoReformatter()
+        # Containers that store decode timestamps as presentation times (MP4 without a ctts box, AVI
+        # with packed B-frames) make the decoder's output pts go backwards although the frames come
+        # out in display order. Like FFmpeg's best-effort timestamp, count such faults and switch this
+        # reader to the monotonic dts clock for good once pts has more of them.
+        self._use_dts = False
+        self._clock_changed = False
+        self._first_dts = None
         self._open()
         try:
             self._init_stream()
@@ -92,6 +99,7 @@ class PyAVReader(VideoReader):
         self._last_pts = None
         self._skipping = False
         self._decode_error = None
+        self._reset_clock_check()
 
     def _init_stream(self) -> None:
         s = self._stream
@@ -105,6 +113,7 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError(self.path, f"video stream has no decodable frames{detail}")
         self._ahead = first
         self._start_pts = first.pts  # times count from the first frame (AVI+B-frames: start_time < it)
+        self._first_dts = first.dts if not self._use_dts else first.pts
         self._rotation = nearest_rotation(getattr(first, "rotation", 0) or 0)
         sar = float(s.sample_aspect_ratio) if s.sample_aspect_ratio else 1.0
         self._coded = (first.width, first.height)
@@ -148,6 +157,25 @@ class PyAVReader(VideoReader):
         )
 
     # -- decoding --------------------------------------------------------------------------------
+    def _reset_clock_check(self) -> None:
+        self._raw_last: tuple[int | None, int | None] = (None, None)
+        self._faults = [0, 0]  # pts, dts going backwards in decoder output since the last flush
+
+    def _check_clock(self, frame) -> None:
+        pts, dts = frame.pts, frame.dts
+        if self._use_dts or pts is None or dts is None:
+            return
+        last_pts, last_dts = self._raw_last
+        self._faults[0] += last_pts is not None and pts <= last_pts
+        self._faults[1] += last_dts is not None and dts <= last_dts
+        self._raw_last = (pts, dts)
+        if self._faults[0] > self._faults[1]:
+            log.info("%s: presentation timestamps are out of order; using decode timestamps", self.path)
+            self._use_dts = True
+            self._clock_changed = True
+            if self._first_dts is not None:
+                self._start_pts = self._first_dts
+
     def _next_frame(self):
         if self._gen is None:
             self._gen = self._container.decode(self._stream)
@@ -163,6 +191,9 @@ class PyAVReader(VideoReader):
             self._decode_error = _reason(exc)
             log.debug("%s: decoder error %s", self.path, self._decode_error)
             return None
+        self._check_clock(frame)
+        if self._use_dts:
+            frame.pts = frame.dts
         if frame.pts is None:  # some AVI/raw streams: extrapolate from the previous frame
             step = 1 / (self._fps * self._tb) if self._fps else 1
             frame.pts = 0 if self._last_pts is None else int(self._last_pts + step)
@@ -185,6 +216,7 @@ class PyAVReader(VideoReader):
             self._gen = None
             self._prev = None
             self._last_pts = None
+            self._reset_clock_check()
             self._ahead = self._next_frame()
             if self._ahead is not None and self._ahead.pts <= target:
                 return
@@ -273,13 +305,18 @@ class PyAVReader(VideoReader):
         if any(t != t for t in ts):
             raise ValueError("frames_at got a NaN timestamp")
         ts = [min(t, 1e9) for t in ts]  # +inf means "the end"; keep tick arithmetic finite
-        out: list[np.ndarray | None] = [None] * len(ts)
-        converted: dict[int, np.ndarray] = {}
-        for i in sorted(range(len(ts)), key=ts.__getitem__):
-            frame = self._frame_at(max(ts[i], 0.0))
-            if frame.pts not in converted:
-                converted[frame.pts] = self._to_array(frame, short_side)
-            out[i] = converted[frame.pts]
+        for _ in range(2):
+            self._clock_changed = False
+            out: list[np.ndarray | None] = [None] * len(ts)
+            converted: dict[int, np.ndarray] = {}
+            for i in sorted(range(len(ts)), key=ts.__getitem__):
+                frame = self._frame_at(max(ts[i], 0.0))
+                if frame.pts not in converted:
+                    converted[frame.pts] = self._to_array(frame, short_side)
+                out[i] = converted[frame.pts]
+            if not self._clock_changed:
+                break
+            self._restart()  # the clock changed under this request: serve it again on the right one
         return np.stack(out)
 
     def frame_times(self) -> list[float]:
