@@ -288,10 +288,9 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         fit = _train_linear(model, train_items, val_items, index, cfg, device, cache, progress)
     else:
         fit = _train_end_to_end(model, train_items, val_items, index, cfg, device, progress)
-    history, best_epoch, val_logits, val_y, train_fit, skipped, used = (
-        fit.history, fit.best_epoch, fit.val_logits, fit.val_y, fit.train_fit, fit.skipped, fit.used)
-
-    if val_y is None:
+    history, best_epoch, train_fit, skipped, used = fit.history, fit.best_epoch, fit.train_fit, fit.skipped, fit.used
+    val_logits, val_y = fit.val_logits, fit.val_y
+    if val_y is None:  # no validation set
         val_logits, val_y = torch.zeros(0, len(labels)), torch.zeros(0, dtype=torch.long)
     val_metrics = classification_metrics(val_logits, val_y, labels)
     used_counts = Counter(it.label for it in used["train"])
