@@ -7,6 +7,7 @@ configuration (message on stderr, no traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -14,10 +15,16 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json, setup_logging
+from vidtune.cli.common import common_run_args, parse_size, print_metrics, print_skipped
+from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging
 from vidtune.errors import VidtuneError
 
 log = logging.getLogger("vidtune.cli")
+
+# Feature areas declare their own sub-commands: each module has ``register(subparsers)``, which adds
+# its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -61,7 +68,7 @@ def cmd_info(args) -> int:
 def cmd_sample_data(args) -> int:
     from vidtune.data.sample import write_sample_dataset
 
-    w, h = _parse_size(args.size)
+    w, h = parse_size(args.size)
     progress = RichProgress(not args.quiet)
     total = None
     with progress.task(f"writing sample videos to {args.out}", total=total) as task:
@@ -99,11 +106,11 @@ def cmd_train(args) -> int:
         print_json(result)
         return 0
     val = result["val"]
-    _print_skipped(result["skipped"])
+    print_skipped(result["skipped"])
     out.print(f"run saved to [bold]{escape(result['run'])}[/bold] (best epoch {result['best_epoch']} of "
               f"{result['epochs_run']}, {result['seconds']:.1f} s)")
     if val.get("n"):
-        _print_metrics("validation", val, out_labels=list(val["per_class"]))
+        print_metrics("validation", val, out_labels=list(val["per_class"]))
     else:
         out.print("no validation set (use --val-split or a split column to measure accuracy)")
     return 0
@@ -117,8 +124,8 @@ def cmd_eval(args) -> int:
     if args.json:
         print_json(result)
         return 0
-    _print_skipped(result["skipped"])
-    _print_metrics(escape(f"evaluation of {args.run} on {args.data}"), result, out_labels=result["labels"], confusion=True)
+    print_skipped(result["skipped"])
+    print_metrics(escape(f"evaluation of {args.run} on {args.data}"), result, out_labels=result["labels"], confusion=True)
     return 0
 
 
@@ -177,62 +184,6 @@ def cmd_backbones(args) -> int:
     return 0
 
 
-# -- rendering helpers ----------------------------------------------------------------------------
-def _print_skipped(skipped: list[dict]) -> None:
-    if not skipped:
-        return
-    err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
-    for s in skipped[:20]:
-        err.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False)
-    if len(skipped) > 20:
-        err.print(f"  ... and {len(skipped) - 20} more (see skipped.json / --json)")
-
-
-def _print_metrics(title: str, m: dict, out_labels: list[str], confusion: bool = False) -> None:
-    t = Table(title=title, title_justify="left", show_header=False)
-    t.add_row("videos", str(m["n"]))
-    t.add_row("top-1", fmt_pct(m["top1"]))
-    if m.get("top5") is not None:
-        t.add_row("top-5", fmt_pct(m["top5"]))
-    t.add_row("mean class accuracy", fmt_pct(m["mean_class_accuracy"]))
-    out.print(t)
-    pc = Table(title="per class", title_justify="left")
-    pc.add_column("class")
-    pc.add_column("videos", justify="right")
-    pc.add_column("accuracy", justify="right")
-    for lab, v in m["per_class"].items():
-        pc.add_row(escape(lab), str(v["n"]), fmt_pct(v["accuracy"]))
-    out.print(pc)
-    if confusion and m.get("confusion"):
-        labels = m.get("labels", out_labels)
-        cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
-        cm.add_column("")
-        for lab in labels:
-            cm.add_column(escape(lab[:12]), justify="right")
-        for lab, row in zip(labels, m["confusion"]):
-            if sum(row):
-                cm.add_row(escape(lab), *[str(x) if x else "." for x in row])
-        out.print(cm)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise VidtuneError(f"--size must look like 160x120, got {text!r}") from None
-    return w, h
-
-
-# -- argument declarations ------------------------------------------------------------------------
-def _common_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: cores - 1)")
-    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from vidtune import __version__
 
@@ -283,27 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
     p.add_argument("--views", type=int, default=3, help="linear: cached temporal offsets per segment")
     p.add_argument("--seed", type=int, default=0)
-    _common_run_args(p)
+    common_run_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run on labelled data: top-1/5, mean class accuracy, confusion")
     p.add_argument("run", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--split", default=None, help="train | val | test | all (default: test rows if any, else all)")
-    _common_run_args(p)
+    common_run_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k labels with probabilities for each video")
     p.add_argument("run", type=Path)
     p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
     p.add_argument("-k", "--k", type=int, default=5)
-    _common_run_args(p)
+    common_run_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("backbones", help="list backbones (registered offline ones; --all for every name)")
     p.add_argument("--all", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backbones)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

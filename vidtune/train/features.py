@@ -11,8 +11,10 @@ import logging
 import os
 import sqlite3
 import warnings
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -158,11 +160,14 @@ def open_cache(cache_dir, enabled: bool = True) -> FeatureCache | None:
 
 
 def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling,
-              precision: str = "fp32") -> str:
-    return stable_hash({
+              precision: str = "fp32", frame_op: FrameOp | None = None) -> str:
+    key = {
         "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end, "precision": precision,
         "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": asdict(sampling),
-    })
+    }
+    if frame_op is not None:
+        key["frame_op"] = frame_op.cache_id
+    return stable_hash(key)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -182,16 +187,34 @@ def precision(device: torch.device) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(device)]
 
 
+@runtime_checkable
+class FrameOp(Protocol):
+    """A change applied to decoded clips before cropping (corruptions, robust augmentation).
+
+    It must be picklable (decoding runs in worker processes) and deterministic given ``rng``.
+    ``cache_id`` names it in the feature-cache key, so changed frames never reuse clean features.
+    An op may also define ``retime(ts, duration, rng) -> ts`` to change *which* frames are decoded
+    (frame drops, frame-rate changes); it is called before decoding when present.
+    """
+
+    cache_id: str
+
+    def __call__(self, frames: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``frames``: uint8 ``(T, H, W, 3)`` decoded at ``times`` (seconds); returns the same shape."""
+        ...
+
+
 class ClipDataset(Dataset):
     """Decoded, cropped uint8 clips ``(F, S, S, 3)``; failures come back as ``error`` strings."""
 
     def __init__(self, items: list[VideoItem], sampling: Sampling, cfg: PretrainedConfig,
-                 augment: bool = False, seed: int = 0):
+                 augment: bool = False, seed: int = 0, frame_op: FrameOp | None = None):
         self.items = items
         self.sampling = sampling
         self.cfg = cfg
         self.augment = augment
         self.seed = seed
+        self.frame_op = frame_op
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -206,7 +229,15 @@ class ClipDataset(Dataset):
         try:
             with open_video(item.path, interpolation=self.cfg.interpolation) as reader:
                 ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
+                # Seeded by the file, not its position: a corrupted clip must not depend on which
+                # other clips were already cached.
+                op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
+                                                zlib.crc32(f"{item.path}|{item.start}|{item.end}".encode())])
+                if self.frame_op is not None and hasattr(self.frame_op, "retime"):
+                    ts = self.frame_op.retime(ts, reader.info.duration, op_rng)
                 frames = reader.frames_at(ts, short_side=self.cfg.resize_size)
+                if self.frame_op is not None:
+                    frames = self.frame_op(frames, ts, op_rng)
         except VidtuneError as exc:
             return {"index": i, "frames": None, "error": getattr(exc, "reason", str(exc))}
         except ValueError as exc:
@@ -291,6 +322,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                      device: torch.device, cache: FeatureCache | None = None, batch_frames: int = 32,
                      workers: int | None = None, progress: Progress | None = None,
                      description: str = "features", grid_views: int | None = None,
+                     frame_op: FrameOp | None = None, seed: int = 0,
                      ) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Features ``(frames, views, D)`` per item index (``views`` is 1 unless ``mode='grid'``).
 
@@ -298,6 +330,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     ``grid_views``: for centre sampling, also look for cached training grids with that many (odd)
     views, whose middle column holds exactly the centre frames (so evaluating a linear-probe run on
     its own training videos decodes nothing).
+    ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
     """
     progress = progress or NullProgress()
     workers = default_workers() if workers is None else workers
@@ -314,7 +347,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         if cache is not None:
             try:
                 digest = cache.digest(item.path)
-                keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec)
+                keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec, frame_op)
             except OSError as exc:
                 skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
                 continue
@@ -322,7 +355,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
             if hit is not None and hit.shape[:2] == (sampling.frames, views):
                 feats[i] = hit
                 continue
-            if sampling.mode == "centre" and grid_views and grid_views % 2 == 1:
+            if sampling.mode == "centre" and grid_views and grid_views % 2 == 1 and frame_op is None:
                 grid = cache.get(cache_key(item, digest, fp, encoder.cfg,
                                            Sampling(sampling.frames, "grid", grid_views), prec))
                 if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
@@ -337,7 +370,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     net = inference_encoder(encoder, device, len(todo) * sampling.per_clip)
-    loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg), workers, pin_memory=device.type == "cuda")
+    loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
+                         pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor]] = []
 
     def flush():

@@ -1,0 +1,65 @@
+"""Rendering and argument helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+from rich.table import Table
+
+from vidtune.cli.console import err, fmt_pct, out
+from vidtune.errors import VidtuneError
+
+
+def print_skipped(skipped: list[dict]) -> None:
+    if not skipped:
+        return
+    err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+    for s in skipped[:20]:
+        err.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False)
+    if len(skipped) > 20:
+        err.print(f"  ... and {len(skipped) - 20} more (see skipped.json / --json)")
+
+
+def print_metrics(title: str, m: dict, out_labels: list[str], confusion: bool = False) -> None:
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_row("videos", str(m["n"]))
+    t.add_row("top-1", fmt_pct(m["top1"]))
+    if m.get("top5") is not None:
+        t.add_row("top-5", fmt_pct(m["top5"]))
+    t.add_row("mean class accuracy", fmt_pct(m["mean_class_accuracy"]))
+    out.print(t)
+    pc = Table(title="per class", title_justify="left")
+    pc.add_column("class")
+    pc.add_column("videos", justify="right")
+    pc.add_column("accuracy", justify="right")
+    for lab, v in m["per_class"].items():
+        pc.add_row(escape(lab), str(v["n"]), fmt_pct(v["accuracy"]))
+    out.print(pc)
+    if confusion and m.get("confusion"):
+        labels = m.get("labels", out_labels)
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        cm.add_column("")
+        for lab in labels:
+            cm.add_column(escape(lab[:12]), justify="right")
+        for lab, row in zip(labels, m["confusion"]):
+            if sum(row):
+                cm.add_row(escape(lab), *[str(x) if x else "." for x in row])
+        out.print(cm)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise VidtuneError(f"--size must look like 160x120, got {text!r}") from None
+    return w, h
+
+
+def common_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: cores - 1)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
