@@ -15,13 +15,39 @@ from vidtune.train.metrics import classification_metrics
 from vidtune.train.trainer import resolve_device
 
 
-def _features(model, config, items, device, cache_dir, use_cache, workers, progress, description):
+def run_clips(model, config: dict, items: list[VideoItem], *, device: torch.device, output: str = "logits",
+              cache_dir=None, use_cache: bool = True, workers: int | None = None,
+              progress: Progress | None = None, description: str = "clips", frame_op=None,
+              seed: int = 0) -> tuple[dict[int, torch.Tensor], list[dict]]:
+    """Run a trained model on clips: ``{item index: tensor}`` plus skipped files ``{"path", "reason"}``.
+
+    The one entry point for everything that applies a run to videos (eval, predict, tagging,
+    robustness, embeddings), so each works with every kind of model the trainer builds.
+    ``output``: ``logits`` ``(K,)``, ``embedding`` (the head's pooled clip vector ``(E,)``) or
+    ``frames`` (per-frame features ``(T, D)`` before the head). Each item's clip is sampled at the
+    centres of ``frames`` segments between its ``start`` and ``end``. ``frame_op`` changes decoded
+    frames first (see :class:`vidtune.train.features.FrameOp`).
+    """
+    if output not in ("logits", "embedding", "frames"):
+        raise ValueError(f"output must be logits, embedding or frames, not {output!r}")
     cache = open_cache(cache_dir, use_cache)
     frames = int(config["model"]["frames"])
     views = config.get("sampling", {}).get("views")
-    return extract_features(model.encoder, items, Sampling(frames, "centre"), device=device, cache=cache,
-                            workers=workers, progress=progress, description=description,
-                            grid_views=int(views) if views else None)
+    feats, skipped = extract_features(model.encoder, items, Sampling(frames, "centre"), device=device, cache=cache,
+                                      workers=workers, progress=progress, description=description,
+                                      grid_views=int(views) if views else None, frame_op=frame_op, seed=seed)
+    if output == "frames" or not feats:
+        return {i: f[:, 0] for i, f in feats.items()}, skipped
+    head = model.head.eval().to(device)
+    idx = sorted(feats)
+    results: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for lo in range(0, len(idx), 256):
+            chunk = idx[lo : lo + 256]
+            x = torch.stack([feats[i][:, 0] for i in chunk]).to(device)  # (N, T, D)
+            y = head(x) if output == "logits" else head.pool(x)
+            results.update(zip(chunk, y.float().cpu()))
+    return results, skipped
 
 
 def expand_video_args(videos) -> list[Path]:
@@ -71,14 +97,13 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
         raise DatasetError(f"labels not known to the run: {', '.join(map(repr, unknown[:10]))}. "
                            f"The run was trained on: {', '.join(labels)}")
     dev = resolve_device(device)
-    feats, skipped = _features(model, config, items, dev, cache_dir, use_cache, workers, progress, "eval features")
-    if not feats:
+    out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
+                             workers=workers, progress=progress, description="eval features")
+    if not out:
         raise DatasetError(f"no readable videos to evaluate ({len(skipped)} skipped)")
-    idx = sorted(feats)
-    x = torch.stack([feats[i][:, 0] for i in idx])  # (N, T, D)
+    idx = sorted(out)
+    logits = torch.stack([out[i] for i in idx])
     y = torch.tensor([labels.index(items[i].label) for i in idx])
-    with torch.no_grad():
-        logits = model.head.eval()(x)
     m = classification_metrics(logits, y, labels)
     return {"run": str(run_dir), "labels": labels, **m, "skipped": skipped}
 
@@ -92,17 +117,16 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     paths = expand_video_args(videos)
     items = [VideoItem(path=p, label="") for p in paths]
     dev = resolve_device(device)
-    feats, skipped = _features(model, config, items, dev, cache_dir, use_cache, workers, progress, "predict")
+    out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
+                             workers=workers, progress=progress, description="predict")
     reasons = {s["path"]: s["reason"] for s in skipped}
     results = []
     k = max(1, min(k, len(labels)))
-    with torch.no_grad():
-        for i, p in enumerate(paths):
-            if i not in feats:
-                results.append({"path": str(p), "error": reasons.get(str(p), "could not be decoded")})
-                continue
-            probs = model.head.eval()(feats[i][:, 0][None]).softmax(-1)[0]
-            top = probs.topk(k)
-            results.append({"path": str(p), "predictions": [
-                {"label": labels[j], "score": round(float(s), 6)} for s, j in zip(top.values, top.indices)]})
+    for i, p in enumerate(paths):
+        if i not in out:
+            results.append({"path": str(p), "error": reasons.get(str(p), "could not be decoded")})
+            continue
+        top = out[i].softmax(-1).topk(k)
+        results.append({"path": str(p), "predictions": [
+            {"label": labels[j], "score": round(float(s), 6)} for s, j in zip(top.values, top.indices)]})
     return {"run": str(run_dir), "results": results}
