@@ -74,11 +74,11 @@ def cmd_sample_data(args) -> int:
     with progress.task(f"writing sample videos to {args.out}", total=total) as task:
         info = write_sample_dataset(args.out, classes=args.classes, per_class=args.per_class, seconds=args.seconds,
                                     fps=args.fps, size=(w, h), seed=args.seed, imbalance=args.imbalance,
-                                    overwrite=args.overwrite,
+                                    overwrite=args.overwrite, kind=args.kind,
                                     progress=lambda done, n: task.update(completed=done, total=n))
     counts = dict(info.counts)
     if args.json:
-        print_json({"out": str(info.out_dir), "classes": list(info.classes), "counts": counts,
+        print_json({"out": str(info.out_dir), "kind": info.kind, "classes": list(info.classes), "counts": counts,
                     "files": len(info.files)})
     else:
         out.print(f"wrote {len(info.files)} videos in {len(info.classes)} classes to {info.out_dir}: "
@@ -201,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample-data", help="write the built-in labelled sample dataset of real encoded videos")
     p.add_argument("out", type=Path)
-    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--kind", choices=("appearance", "motion"), default="appearance",
+                   help="appearance: classes differ by object shape/texture; motion: classes differ only in "
+                        "frame order (left/right, up/down, clockwise/anticlockwise, approach/recede, "
+                        "zoom_in/zoom_out, appear/disappear)")
+    p.add_argument("--classes", type=int, default=4, help="number of classes (appearance 2-8, motion 2-12)")
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--fps", type=int, default=12)

@@ -40,10 +40,14 @@ from vidtune.errors import VidtuneError
 
 __all__ = [
     "DESIGNS",
+    "KINDS",
+    "MOTION_CLASSES",
     "SampleDataError",
     "SampleDataExistsError",
     "SampleDatasetInfo",
     "default_class_names",
+    "motion_pairs",
+    "render_motion_clip",
     "write_sample_dataset",
 ]
 
@@ -80,6 +84,7 @@ class SampleDatasetInfo:
         size: (width, height) of the videos (odd requests are rounded down to even).
         fps, frames: frame rate and frames per clip.
         codec: the encoder used.
+        kind: "appearance" or "motion".
     """
 
     out_dir: Path
@@ -90,6 +95,7 @@ class SampleDatasetInfo:
     fps: int = 12
     frames: int = 24
     codec: str = "libx264"
+    kind: str = "appearance"
 
     @property
     def total(self) -> int:
@@ -210,13 +216,30 @@ _DESIGN_IDS = {name: i for i, name in enumerate(DESIGNS)}
 _INT_PARAM = {"checkerboard", "stripes"}  # whole number of cells
 
 
-def default_class_names(n: int) -> list[str]:
-    """The first ``n`` built-in class names (2 <= n <= 8): ball, checkerboard, stripes, ring, ..."""
+KINDS = ("appearance", "motion")
+
+
+def _kind_names(kind: str) -> list[str]:
+    if kind == "appearance":
+        return list(DESIGNS)
+    if kind == "motion":
+        return list(MOTION_CLASSES)
+    raise SampleDataError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def default_class_names(n: int, kind: str = "appearance") -> list[str]:
+    """The first ``n`` built-in class names of ``kind``.
+
+    appearance (2..8): ball, checkerboard, stripes, ring, ...; motion (2..12): left, right, up, down,
+    clockwise, anticlockwise, approach, recede, zoom_in, zoom_out, appear, disappear (an even ``n``
+    gives complete time-reversed pairs).
+    """
+    names = _kind_names(kind)
     if isinstance(n, bool) or not isinstance(n, int):
         raise SampleDataError(f"number of classes must be an int, got {n!r}")
-    if not 2 <= n <= len(DESIGNS):
-        raise SampleDataError(f"number of classes must be between 2 and {len(DESIGNS)}, got {n}")
-    return list(DESIGNS)[:n]
+    if not 2 <= n <= len(names):
+        raise SampleDataError(f"number of {kind} classes must be between 2 and {len(names)}, got {n}")
+    return names[:n]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -258,6 +281,66 @@ def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
     return (g00 * (1 - fx) + g01 * fx) * (1 - fy) + (g10 * (1 - fx) + g11 * fx) * fy
 
 
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Gradient between two muted colours + low-frequency colour blobs + fixed grain, float (h, w, 3)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    ang = rng.uniform(0, 2 * math.pi)
+    g = (xx - width / 2) * math.cos(ang) + (yy - height / 2) * math.sin(ang)
+    g = (g - g.min()) / max(float(np.ptp(g)), 1.0)
+    ca = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
+    cb = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
+    bg = ca + g[..., None] * (cb - ca)
+    blobs = rng.normal(0.0, rng.uniform(10.0, 30.0), size=(rng.integers(3, 7), rng.integers(3, 7), 3))
+    bg = bg + _upsample(blobs.astype(np.float32), height, width)
+    bg = bg + rng.normal(0.0, rng.uniform(0.0, 10.0), size=bg.shape)
+    return bg.astype(np.float32)
+
+
+def _object_look(design: str, rng: np.random.Generator, bg_mean: np.ndarray):
+    """Random (c1, c2, param) of one object of ``design`` that stands out from a background of ``bg_mean``."""
+    _, prange = DESIGNS[design]
+    # Main colour far enough from the background that the object is visible; second colour
+    # (texture / rim) contrasting in brightness with the first.
+    for _try in range(32):
+        v1 = rng.uniform(0.45, 1.0)
+        c1 = _hsv(rng.uniform(), rng.uniform(0.3, 1.0), v1)
+        if np.linalg.norm(c1 - bg_mean) > 70.0:
+            break
+    v2 = rng.uniform(0.0, 0.25) if v1 > 0.6 else rng.uniform(0.85, 1.0)
+    c2 = _hsv(rng.uniform(), rng.uniform(0.0, 1.0), v2)
+    if prange is None:
+        param = None
+    elif design in _INT_PARAM:
+        param = int(rng.integers(int(prange[0]), int(prange[1]) + 1))
+    else:
+        param = float(rng.uniform(*prange))
+    if design == "ball":
+        la = rng.uniform(0, 2 * math.pi)
+        lxy = rng.uniform(0.3, 0.7)
+        param = (lxy * math.cos(la), lxy * math.sin(la), math.sqrt(1 - lxy * lxy))
+    return c1, c2, param
+
+
+def _draw(img: np.ndarray, render: Callable, cx: float, cy: float, r: float, th: float, c1, c2, param,
+          opacity: float = 1.0) -> None:
+    """Composite one object (centre, radius ``r`` px, angle ``th``: clockwise on screen) onto ``img``."""
+    h, w = img.shape[:2]
+    m = 1.25 * r + 2
+    x0, x1 = max(0, int(cx - m)), min(w, int(cx + m) + 1)
+    y0, y1 = max(0, int(cy - m)), min(h, int(cy + m) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+    dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+    c, s = math.cos(th), math.sin(th)
+    u = (c * dx + s * dy) / r
+    v = (-s * dx + c * dy) / r
+    alpha, col = render(u, v, 1.0 / r, c1, c2, param)
+    a = alpha[..., None] if opacity == 1.0 else (opacity * alpha)[..., None]
+    patch = img[y0:y1, x0:x1]
+    img[y0:y1, x0:x1] = patch + a * (col - patch)
+
+
 class _Clip:
     """Random parameters of one clip; :meth:`frame` renders frame ``i`` as uint8 (h, w, 3)."""
 
@@ -266,45 +349,15 @@ class _Clip:
         self.w, self.h, self.fps = width, height, fps
         short = min(width, height)
 
-        # Background: gradient between two muted colours + low-frequency colour blobs + fixed grain.
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        ang = rng.uniform(0, 2 * math.pi)
-        g = (xx - width / 2) * math.cos(ang) + (yy - height / 2) * math.sin(ang)
-        g = (g - g.min()) / max(float(np.ptp(g)), 1.0)
-        ca = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
-        cb = _hsv(rng.uniform(), rng.uniform(0.0, 0.6), rng.uniform(0.15, 0.85))
-        bg = ca + g[..., None] * (cb - ca)
-        blobs = rng.normal(0.0, rng.uniform(10.0, 30.0), size=(rng.integers(3, 7), rng.integers(3, 7), 3))
-        bg = bg + _upsample(blobs.astype(np.float32), height, width)
-        bg = bg + rng.normal(0.0, rng.uniform(0.0, 10.0), size=bg.shape)
-        self.bg = bg.astype(np.float32)
+        self.bg = _background(rng, width, height)
         self.noise = float(rng.uniform(2.0, 8.0))
         bg_mean = self.bg.reshape(-1, 3).mean(0)
 
-        renderer, prange = DESIGNS[design]
-        self.render = renderer
+        self.render = DESIGNS[design][0]
         self.objects = []
         n_obj = 2 if rng.uniform() < 0.3 else 1
         for _ in range(n_obj):
-            # Main colour far enough from the background that the object is visible; second colour
-            # (texture / rim) contrasting in brightness with the first.
-            for _try in range(32):
-                v1 = rng.uniform(0.45, 1.0)
-                c1 = _hsv(rng.uniform(), rng.uniform(0.3, 1.0), v1)
-                if np.linalg.norm(c1 - bg_mean) > 70.0:
-                    break
-            v2 = rng.uniform(0.0, 0.25) if v1 > 0.6 else rng.uniform(0.85, 1.0)
-            c2 = _hsv(rng.uniform(), rng.uniform(0.0, 1.0), v2)
-            if prange is None:
-                param = None
-            elif design in _INT_PARAM:
-                param = int(rng.integers(int(prange[0]), int(prange[1]) + 1))
-            else:
-                param = float(rng.uniform(*prange))
-            if design == "ball":
-                la = rng.uniform(0, 2 * math.pi)
-                lxy = rng.uniform(0.3, 0.7)
-                param = (lxy * math.cos(la), lxy * math.sin(la), math.sqrt(1 - lxy * lxy))
+            c1, c2, param = _object_look(design, rng, bg_mean)
             radius = float(rng.uniform(0.18, 0.3) * short)
             if n_obj == 2:
                 radius *= 0.8
@@ -332,25 +385,181 @@ class _Clip:
         w, h = self.w, self.h
         img = self.bg + self.noise * self.rng.standard_normal(self.bg.shape, dtype=np.float32)
         for o in self.objects:
-            r = o["r"]
             cx = _bounce(o["x0"], o["vx"], o["lo"], w - o["lo"], t)
             cy = _bounce(o["y0"], o["vy"], o["lo"], h - o["lo"], t)
             th = o["th0"] + o["om"] * t
-            m = 1.25 * r + 2
-            x0, x1 = max(0, int(cx - m)), min(w, int(cx + m) + 1)
-            y0, y1 = max(0, int(cy - m)), min(h, int(cy + m) + 1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
-            dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
-            c, s = math.cos(th), math.sin(th)
-            u = (c * dx + s * dy) / r
-            v = (-s * dx + c * dy) / r
-            alpha, col = self.render(u, v, 1.0 / r, o["c1"], o["c2"], o["param"])
-            a = alpha[..., None]
-            patch = img[y0:y1, x0:x1]
-            img[y0:y1, x0:x1] = patch + a * (col - patch)
+            _draw(img, self.render, cx, cy, o["r"], th, o["c1"], o["c2"], o["param"])
         return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Motion clips (kind="motion"): classes that differ only in the order of their frames
+# ---------------------------------------------------------------------------------------------------
+
+# Class -> (motion, played backwards?). Each motion is rendered forwards in normalised time tau = 0..1;
+# its partner class renders the same random draw with tau running 1..0, so a clip of one class played
+# backwards is a clip of the other, drawn from the same distribution. The order is a public contract
+# (``--classes N`` takes the first N: 2, 4, 6, ... give complete pairs) and part of the seeding: append only.
+MOTION_CLASSES: dict[str, tuple[str, bool]] = {
+    "left": ("horizontal", True),
+    "right": ("horizontal", False),
+    "up": ("vertical", True),
+    "down": ("vertical", False),
+    "clockwise": ("spin", False),
+    "anticlockwise": ("spin", True),
+    "approach": ("scale", False),
+    "recede": ("scale", True),
+    "zoom_in": ("zoom", False),
+    "zoom_out": ("zoom", True),
+    "appear": ("fade", False),
+    "disappear": ("fade", True),
+}
+_MOTION_IDS = {name: i for i, name in enumerate(MOTION_CLASSES)}
+_MOTION_SALT = 0x40710  # separates the motion streams from the appearance ones
+# The ring is the same at every angle: its rotation would be invisible, so motion clips leave it out (in
+# every class, so that the object never tells the class).
+_MOTION_DESIGNS = tuple(d for d in DESIGNS if d != "ring")
+# The classifier's evaluation crop keeps the central square of the short side (224 of 256 px): motion
+# clips keep the object inside the central ``_VIEW`` fraction of the short side.
+_VIEW = 0.875
+
+
+def motion_pairs(names: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The time-reversed class pairs among ``names`` (all motion classes by default), in list order."""
+    names = list(MOTION_CLASSES) if names is None else list(names)
+    pairs = []
+    for a in names:
+        for b in names:
+            if a != b and a in MOTION_CLASSES and b in MOTION_CLASSES and names.index(a) < names.index(b):
+                if MOTION_CLASSES[a][0] == MOTION_CLASSES[b][0]:
+                    pairs.append((a, b))
+    return pairs
+
+
+def _bilinear(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Sample float (h, w, c) ``img`` at pixel-centre coordinates ``ys`` (rows) x ``xs`` (columns), edges clamped."""
+    h, w = img.shape[:2]
+    xs = np.clip(xs - 0.5, 0, w - 1)
+    ys = np.clip(ys - 0.5, 0, h - 1)
+    x0 = np.minimum(xs.astype(int), w - 2)
+    y0 = np.minimum(ys.astype(int), h - 2)
+    fx = (xs - x0)[None, :, None].astype(np.float32)
+    fy = (ys - y0)[:, None, None].astype(np.float32)
+    top = img[y0][:, x0] * (1 - fx) + img[y0][:, x0 + 1] * fx
+    bot = img[y0 + 1][:, x0] * (1 - fx) + img[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+class _MotionClip:
+    """One clip of a motion class; :meth:`frame` renders frame ``i`` as uint8 (h, w, 3).
+
+    All random parameters come from ``key`` (a list of ints); the clip renders its motion forwards or,
+    with ``backwards``, with time reversed. Sensor noise is drawn per *forward* frame index from ``key``,
+    so ``_MotionClip(m, True, key, ...)`` is exactly ``_MotionClip(m, False, key, ...)`` played backwards.
+    """
+
+    def __init__(self, motion: str, backwards: bool, key: list[int], width: int, height: int, n_frames: int):
+        rng = np.random.default_rng(np.random.SeedSequence(key))
+        self.key, self.motion, self.backwards = list(key), motion, backwards
+        self.w, self.h, self.n = width, height, n_frames
+        short = min(width, height)
+        half = 0.5 * _VIEW * short  # half side of the region the centre crop keeps
+
+        self.bg = _background(rng, width, height)
+        self.noise = float(rng.uniform(2.0, 8.0))
+        design = _MOTION_DESIGNS[int(rng.integers(len(_MOTION_DESIGNS)))]
+        self.design = design
+        self.render = DESIGNS[design][0]
+        self.c1, self.c2, self.param = _object_look(design, rng, self.bg.reshape(-1, 3).mean(0))
+        self.th0 = float(rng.uniform(0, 2 * math.pi))
+        u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+        self.spin = u(-1.2, 1.2)  # nuisance rotation over the clip (rad), symmetric in sign
+        self.zoom = 1.0  # whole-frame magnification at tau = 1
+        self.grow = 1.0  # object radius factor at tau = 1
+        self.travel = (0.0, 0.0)  # displacement over the clip (px)
+        if motion in ("horizontal", "vertical"):
+            r = u(0.11, 0.16) * short
+            d = u(0.40, 0.55) * short
+            along = u(-1, 1) * max(0.0, half - d / 2 - 0.8 * r)
+            across = u(-1, 1) * 0.6 * (half - r)
+            start = (along - d / 2, across)
+            self.travel = (d, 0.0)
+            if motion == "vertical":
+                start, self.travel = start[::-1], self.travel[::-1]
+        elif motion == "spin":
+            r = u(0.20, 0.28) * short
+            start = (u(-0.08, 0.08) * short, u(-0.08, 0.08) * short)
+            # 2.6..4 rad over the clip: with 8 frames sampled from it, 19..29 degrees per step, below half
+            # the symmetry period of every design (the 5-pointed star repeats every 72 degrees).
+            self.spin = u(2.6, 4.0)
+        elif motion == "scale":
+            r = u(0.07, 0.10) * short
+            start = (u(-0.08, 0.08) * short, u(-0.08, 0.08) * short)
+            self.grow = u(2.5, 3.2)
+        elif motion == "zoom":
+            r = u(0.10, 0.13) * short
+            start = (u(-0.08, 0.08) * short, u(-0.08, 0.08) * short)
+            self.zoom = u(1.8, 2.4)
+            # Zoom towards a point near the object, so that it stays inside the central crop.
+            self.focus = (start[0] + u(-0.04, 0.04) * short, start[1] + u(-0.04, 0.04) * short)
+        elif motion == "fade":
+            r = u(0.16, 0.24) * short
+            start = (u(-0.1, 0.1) * short, u(-0.1, 0.1) * short)
+        else:  # pragma: no cover - MOTION_CLASSES is fixed
+            raise AssertionError(motion)
+        self.r, self.start = r, start
+
+    def geometry(self, i: int) -> tuple[float, float, float, float, float]:
+        """Frame ``i``'s object centre x, y and radius in output pixels, its opacity and the magnification."""
+        w, h = self.w, self.h
+        j = self.n - 1 - i if self.backwards else i
+        tau = j / max(1, self.n - 1)
+        cx = w / 2 + self.start[0] + self.travel[0] * tau
+        cy = h / 2 + self.start[1] + self.travel[1] * tau
+        r = self.r * self.grow**tau
+        m = self.zoom**tau
+        if self.motion == "zoom":
+            fx, fy = w / 2 + self.focus[0], h / 2 + self.focus[1]
+            cx, cy, r = w / 2 + (cx - fx) * m, h / 2 + (cy - fy) * m, r * m
+        return cx, cy, r, (tau if self.motion == "fade" else 1.0), m
+
+    def frame(self, i: int) -> np.ndarray:
+        w, h = self.w, self.h
+        j = self.n - 1 - i if self.backwards else i
+        cx, cy, r, opacity, m = self.geometry(i)
+        if self.motion == "zoom":
+            fx, fy = w / 2 + self.focus[0], h / 2 + self.focus[1]
+            xs = fx + (np.arange(w, dtype=np.float32) + 0.5 - w / 2) / m
+            ys = fy + (np.arange(h, dtype=np.float32) + 0.5 - h / 2) / m
+            img = _bilinear(self.bg, xs, ys)
+        else:
+            img = self.bg.copy()
+        if opacity > 0:
+            th = self.th0 + self.spin * (j / max(1, self.n - 1))
+            _draw(img, self.render, cx, cy, r, th, self.c1, self.c2, self.param, opacity)
+        noise = np.random.default_rng(np.random.SeedSequence([*self.key, j])).standard_normal(
+            img.shape, dtype=np.float32
+        )
+        return np.clip(img + self.noise * noise + 0.5, 0, 255).astype(np.uint8)
+
+
+def _motion_key(seed: int, name: str, index: int) -> list[int]:
+    return [_SEED_SALT, seed % (1 << 64), _MOTION_SALT, _MOTION_IDS[name], index]
+
+
+def render_motion_clip(name: str, index: int = 0, *, seed: int = 0, size: tuple[int, int] = (160, 120),
+                       frames: int = 24, key_class: str | None = None) -> np.ndarray:
+    """The frames of clip ``index`` of motion class ``name`` as uint8 (T, H, W, 3), before encoding.
+
+    ``key_class`` draws the random parameters of that class's clip instead (its time-reversed partner
+    gives exactly the reversed frames); by default a class draws its own.
+    """
+    if name not in MOTION_CLASSES or (key_class is not None and key_class not in MOTION_CLASSES):
+        raise SampleDataError(f"unknown motion class {name!r}; choose from {', '.join(MOTION_CLASSES)}")
+    motion, backwards = MOTION_CLASSES[name]
+    key = _motion_key(int(seed), key_class or name, int(index))
+    clip = _MotionClip(motion, backwards, key, int(size[0]), int(size[1]), int(frames))
+    return np.stack([clip.frame(i) for i in range(clip.n)])
 
 
 def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
@@ -380,11 +589,12 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f:*?\"<>|]")
 
 
-def _class_names(classes) -> list[str]:
+def _class_names(classes, kind: str = "appearance") -> list[str]:
+    known = _kind_names(kind)
     if classes is None:
-        return default_class_names(4)
+        return default_class_names(4, kind)
     if isinstance(classes, int) and not isinstance(classes, bool):
-        return default_class_names(classes)
+        return default_class_names(classes, kind)
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
         raise SampleDataError(
             f"classes must be a number of classes or a list of class names, got {classes!r}"
@@ -392,8 +602,8 @@ def _class_names(classes) -> list[str]:
     names = list(classes)
     if len(names) < 2:
         raise SampleDataError(f"need at least 2 classes, got {len(names)}")
-    if len(names) > len(DESIGNS):
-        raise SampleDataError(f"at most {len(DESIGNS)} classes are available, got {len(names)}")
+    if len(names) > len(known):
+        raise SampleDataError(f"at most {len(known)} {kind} classes are available, got {len(names)}")
     for name in names:
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise SampleDataError(
@@ -403,6 +613,12 @@ def _class_names(classes) -> list[str]:
             raise SampleDataError(f"class name {name!r} cannot be used as a folder name")
     if len({n.lower() for n in names}) != len(names):
         raise SampleDataError(f"class names must be unique (case-insensitively), got {names}")
+    if kind == "motion":
+        unknown = [n for n in names if n not in MOTION_CLASSES]
+        if unknown:
+            raise SampleDataError(
+                f"unknown motion class {unknown[0]!r}: motion classes are {', '.join(MOTION_CLASSES)}"
+            )
     return names
 
 
@@ -470,14 +686,18 @@ def write_sample_dataset(
     progress: Callable[[int, int], None] | None = None,
     container: str | None = None,
     overwrite: bool = False,
+    kind: str = "appearance",
 ) -> SampleDatasetInfo:
     """Write the synthetic sample dataset to ``out_dir/<class>/<class>_<index:03d>.<ext>``.
 
     Args:
         out_dir: dataset root; created if missing. Must be empty unless ``overwrite``.
-        classes: number of built-in classes (2..8, default 4: ball, checkerboard, stripes, ring) or a
-            list of class names. A name that is a built-in design (see :data:`DESIGNS`) shows that
-            design; other names get the remaining designs in order.
+        classes: number of built-in classes (appearance: 2..8, default 4: ball, checkerboard, stripes,
+            ring; motion: 2..12, default 4: left, right, up, down) or a list of class names. For
+            appearance, a name that is a built-in design (see :data:`DESIGNS`) shows that design; other
+            names get the remaining designs in order. For motion, names must come from
+            :data:`MOTION_CLASSES` (a class listed without its time-reversed partner can be told apart
+            without frame order).
         per_class: clips in the largest class (>= 1).
         seconds: clip duration; each clip has ``round(seconds * fps)`` frames (>= 1).
         fps: frame rate (1..240).
@@ -492,12 +712,18 @@ def write_sample_dataset(
             for mpeg4).
         overwrite: allow a non-empty ``out_dir``; existing clips of the written classes
             (``<class>_NNN.*``) are deleted first, other files are left alone.
+        kind: ``"appearance"`` (classes differ by object shape and texture) or ``"motion"`` (classes
+            differ only in the order of frames: every motion class is another one played backwards,
+            with objects, colours, backgrounds and positions drawn from the same distribution). Motion
+            clips need at least 2 frames.
 
     Raises:
         SampleDataError (a ``ValueError``): invalid arguments.
         SampleDataExistsError (a ``FileExistsError``): ``out_dir`` is not empty and not ``overwrite``.
     """
-    names = _class_names(classes)
+    if kind not in KINDS:
+        raise SampleDataError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    names = _class_names(classes, kind)
     for label, val in (("per_class", per_class), ("fps", fps), ("seed", seed)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
             raise SampleDataError(f"{label} must be an integer, got {val!r}")
@@ -518,6 +744,10 @@ def write_sample_dataset(
     n_frames = round(seconds * fps)
     if n_frames < 1:
         raise SampleDataError(f"seconds={seconds} at fps={fps} gives no frames; use a longer duration")
+    if kind == "motion" and n_frames < 2:
+        raise SampleDataError(
+            f"motion clips need at least 2 frames; seconds={seconds} at fps={fps} gives {n_frames}"
+        )
     if n_frames > _MAX_FRAMES:
         raise SampleDataError(f"{n_frames} frames per clip is too many (max {_MAX_FRAMES}); shorten seconds")
     try:
@@ -551,7 +781,7 @@ def write_sample_dataset(
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SampleDataExistsError(f"{out} is not empty; choose an empty folder or pass overwrite")
 
-    designs = _assign_designs(names)
+    designs = _assign_designs(names) if kind == "appearance" else names
     counts = _class_counts(len(names), per_class, imbalance)
     total = sum(counts)
     files: list[Path] = []
@@ -565,8 +795,12 @@ def write_sample_dataset(
                 if p.is_file() and stale.match(p.name):
                     p.unlink()
         for index in range(count):
-            ss = np.random.SeedSequence([_SEED_SALT, seed % (1 << 64), _DESIGN_IDS[design], index])
-            clip = _Clip(design, np.random.default_rng(ss), width, height, fps)
+            if kind == "motion":
+                motion, backwards = MOTION_CLASSES[name]
+                clip = _MotionClip(motion, backwards, _motion_key(seed, name, index), width, height, n_frames)
+            else:
+                ss = np.random.SeedSequence([_SEED_SALT, seed % (1 << 64), _DESIGN_IDS[design], index])
+                clip = _Clip(design, np.random.default_rng(ss), width, height, fps)
             path = folder / f"{name}_{index:03d}{ext}"
             _write_clip(path, clip, n_frames, fps, codec)
             files.append(path)
@@ -582,4 +816,5 @@ def write_sample_dataset(
         fps=fps,
         frames=n_frames,
         codec=codec,
+        kind=kind,
     )
