@@ -6,7 +6,13 @@ import torch
 
 from vidtune.models import VideoClassifier, create_backbone, create_head
 from vidtune.train.features import ClipDataset, Sampling, clip_loader
-from vidtune.train.trainer import TrainConfig, _class_weights, _epoch_order, _lr_lambda, _set_trainable
+from vidtune.train.trainer import (
+    TrainConfig,
+    _backbone_param_groups,
+    _class_weights,
+    _epoch_order,
+    _lr_lambda,
+)
 
 
 def test_lr_warmup_then_cosine_to_zero():
@@ -34,13 +40,30 @@ def test_partial_unfreezes_last_stages_and_never_wraps():
     total = sum(p.numel() for p in enc.parameters())
 
     def trainable(unfreeze):
-        _set_trainable(model, TrainConfig(strategy="partial", unfreeze=unfreeze))
-        return sum(p.numel() for p in enc.parameters() if p.requires_grad)
+        groups = _backbone_param_groups(model, TrainConfig(strategy="partial", unfreeze=unfreeze, lr=1.0))
+        n = sum(p.numel() for p in enc.parameters() if p.requires_grad)
+        assert n == sum(p.numel() for g in groups for p in g["params"])  # every trainable tensor, once
+        return n
 
     counts = [trainable(n) for n in range(n_stages + 3)]
     assert counts[0] == 0
     assert all(a < b for a, b in zip(counts[: n_stages], counts[1 : n_stages + 1]))
     assert counts[n_stages] == counts[n_stages + 2] == total  # asking for more than exist trains all
+
+
+def test_layer_wise_lr_decay_from_the_top_stage_down():
+    enc = create_backbone("test_efficientnet", pretrained=False)
+    model = VideoClassifier(enc, create_head("mean", enc.num_features, 2, frames=2))
+    cfg = TrainConfig(strategy="full", lr=1.0, backbone_lr_scale=0.1, layer_decay=0.5)
+    groups = _backbone_param_groups(model, cfg)
+    assert all(p.requires_grad for p in enc.parameters())
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in enc.parameters())
+    top = [id(p) for p in enc.stages()[-1][0].parameters()]
+    bottom = [id(p) for p in enc.stages()[0][0].parameters()]
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    n = len(enc.stages())
+    assert {lr_of[i] for i in top} == {0.1}
+    assert {lr_of[i] for i in bottom} == {0.1 * 0.5 ** (n - 1)}
 
 
 def test_loader_works_with_spawned_workers():

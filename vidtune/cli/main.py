@@ -96,6 +96,8 @@ def _train_config(args):
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         val_split=args.val_split, seed=args.seed, device=args.device, balance=args.balance, patience=args.patience,
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        grid=args.grid, depth=args.depth, head_dim=args.head_dim, layer_decay=args.layer_decay,
+        accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
     )
 
 
@@ -225,10 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registered name (offline), any timm model, or tv/<torchvision model>")
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or state dict) for the backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation (baseline)")
-    p.add_argument("--temporal", default="mean", help="temporal head: mean | attention")
+    p.add_argument("--temporal", default=None,
+                   help="mean | attention | transformer (heads on frame features, cached on CPU) | tsm (temporal "
+                        "shift inside the backbone, trained end to end). Default: mean, or the --init run's")
+    p.add_argument("--grid", type=int, default=None,
+                   help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame (default 1)")
+    p.add_argument("--depth", type=int, default=2, help="transformer head layers")
+    p.add_argument("--head-dim", type=int, default=256, help="attention/transformer head width")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from an earlier vidtune run (its backbone and temporal head; the classifier is "
+                        "rebuilt for this data's labels, keeping rows of shared labels)")
+    p.add_argument("--shots", type=int, default=None, help="few-shot: train on K videos per class (seeded choice)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (TSN segments)")
     p.add_argument("--strategy", default="auto", help="linear | partial | full (auto: linear on CPU, partial on GPU)")
     p.add_argument("--unfreeze", type=int, default=2, help="partial: last N backbone stages to train")
+    p.add_argument("--layer-decay", type=float, default=0.75,
+                   help="fine-tuning: learning-rate factor per backbone stage below the top one")
+    p.add_argument("--accumulate", type=int, default=1, help="end to end: gradient accumulation steps")
     p.add_argument("--epochs", type=int, default=None, help="default 40 (linear) or 10 (end to end)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-3)")

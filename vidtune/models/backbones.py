@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vidtune.errors import UnknownBackboneError, WeightsError
@@ -100,11 +101,15 @@ register_backbone(
 
 
 class FrameEncoder(nn.Module):
-    """Maps frames ``(N, 3, H, W)`` to pooled features ``(N, D)``.
+    """Maps frames ``(N, 3, H, W)`` to pooled features ``(N, D)``, or with ``grid = g > 1`` to
+    space-time tokens ``(N, g * g, D)``: the last feature map average-pooled to a ``g x g`` grid.
 
     Keeps the source model whole (its ImageNet classifier too when ``keep_classifier``), so
     ``classify`` can show what the pretrained network sees.
     """
+
+    grid = 1  # tokens per frame side; set with :meth:`set_grid`
+    frame_independent = True  # False when a temporal shift mixes neighbouring frames
 
     def __init__(self, model: nn.Module, name: str, source: str, arch: str, cfg: PretrainedConfig,
                  num_features: int):
@@ -117,10 +122,52 @@ class FrameEncoder(nn.Module):
         self.num_features = num_features
         self._fingerprint: str | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, D)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, D) | (N, G, D)
+        if self.grid > 1:
+            return self.tokens(x)
         if self.source == "timm":
             return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return self.model(x)
+
+    def set_grid(self, grid: int) -> FrameEncoder:
+        """Produce ``grid x grid`` tokens per frame (1: one pooled vector)."""
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1, got {grid}")
+        if grid > 1:
+            self._check_feature_map()
+        self.grid = grid
+        return self
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, D, h, w)
+        if self.source == "timm":
+            return self.model.forward_features(x)
+        pool = getattr(self.model, "avgpool", None)
+        if pool is None:
+            raise ValueError(f"{self.name}: no avgpool module to take the feature map from")
+        captured = []
+        handle = pool.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return captured[0]
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, g*g, D)
+        fm = self.feature_map(x)
+        return F.adaptive_avg_pool2d(fm, self.grid).flatten(2).transpose(1, 2)
+
+    def _check_feature_map(self) -> None:
+        from vidtune.errors import VidtuneError
+
+        with torch.no_grad():
+            s = self.cfg.input_size
+            try:
+                fm = self.feature_map(torch.zeros(1, 3, s, s))
+            except ValueError as exc:
+                raise VidtuneError(f"--grid needs a convolutional backbone with a spatial feature map ({exc})") from None
+        if fm.dim() != 4 or fm.shape[1] != self.num_features:
+            raise VidtuneError(f"--grid needs a convolutional backbone whose last feature map is (N, "
+                               f"{self.num_features}, h, w); {self.name} gives {tuple(fm.shape)}. Use --grid 1")
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the source task's classifier (only when built with ``keep_classifier``)."""
@@ -154,7 +201,9 @@ class FrameEncoder(nn.Module):
                 h.update(k.encode())
                 h.update(v.detach().to("cpu").contiguous().numpy().tobytes())
             self._fingerprint = h.hexdigest()
-        return self._fingerprint
+        # what the encoder outputs is part of its identity: tokens and shifted frames differ from vectors
+        extra = (f"-g{self.grid}" if self.grid > 1 else "") + getattr(self, "_shift_id", "")
+        return self._fingerprint + extra
 
     def invalidate_fingerprint(self) -> None:
         self._fingerprint = None

@@ -15,12 +15,17 @@ class VideoClassifier(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def frame_features(self, clips: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, T, D)
+    def frame_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W)`` -> ``(B, T, D)``, or ``(B, T, G, D)`` for space-time tokens."""
         b, t = clips.shape[:2]
-        x = clips.flatten(0, 1)  # (B*T, C, H, W)
+        x = clips.flatten(0, 1)  # (B*T, C, H, W), each clip's frames contiguous (temporal shift needs it)
         if x.is_cuda or x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.encoder(x).view(b, t, -1)
+        state = getattr(self.encoder, "shift_state", None)
+        if state is not None:
+            state.frames = t
+        y = self.encoder(x)
+        return y.view(b, t, *y.shape[1:])
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, K)
         return self.head(self.frame_features(clips))

@@ -1,10 +1,14 @@
-"""Temporal heads: fuse per-frame features ``(B, T, D)`` into clip logits ``(B, K)``.
+"""Temporal heads: fuse per-frame features into clip logits ``(B, K)``.
 
 Registered by name for ``--temporal``; each takes the frame features the encoder (or the feature
-cache) produces, so the same head trains on cached features or end to end.
+cache) produces, so the same head trains on cached features or end to end. Features are pooled
+vectors ``(B, T, D)`` or space-time tokens ``(B, T, G, D)``: a coarse ``g x g`` grid of the last
+feature map per frame (``G = g * g``), which keeps where things are and how big they are.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -26,32 +30,66 @@ def register_head(name: str):
 
 class TemporalHead(nn.Module):
     kind = "base"
+    order_aware = True  # False: the clip embedding ignores frame order
 
-    def __init__(self, in_dim: int, num_classes: int, frames: int, dropout: float = 0.2, dim: int = 256):
+    def __init__(self, in_dim: int, num_classes: int, frames: int, dropout: float = 0.2, dim: int = 256,
+                 grid: int = 1):
         super().__init__()
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.frames = frames
+        self.grid = grid
 
     def pool(self, feats: torch.Tensor) -> torch.Tensor:
         """Clip embedding ``(B, E)`` before the classifier."""
         raise NotImplementedError
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, K)
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, T, D) or (B, T, G, D) -> (B, K)
         return self.fc(self.drop(self.pool(feats)))
+
+
+def _tokens(feats: torch.Tensor) -> torch.Tensor:
+    """``(B, T, D)`` or ``(B, T, G, D)`` as ``(B, T, G, D)``."""
+    return feats[:, :, None] if feats.dim() == 3 else feats
 
 
 @register_head("mean")
 class MeanHead(TemporalHead):
     """The seed tutorial's (and TSN's) consensus: average frame features, then a linear classifier."""
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256):
-        super().__init__(in_dim, num_classes, frames, dropout, dim)
+    order_aware = False
+
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(in_dim, num_classes)
 
     def pool(self, feats):
-        return feats.mean(dim=1)  # (B, D)
+        return _tokens(feats).mean(dim=(1, 2))  # (B, D)
+
+
+class _SpaceTimeTokens(nn.Module):
+    """``LN(W x) + p_time + p_space``: projected tokens that know when and where they are."""
+
+    def __init__(self, in_dim: int, dim: int, frames: int, grid: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.norm_in = nn.LayerNorm(dim)
+        self.pos = nn.Parameter(torch.zeros(frames, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        if grid > 1:
+            self.spos = nn.Parameter(torch.zeros(grid * grid, dim))
+            nn.init.trunc_normal_(self.spos, std=0.02)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # -> (B, T * G, E)
+        x = _tokens(feats)
+        b, t, g, _ = x.shape
+        x = self.norm_in(self.proj(x)) + _resample_positions(self.pos, t)[None, :, None]
+        if hasattr(self, "spos"):
+            if self.spos.shape[0] != g:
+                raise ValueError(f"head expects {self.spos.shape[0]} spatial tokens per frame, got {g}")
+            x = x + self.spos[None, None]
+        return x.flatten(1, 2)
 
 
 def _resample_positions(pos: torch.Tensor, t: int) -> torch.Tensor:
@@ -71,15 +109,12 @@ class AttentionHead(TemporalHead):
     the head small enough for few-shot training on frozen features.
     """
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, heads=4):
-        super().__init__(in_dim, num_classes, frames, dropout, dim)
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
         if dim % heads:
             raise ValueError(f"attention head width {dim} must be a multiple of its {heads} heads")
-        self.proj = nn.Linear(in_dim, dim)
-        self.norm_in = nn.LayerNorm(dim)
-        self.pos = nn.Parameter(torch.zeros(frames, dim))
+        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid)
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.pos, std=0.02)
         nn.init.trunc_normal_(self.query, std=0.02)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
         self.norm_out = nn.LayerNorm(dim)
@@ -87,14 +122,46 @@ class AttentionHead(TemporalHead):
         self.fc = nn.Linear(dim, num_classes)
 
     def pool(self, feats):
-        b, t, _ = feats.shape
-        tokens = self.norm_in(self.proj(feats)) + _resample_positions(self.pos, t)[None]  # (B, T, E)
-        pooled, weights = self.attn(self.query.expand(b, -1, -1), tokens, tokens, need_weights=not self.training)
-        self.last_weights = None if weights is None else weights.detach()  # (B, 1, T): what the head looked at
+        tokens = self.tokens(feats)  # (B, T * G, E)
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        pooled, weights = self.attn(query, tokens, tokens, need_weights=not self.training)
+        self.last_weights = None if weights is None else weights.detach()  # (B, 1, T*G): what it looked at
         return self.norm_out(pooled[:, 0])  # (B, E)
 
 
+@register_head("transformer")
+class TransformerHead(TemporalHead):
+    """A small pre-norm transformer over space-time tokens with a class token (ViViT's late fusion).
+
+    Self-attention between tokens lets it compare frames (where was the object before, where is it
+    now), which a single attention query cannot; ``depth`` 1-2 keeps it trainable from a few dozen
+    clips on frozen features.
+    """
+
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
+        if dim % heads:
+            raise ValueError(f"transformer head width {dim} must be a multiple of its {heads} heads")
+        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm_out = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def pool(self, feats):
+        tokens = self.tokens(feats)  # (B, T * G, E)
+        x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + T * G, E)
+        return self.norm_out(self.blocks(x)[:, 0])  # (B, E)
+
+
 def create_head(kind: str, in_dim: int, num_classes: int, frames: int, **kwargs) -> TemporalHead:
+    """Build a registered head; options it does not take (``depth`` for ``mean``) are ignored."""
     if kind not in TEMPORAL_HEADS:
         raise ValueError(f"unknown temporal head {kind!r}; choose from {', '.join(TEMPORAL_HEADS)}")
-    return TEMPORAL_HEADS[kind](in_dim, num_classes, frames, **kwargs)
+    cls = TEMPORAL_HEADS[kind]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(in_dim, num_classes, frames, **{k: v for k, v in kwargs.items() if k in accepted})

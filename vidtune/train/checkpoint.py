@@ -59,13 +59,32 @@ def read_config(run_dir) -> dict:
     return config
 
 
+def assemble(encoder, model_cfg: dict, num_classes: int, shift: bool = True) -> VideoClassifier:
+    """Encoder + head as ``model_cfg`` (a config's ``model`` section) describes them.
+
+    ``tsm`` runs get their temporal shifts re-inserted in the saved blocks (unless ``shift=False``:
+    the caller already added them) and a mean head; ``grid > 1`` makes the encoder emit tokens.
+    """
+    from vidtune.models.temporal_shift import add_temporal_shift
+
+    frames = int(model_cfg["frames"])
+    grid = int(model_cfg.get("grid", 1))
+    tsm = model_cfg.get("tsm")
+    if tsm and shift:
+        add_temporal_shift(encoder, frames, int(tsm["fold_div"]), blocks=list(tsm["blocks"]))
+    if grid > 1:
+        encoder.set_grid(grid)
+    kind = "mean" if model_cfg["temporal"] == "tsm" else model_cfg["temporal"]
+    head = create_head(kind, encoder.num_features, num_classes, frames, grid=grid, **model_cfg.get("head", {}))
+    return VideoClassifier(encoder, head)
+
+
 def build_model(config: dict, pretrained: bool = False) -> VideoClassifier:
     """The architecture a config describes (weights random unless ``pretrained``)."""
     m = config["model"]
     encoder = create_backbone(m["backbone"], pretrained=pretrained)
     encoder.cfg = PretrainedConfig.from_dict(config["transform"])
-    head = create_head(m["temporal"], encoder.num_features, len(config["labels"]), m["frames"], **m.get("head", {}))
-    return VideoClassifier(encoder, head)
+    return assemble(encoder, m, len(config["labels"]))
 
 
 def load_run(run_dir, weights: str = "model.safetensors") -> tuple[VideoClassifier, dict]:

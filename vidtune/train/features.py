@@ -262,7 +262,8 @@ def inference_encoder(encoder: FrameEncoder, device: torch.device, n_frames: int
     eager mode (``bench/pipeline.py`` measures both; features agree to ~1e-5). It is built once per
     weights fingerprint and falls back to eager mode if tracing fails. ``VIDTUNE_JIT=0`` disables it.
     """
-    if device.type != "cpu" or n_frames < _JIT_MIN_FRAMES or os.environ.get("VIDTUNE_JIT", "1") == "0":
+    if (device.type != "cpu" or n_frames < _JIT_MIN_FRAMES or os.environ.get("VIDTUNE_JIT", "1") == "0"
+            or not encoder.frame_independent):  # shift hooks read the clip length at run time
         return encoder
     key = encoder.fingerprint()
     cached = getattr(encoder, "_jit", None)
@@ -324,7 +325,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                      description: str = "features", grid_views: int | None = None,
                      frame_op: FrameOp | None = None, seed: int = 0,
                      ) -> tuple[dict[int, torch.Tensor], list[dict]]:
-    """Features ``(frames, views, D)`` per item index (``views`` is 1 unless ``mode='grid'``).
+    """Features ``(frames, views, D)`` (``(frames, views, G, D)`` for token grids) per item index
+    (``views`` is 1 unless ``mode='grid'``).
 
     Returns the features of every readable item and the skipped ones as ``{"path", "reason"}``.
     ``grid_views``: for centre sampling, also look for cached training grids with that many (odd)
@@ -384,7 +386,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         pos = 0
         for j, f in pending:
             n = f.shape[0]
-            clip = out[pos : pos + n].view(sampling.frames, views, -1)  # grid order is (frame, view)
+            clip = out[pos : pos + n].view(sampling.frames, views, *out.shape[1:])  # grid order: (frame, view)
             pos += n
             feats[j] = clip.clone()
             if cache is not None:

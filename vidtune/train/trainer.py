@@ -29,9 +29,9 @@ from vidtune.data.transforms import Normalize
 from vidtune.errors import DatasetError, VidtuneError
 from vidtune.models.backbones import DEFAULT_BACKBONE, create_backbone
 from vidtune.models.classifier import VideoClassifier
-from vidtune.models.heads import TEMPORAL_HEADS, create_head
+from vidtune.models.heads import TEMPORAL_HEADS
 from vidtune.progress import NullProgress, Progress
-from vidtune.train.checkpoint import save_config, save_weights
+from vidtune.train.checkpoint import assemble, load_run, save_config, save_weights
 from vidtune.train.features import (
     ClipDataset,
     Sampling,
@@ -44,11 +44,16 @@ from vidtune.train.features import (
 )
 from vidtune.train.metrics import classification_metrics
 from vidtune.train.plots import plot_confusion, plot_learning_curves
-from vidtune.utils import atomic_write_json, atomic_write_text
+from vidtune.utils import atomic_write_json, atomic_write_text, stable_hash
+
+
+def stable_int(text: str) -> int:
+    return int(stable_hash(text)[:8], 16)
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("linear", "partial", "full")
+TEMPORALS = (*TEMPORAL_HEADS, "tsm")  # tsm: temporal shift inside the backbone + mean consensus
 BALANCE = ("loss", "sampler", "none")
 
 
@@ -59,14 +64,21 @@ class TrainConfig:
     backbone: str = DEFAULT_BACKBONE  # registry name, timm name or tv/<torchvision model>
     weights: str | None = None  # local weights file instead of the backbone's pretrained source
     pretrained: bool = True  # False: random initialisation (a baseline for transfer)
-    temporal: str = "mean"  # temporal head: mean | attention
+    temporal: str | None = None  # mean | attention | transformer | tsm; None: mean, or the --init run's
     frames: int = 8  # TSN segments = frames per clip
+    grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
+    depth: int = 2  # transformer head: layers
+    tsm_fold_div: int = 8  # tsm: 1/fold_div of the channels shift each way
+    init: str | None = None  # a vidtune run folder to start from (source -> target transfer)
+    shots: int | None = None  # few-shot: train on K videos per class (seeded choice)
     strategy: str = "auto"  # linear (frozen, cached features) | partial | full; auto: linear on CPU
     unfreeze: int = 2  # partial: number of last backbone stages to train
     epochs: int | None = None  # default 40 for linear, 10 end to end
     batch_size: int = 16  # clips per step
     lr: float | None = None  # head learning rate; default 1e-3 (backbone gets lr * backbone_lr_scale)
     backbone_lr_scale: float = 0.1
+    layer_decay: float = 0.75  # fine-tuning: each backbone stage below the top gets this factor more
+    accumulate: int = 1  # end to end: gradient accumulation steps per optimiser step
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
@@ -98,16 +110,32 @@ def resolve_device(name: str) -> torch.device:
 
 def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     cfg = copy.copy(cfg)
+    if cfg.temporal is None and not cfg.init:
+        cfg.temporal = "mean"
+    if cfg.temporal is not None and cfg.temporal not in TEMPORALS:
+        raise VidtuneError(f"--temporal must be one of {', '.join(TEMPORALS)}, got {cfg.temporal!r}")
     if cfg.strategy == "auto":
-        cfg.strategy = "linear" if device.type == "cpu" else "partial"
+        # tsm changes the backbone itself, so it has no frozen-feature path
+        cfg.strategy = "partial" if device.type != "cpu" or cfg.temporal == "tsm" else "linear"
     if cfg.strategy not in STRATEGIES:
         raise VidtuneError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
-    if cfg.temporal not in TEMPORAL_HEADS:
-        raise VidtuneError(f"--temporal must be one of {', '.join(TEMPORAL_HEADS)}, got {cfg.temporal!r}")
+    if cfg.temporal == "tsm" and cfg.strategy == "linear":
+        raise VidtuneError("--temporal tsm shifts channels inside the backbone, so it must be trained end to end: "
+                           "use --strategy partial (or full), or a head on frozen features "
+                           "(--temporal attention/transformer)")
+    if cfg.init and cfg.weights:
+        raise VidtuneError("--init RUN_DIR already brings the backbone weights; drop --weights")
+    if cfg.shots is not None and cfg.shots < 1:
+        raise VidtuneError(f"--shots must be >= 1, got {cfg.shots}")
+    if cfg.grid is not None and not 1 <= cfg.grid <= 7:
+        raise VidtuneError(f"--grid must be between 1 and 7, got {cfg.grid}")
+    if not 0.0 < cfg.layer_decay <= 1.0:
+        raise VidtuneError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
     if cfg.balance not in BALANCE:
         raise VidtuneError(f"--balance must be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
     for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0), ("patience", 1),
-                     ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1)):
+                     ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1),
+                     ("depth", 1), ("accumulate", 1), ("tsm_fold_div", 3)):
         if getattr(cfg, name) < lo:
             raise VidtuneError(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(cfg, name)}")
     if cfg.workers is not None and cfg.workers < 0:
@@ -116,8 +144,8 @@ def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         raise VidtuneError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if not cfg.dropout < 1.0:
         raise VidtuneError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.temporal == "attention" and cfg.head_dim % 4:
-        raise VidtuneError(f"head_dim must be a multiple of 4 (the attention head has 4 heads), got {cfg.head_dim}")
+    if cfg.temporal in ("attention", "transformer") and cfg.head_dim % 4:
+        raise VidtuneError(f"head_dim must be a multiple of 4 (the {cfg.temporal} head has 4 heads), got {cfg.head_dim}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise VidtuneError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.epochs is None:
@@ -147,7 +175,7 @@ def _param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dic
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.split(".")[-1] in ("pos", "query"):
+        if p.ndim <= 1 or name.split(".")[-1] in ("pos", "spos", "query", "cls"):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -276,12 +304,15 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     labels = sorted({it.label for it in train_items + val_items})
     if len(labels) < 2:
         raise DatasetError(f"{data}: need at least 2 classes to train a classifier, found {labels}")
+    if cfg.shots is not None:
+        train_items = few_shot(train_items, cfg.shots, cfg.seed)
     index = {lab: i for i, lab in enumerate(labels)}
 
-    encoder = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
-    head = create_head(cfg.temporal, encoder.num_features, len(labels), cfg.frames,
-                       dropout=cfg.dropout, dim=cfg.head_dim)
-    model = VideoClassifier(encoder, head)
+    model, model_cfg, lineage = _build(cfg, labels)
+    encoder = model.encoder
+    if not encoder.frame_independent and cfg.strategy == "linear":
+        raise VidtuneError(f"the --init run's backbone has temporal shifts ({cfg.init}), so its features cannot be "
+                           "cached per frame: use --strategy partial or full")
     cache = open_cache(cfg.cache_dir, cfg.use_cache)
 
     if cfg.strategy == "linear":
@@ -301,11 +332,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": "single_label",
         "labels": labels,
-        "model": {
-            "backbone": cfg.backbone, "source": encoder.source, "arch": encoder.arch,
-            "feature_dim": encoder.num_features, "temporal": cfg.temporal, "frames": cfg.frames,
-            "head": {"dropout": cfg.dropout, "dim": cfg.head_dim},
-        },
+        "model": model_cfg,
         "transform": encoder.cfg.to_dict(),
         "sampling": {"frames": cfg.frames, "train": "grid" if cfg.strategy == "linear" else "random",
                      "eval": "centre", "views": cfg.views},
@@ -313,6 +340,8 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "data": {"source": str(data), "train": dict(sorted(used_counts.items())),
                  "val": dict(sorted(Counter(it.label for it in used["val"]).items()))},
     }
+    if lineage:
+        config["lineage"] = lineage
     metrics = {
         "val": val_metrics,
         "train": train_fit,
@@ -335,6 +364,88 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         (out / "confusion_matrix.png").unlink(missing_ok=True)
     return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
             "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
+
+
+def few_shot(items: list[VideoItem], shots: int, seed: int) -> list[VideoItem]:
+    """``shots`` videos per class, a seeded choice that does not depend on the input order.
+
+    Choices are nested: the 4-shot set contains the 2-shot set, so a K sweep only adds videos.
+    """
+    by_class: dict[str, list[VideoItem]] = {}
+    for it in sorted(items, key=lambda it: it.key()):
+        by_class.setdefault(it.label, []).append(it)
+    chosen = []
+    for label, group in sorted(by_class.items()):
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + stable_int(label))
+        perm = torch.randperm(len(group), generator=rng).tolist()
+        if len(group) < shots:
+            log.warning("class %r has only %d training videos (--shots %d); using all of them", label, len(group), shots)
+        chosen += [group[i] for i in perm[:shots]]
+    return chosen
+
+
+def _build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, dict, dict | None]:
+    """The model to train, its config section and (with ``--init``) its lineage."""
+    from vidtune.models.temporal_shift import add_temporal_shift
+
+    if cfg.init:
+        return _build_from_run(cfg, labels)
+    encoder = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    model_cfg = {
+        "backbone": cfg.backbone, "source": encoder.source, "arch": encoder.arch,
+        "feature_dim": encoder.num_features, "temporal": cfg.temporal, "frames": cfg.frames,
+        "grid": cfg.grid or 1, "head": {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth},
+    }
+    if cfg.temporal == "tsm":
+        within = None if cfg.strategy == "full" else _top_stages(encoder, cfg.unfreeze)
+        blocks = add_temporal_shift(encoder, cfg.frames, cfg.tsm_fold_div, within=within)
+        model_cfg["tsm"] = {"fold_div": cfg.tsm_fold_div, "blocks": blocks}
+    return assemble(encoder, model_cfg, len(labels), shift=False), model_cfg, None
+
+
+def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, dict, dict]:
+    """Start from an earlier run: its backbone (and temporal head when the kind matches); the
+    classifier is rebuilt for ``labels``, keeping the rows of labels both tasks share."""
+    source, src_cfg = load_run(cfg.init)
+    src_model = src_cfg["model"]
+    src_labels = list(src_cfg["labels"])
+    temporal = cfg.temporal or src_model["temporal"]
+    if temporal == "tsm" and src_model["temporal"] != "tsm":
+        raise VidtuneError(f"--init {cfg.init} was trained with --temporal {src_model['temporal']}; "
+                           "tsm needs its shifts from the start: train the source run with --temporal tsm")
+    if cfg.grid is not None and cfg.grid != int(src_model.get("grid", 1)):
+        raise VidtuneError(f"--grid {cfg.grid} differs from the --init run's grid {src_model.get('grid', 1)}; "
+                           "drop --grid to use the run's")
+    model_cfg = {**src_model, "temporal": temporal, "frames": cfg.frames}
+    keep_head = temporal == src_model["temporal"]
+    if not keep_head:
+        model_cfg["head"] = {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth}
+    model = assemble(source.encoder, model_cfg, len(labels), shift=False)
+    carried = ["encoder"]
+    if keep_head:
+        state = {k: v for k, v in source.head.state_dict().items() if not k.startswith("fc.")}
+        model.head.load_state_dict(state, strict=False)
+        shared = [lab for lab in labels if lab in src_labels]
+        with torch.no_grad():
+            for j, lab in enumerate(labels):
+                if lab in src_labels:
+                    i = src_labels.index(lab)
+                    model.head.fc.weight[j] = source.head.fc.weight[i]
+                    model.head.fc.bias[j] = source.head.fc.bias[i]
+        carried.append("temporal head" + (f" and classifier rows of {len(shared)} shared label(s)" if shared else ""))
+    model.encoder.invalidate_fingerprint()
+    lineage = {
+        "init": str(cfg.init), "run_id": src_cfg.get("run_id"), "labels": src_labels,
+        "data": src_cfg.get("data"), "backbone": src_model["backbone"], "temporal": src_model["temporal"],
+        "carried": carried, "ancestors": [src_cfg["lineage"]] if src_cfg.get("lineage") else [],
+    }
+    log.info("initialised from %s: %s", cfg.init, ", ".join(carried))
+    return model, model_cfg, lineage
+
+
+def _top_stages(encoder, n: int) -> list[nn.Module]:
+    stages = encoder.stages()
+    return [m for group in stages[max(0, len(stages) - n):] for m in group] if n else []
 
 
 def _prepare_out(out: Path) -> None:
@@ -392,7 +503,9 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
     fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, t, v = x_tr.shape[:3]
-    d = x_tr.shape[-1]
+    tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
+    x_flat = x_tr.view(n, t, v, -1)
+    d = x_flat.shape[-1]
 
     def train_epoch(epoch):
         head.train()
@@ -402,7 +515,8 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
         total, correct, seen = 0.0, 0, 0
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
-            x = x_tr[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0].to(device)
+            x = x_flat[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0]
+            x = x.view(len(b), t, *tok).to(device)
             y = y_tr[b].to(device)
             logits = head(x)
             loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
@@ -435,19 +549,35 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
     return _Fit(history, best_epoch, val_logits, y_va, train_fit, skipped, used, last_state)
 
 
-def _set_trainable(model: VideoClassifier, cfg: TrainConfig) -> list[nn.Module]:
-    """Freeze per strategy; return the trainable backbone modules."""
+def _backbone_param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict]:
+    """Unfreeze per strategy; AdamW groups with layer-wise learning-rate decay.
+
+    The top stage gets ``lr * backbone_lr_scale``, each stage below it ``layer_decay`` times its
+    upper neighbour's (BEiT/ConvNeXt fine-tuning recipes): low layers hold generic features that
+    a small target set should move least. Parameters outside every stage get the lowest rate.
+    """
     enc = model.encoder
     for p in enc.parameters():
-        p.requires_grad_(cfg.strategy == "full")
-    if cfg.strategy == "full":
-        return [enc]
+        p.requires_grad_(False)
     stages = enc.stages()
-    chosen = [m for group in stages[max(0, len(stages) - cfg.unfreeze):] for m in group] if cfg.unfreeze else []
-    for m in chosen:
-        for p in m.parameters():
+    n = len(stages) if cfg.strategy == "full" else min(cfg.unfreeze, len(stages))
+    groups, seen = [], set()
+    base = cfg.lr * cfg.backbone_lr_scale
+    for depth, group in enumerate(reversed(stages[len(stages) - n:])):
+        params = [p for m in group for p in m.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        for p in params:
             p.requires_grad_(True)
-    return chosen
+        groups += _param_groups(nn.ModuleList(group), base * cfg.layer_decay ** depth, cfg.weight_decay)
+    if cfg.strategy == "full":
+        rest = [(name, p) for name, p in enc.named_parameters() if id(p) not in seen]
+        if rest:
+            holder = nn.Module()
+            for i, (_, p) in enumerate(rest):
+                p.requires_grad_(True)
+                holder.register_parameter(f"p{i}", p)
+            groups += _param_groups(holder, base * cfg.layer_decay ** max(n - 1, 0), cfg.weight_decay)
+    return groups
 
 
 def _freeze_norm_stats(model: nn.Module) -> None:
@@ -475,17 +605,15 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
         ok[name] = sorted(good, key=lambda it: it.key())
     _require_classes(ok["train"], index, probe_skip)
     skipped = list(probe_skip)
-    trainable = _set_trainable(model, cfg)
+    backbone_groups = _backbone_param_groups(model, cfg)
     model.to(device)
     if device.type == "cuda":
         model.encoder.to(memory_format=torch.channels_last)
     norm = Normalize(enc.cfg).to(device)
     y_all = torch.tensor([index[it.label] for it in ok["train"]])
     weights = _class_weights(y_all, len(index)).to(device) if cfg.balance == "loss" else None
-    params = _param_groups(model.head, cfg.lr, cfg.weight_decay)
-    for m in trainable:
-        params += _param_groups(m, cfg.lr * cfg.backbone_lr_scale, cfg.weight_decay)
-    steps = math.ceil(len(ok["train"]) / cfg.batch_size)
+    params = _param_groups(model.head, cfg.lr, cfg.weight_decay) + backbone_groups
+    steps = math.ceil(math.ceil(len(ok["train"]) / cfg.batch_size) / cfg.accumulate)
     fitter = _Fitter(cfg, params, steps, progress)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     train_ds = ClipDataset(ok["train"], Sampling(cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
@@ -518,20 +646,28 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
         model.train()
         if cfg.freeze_bn:
             _freeze_norm_stats(model.encoder)
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen, micro = 0.0, 0, 0, 0
+        fitter.opt.zero_grad(set_to_none=True)
         for x, y in batches(train_ds, _epoch_order(y_all, cfg.balance, gen)):
             with autocast(device):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
-            fitter.opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(fitter.opt)
-            scaler.update()
-            fitter.sched.step()
+            scaler.scale(loss / cfg.accumulate).backward()
+            micro += 1
+            if micro % cfg.accumulate == 0:
+                optimiser_step()
             total += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+        if micro % cfg.accumulate:  # a partial accumulation at the end of the epoch still counts
+            optimiser_step()
         return total / max(seen, 1), correct / max(seen, 1)
+
+    def optimiser_step():
+        scaler.step(fitter.opt)
+        scaler.update()
+        fitter.sched.step()
+        fitter.opt.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def predict_all():
