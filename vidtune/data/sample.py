@@ -13,6 +13,15 @@ differ by *appearance* (shape and texture: a shaded ball, a checkerboard tile, a
 classifier has to look at shapes and textures (what a pretrained image backbone is good at) rather
 than a colour histogram. Motion (bouncing trajectory, speed, spin) is random per clip too.
 
+``kind="motion"`` writes a temporal task instead (:data:`MOTION_CLASSES`): classes that differ only in
+the order of frames, in time-reversed pairs (left/right, up/down, clockwise/anticlockwise,
+approach/recede, zoom_in/zoom_out, appear/disappear). Every class draws the object design, colours,
+background, start position and speed from the same distribution, and a class renders exactly the
+clips of its partner's distribution with time reversed, so the unordered set of a clip's frames
+carries no information about which of the two classes it belongs to: a model that averages frames
+is at chance within each pair. The object stays in the central square of the short side (what a
+classifier's centre crop keeps).
+
 Generation is deterministic: a clip's pixels depend only on ``seed``, its class design, its index
 and the size/fps/duration arguments (not on which other classes are written). RGB->YUV conversion is
 done in numpy (swscale's SIMD paths are CPU-dependent), x264 runs with ``cpu-independent=1`` (without
