@@ -366,8 +366,10 @@ class FrameDrop(Corruption):
             else:
                 run = None
         k = np.clip(((ts + phase) // self.PACKET_S).astype(int), 0, n - 1)
-        out = np.where(lost[k], np.maximum(frozen[k] - 1e-3, 0.0), ts)
-        return np.minimum(out, ts)  # a frozen frame is never from the future
+        out = np.minimum(np.where(lost[k], np.maximum(frozen[k] - 1e-3, 0.0), ts), ts)  # never from the future
+        order = np.argsort(ts, kind="stable")
+        out[order] = np.maximum.accumulate(out[order])  # and a stream never runs backwards
+        return out
 
     def _apply(self, frames, times, g):
         return frames

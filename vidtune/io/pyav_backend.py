@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +29,21 @@ _FORWARD_DECODE_S = 1.0
 _SKIP_MARGIN_S = 0.5
 _SKIP_MARGIN_FRAMES = 24
 _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "nearest": "POINT"}
+# Wall-clock limit (s) for opening a file and for each frames_at/scan call, checked between decoded
+# frames and packets: a damaged or hostile file ends as a VideoDecodeError instead of a stuck worker.
+DEFAULT_TIME_LIMIT_S = 120.0
+TIME_LIMIT_ENV = "VIDTUNE_DECODE_TIMEOUT"
+
+
+def default_time_limit() -> float | None:
+    """``$VIDTUNE_DECODE_TIMEOUT`` seconds (0 or less: no limit), else :data:`DEFAULT_TIME_LIMIT_S`."""
+    text = os.environ.get(TIME_LIMIT_ENV, "").strip()
+    try:
+        limit = float(text) if text else DEFAULT_TIME_LIMIT_S
+    except ValueError:
+        log.warning("ignoring %s=%r (not a number of seconds)", TIME_LIMIT_ENV, text)
+        limit = DEFAULT_TIME_LIMIT_S
+    return limit if limit > 0 else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -51,8 +68,13 @@ class PyAVReader(VideoReader):
     happens only when the target lies past the next keyframe (known from the container index).
     """
 
-    def __init__(self, path, thread_type: str = "SLICE", interpolation: str = "bicubic"):
+    def __init__(self, path, thread_type: str = "SLICE", interpolation: str = "bicubic",
+                 time_limit: float | None = -1.0):
         self.path = Path(path)
+        # time_limit: seconds for opening and for each frames_at/scan call; None: no limit;
+        # negative (the default): default_time_limit()
+        self.time_limit = default_time_limit() if time_limit is not None and time_limit < 0 else time_limit
+        self._deadline: float | None = None
         self._thread_type = thread_type
         self._interp = _INTERPOLATIONS.get(interpolation.lower(), "BICUBIC")
         if not self.path.exists():
@@ -70,12 +92,15 @@ class PyAVReader(VideoReader):
         self._use_dts = False
         self._clock_changed = False
         self._first_dts = None
+        self._start_clock()
         self._open()
         try:
             self._init_stream()
         except BaseException:
             self.close()
             raise
+        finally:
+            self._deadline = None
 
     # -- opening ---------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -156,6 +181,17 @@ class PyAVReader(VideoReader):
             keyframes=len(self._keyframes),
         )
 
+    # -- time limit ------------------------------------------------------------------------------
+    def _start_clock(self) -> None:
+        self._deadline = time.monotonic() + self.time_limit if self.time_limit else None
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._deadline = None
+            raise VideoDecodeError(
+                self.path, f"decoding took longer than the {self.time_limit:g} s time limit; the file may be "
+                f"damaged (set {TIME_LIMIT_ENV}=SECONDS to change the limit, 0 for none)")
+
     # -- decoding --------------------------------------------------------------------------------
     def _reset_clock_check(self) -> None:
         self._raw_last: tuple[int | None, int | None] = (None, None)
@@ -177,6 +213,7 @@ class PyAVReader(VideoReader):
                 self._start_pts = self._first_dts
 
     def _next_frame(self):
+        self._check_deadline()
         if self._gen is None:
             self._gen = self._container.decode(self._stream)
         try:
@@ -305,6 +342,13 @@ class PyAVReader(VideoReader):
         if any(t != t for t in ts):
             raise ValueError("frames_at got a NaN timestamp")
         ts = [min(t, 1e9) for t in ts]  # +inf means "the end"; keep tick arithmetic finite
+        self._start_clock()
+        try:
+            return self._frames_at(ts, short_side)
+        finally:
+            self._deadline = None
+
+    def _frames_at(self, ts: list[float], short_side: int | None) -> np.ndarray:
         for _ in range(2):
             self._clock_changed = False
             out: list[np.ndarray | None] = [None] * len(ts)
@@ -323,16 +367,23 @@ class PyAVReader(VideoReader):
         """Presentation times (s) of every frame, from packet headers (no decoding)."""
         with av.open(str(self.path), metadata_errors="ignore") as c:
             s = c.streams.video[0]
-            pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
+            pts = []
+            for p in c.demux(s):
+                self._check_deadline()
+                if p.pts is not None and p.size > 0:
+                    pts.append(p.pts)
         pts.sort()
         return [float((p - self._start_pts) * self._tb) for p in pts]
 
     def scan(self) -> VideoInfo:
+        self._start_clock()
         try:
             times = self.frame_times()
         except av.error.FFmpegError as exc:
             log.warning("%s: packet scan failed (%s)", self.path, _reason(exc))
             return self.info
+        finally:
+            self._deadline = None
         if not times:
             return self.info
         info = self.info.to_dict()
