@@ -240,3 +240,49 @@ def test_shots_pick_k_per_class_nested_and_seeded():
     assert few_shot(list(reversed(items)), 4, 0) == four
     assert few_shot(items, 4, 1) != four
     assert len(few_shot(items, 50, 0)) == 30
+
+
+# -- torchvision video backbones ----------------------------------------------------------------------
+def test_clip_sampling_takes_consecutive_frames_at_the_weights_rate():
+    import numpy as np
+
+    from vidtune.train.features import Sampling
+
+    s = Sampling(2, "centre", clip_len=4, step=0.1)
+    ts = s.timestamps(4.0, None, None)
+    assert ts.shape == (8,) and s.per_clip == 8
+    np.testing.assert_allclose(ts.reshape(2, 4), [[0.85, 0.95, 1.05, 1.15], [2.85, 2.95, 3.05, 3.15]], atol=1e-9)
+    edge = Sampling(1, "centre", clip_len=16, step=1 / 15).timestamps(0.5, None, None)  # clip longer than video
+    assert edge.min() >= 0 and edge.max() < 0.5 and (np.diff(edge) >= 0).all()
+    grid = Sampling(2, "grid", views=3, clip_len=4, step=0.1).timestamps(6.0, None, None)
+    assert grid.shape == (2 * 3 * 4,)
+
+
+def test_video_backbone_from_a_local_weights_file_trains_and_evaluates(capsys, tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    from vidtune.data.sample import write_sample_dataset
+    from vidtune.models.backbones import ClipEncoder
+
+    torch.manual_seed(0)
+    src = torchvision.models.get_model("mc3_18", weights=None)  # what KINETICS400_V1 would hold, offline
+    weights = tmp_path / "mc3_18_k400.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(weights))
+    enc = create_backbone("mc3_18", weights=weights)
+    assert isinstance(enc, ClipEncoder) and (enc.clip_len, enc.clip_fps) == (16, 15.0)
+    assert enc.cfg.input_size == 112 and enc.cfg.resize_size == 128
+    torch.testing.assert_close(enc.model.layer1[0].conv1[0].weight, src.layer1[0].conv1[0].weight)
+    x = torch.randn(2 * 16, 3, 112, 112)
+    with torch.no_grad():
+        assert enc.eval()(x).shape == (2, 512)
+
+    data = tmp_path / "data"
+    write_sample_dataset(data, classes=2, per_class=3, seconds=1.0, fps=8, size=(64, 48), seed=0)
+    _train(capsys, data, "--out", tmp_path / "run", "--backbone", "mc3_18", "--weights", weights,
+           "--frames", "1", "--views", "1", "--val-split", "0")
+    cfg = _config(tmp_path / "run")
+    assert cfg["model"]["backbone"] == "mc3_18"
+    from vidtune.cli.main import main
+
+    assert main(["predict", str(tmp_path / "run"), str(data), "--workers", "0", "-q"]) == 0

@@ -110,6 +110,8 @@ class FrameEncoder(nn.Module):
 
     grid = 1  # tokens per frame side; set with :meth:`set_grid`
     frame_independent = True  # False when a temporal shift mixes neighbouring frames
+    clip_len = 1  # frames per encoded unit (video backbones: a clip of consecutive frames)
+    clip_fps = 0.0  # frame rate the clip is sampled at (video backbones)
 
     def __init__(self, model: nn.Module, name: str, source: str, arch: str, cfg: PretrainedConfig,
                  num_features: int):
@@ -209,6 +211,40 @@ class FrameEncoder(nn.Module):
         self._fingerprint = None
 
 
+class ClipEncoder(FrameEncoder):
+    """A video backbone (torchvision r3d_18, r2plus1d_18, mc3_18, s3d, mvit, swin3d) behind the
+    frame-encoder interface: it takes clips flattened to frames ``(N * L, 3, H, W)``, each clip's
+    ``L = clip_len`` frames contiguous, and returns one feature per clip ``(N, D)``.
+
+    So the feature cache, the temporal heads (over a video's clips) and fine-tuning work unchanged;
+    the sampler asks for ``clip_len`` frames at ``clip_fps`` around each segment centre.
+    """
+
+    frame_independent = False
+
+    def __init__(self, model, name, source, arch, cfg, num_features, clip_len: int, clip_fps: float):
+        super().__init__(model, name, source, arch, cfg, num_features)
+        self.clip_len = clip_len
+        self.clip_fps = clip_fps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N * L, 3, H, W) -> (N, D)
+        nl = x.shape[0]
+        if nl % self.clip_len:
+            raise ValueError(f"{nl} frames are not a whole number of {self.clip_len}-frame clips")
+        x = x.reshape(nl // self.clip_len, self.clip_len, *x.shape[1:]).transpose(1, 2)  # (N, 3, L, H, W)
+        return self.model(x.contiguous())
+
+    def set_grid(self, grid: int) -> FrameEncoder:
+        if grid != 1:
+            from vidtune.errors import VidtuneError
+
+            raise VidtuneError(f"--grid is for image backbones; {self.name} already sees space and time. Use --grid 1")
+        return self
+
+    def fingerprint(self) -> str:
+        return super().fingerprint() + f"-clip{self.clip_len}@{self.clip_fps:g}"
+
+
 def _numel(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
@@ -248,7 +284,13 @@ def _timm_names() -> list[str]:
 def _tv_names() -> list[str]:
     import torchvision
 
-    return torchvision.models.list_models(module=torchvision.models)
+    return torchvision.models.list_models(module=torchvision.models) + _tv_video_names()
+
+
+def _tv_video_names() -> list[str]:
+    import torchvision.models.video
+
+    return torchvision.models.list_models(module=torchvision.models.video)
 
 
 def resolve_backbone(name: str) -> BackboneSpec:
@@ -269,6 +311,8 @@ def resolve_backbone(name: str) -> BackboneSpec:
 
     if timm.is_model(name.split(".")[0]) or timm.is_model(name):
         return BackboneSpec(name=name, source="timm", arch=name)
+    if name in _tv_video_names():  # r3d_18 etc.: no timm model has these names
+        return BackboneSpec(name=name, source="torchvision", arch=name)
     candidates = list(dict.fromkeys(list(_REGISTRY) + _timm_names() + ["tv/" + n for n in _tv_names()]))
     close = difflib.get_close_matches(name, candidates, n=6, cutoff=0.5)
     raise UnknownBackboneError(
@@ -384,12 +428,28 @@ def _strip_tv_head(model: nn.Module) -> int:
                     dim = head[i].in_features
                     head[i] = nn.Identity()
                     return dim
+                if isinstance(head[i], (nn.Conv2d, nn.Conv3d)) and head[i].kernel_size in ((1, 1), (1, 1, 1)):
+                    dim = head[i].in_channels  # S3D: a 1x1x1 conv classifier, averaged afterwards
+                    head[i] = nn.Identity()
+                    return dim
     raise UnknownBackboneError(f"cannot find the classifier of {type(model).__name__} to use it as a backbone")
+
+
+def _clip_params(meta: dict) -> tuple[int, float]:
+    """``clip_len`` and frame rate from a torchvision video weights' notes (they state how the
+    reported accuracy was measured, e.g. ``frame_rate=15`` and ``clip_len=16``)."""
+    import re
+
+    docs = meta.get("_docs", "")
+    fps = re.search(r"frame_rate=([0-9.]+)", docs)
+    length = re.search(r"clip_len=([0-9]+)", docs)
+    return (int(length.group(1)) if length else 16), (float(fps.group(1)) if fps else 15.0)
 
 
 def _build_torchvision(spec: BackboneSpec, pretrained: bool, weights) -> FrameEncoder:
     import torchvision
 
+    video = spec.arch in _tv_video_names()
     enum = torchvision.models.get_model_weights(spec.arch)
     default = enum.DEFAULT
     try:
@@ -400,7 +460,7 @@ def _build_torchvision(spec: BackboneSpec, pretrained: bool, weights) -> FrameEn
         load_into(model, read_weights_file(weights), str(weights))
     tf = default.transforms()
     crop = int(tf.crop_size[0])
-    resize = int(tf.resize_size[0])
+    resize = int(min(tf.resize_size))  # video weights give (128, 171): the short side is 128
     cfg = PretrainedConfig(
         input_size=crop,
         mean=tuple(float(x) for x in tf.mean),
@@ -409,6 +469,9 @@ def _build_torchvision(spec: BackboneSpec, pretrained: bool, weights) -> FrameEn
         crop_pct=crop / resize,
     )
     dim = _strip_tv_head(model)
+    if video:
+        clip_len, fps = _clip_params(default.meta)
+        return ClipEncoder(model, spec.name, "torchvision", spec.arch, cfg, dim, clip_len, fps)
     return FrameEncoder(model, spec.name, "torchvision", spec.arch, cfg, dim)
 
 

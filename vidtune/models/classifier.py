@@ -24,8 +24,8 @@ class VideoClassifier(nn.Module):
         state = getattr(self.encoder, "shift_state", None)
         if state is not None:
             state.frames = t
-        y = self.encoder(x)
-        return y.view(b, t, *y.shape[1:])
+        y = self.encoder(x)  # (B*T, ...) per frame, or per clip of clip_len frames for video backbones
+        return y.view(b, -1, *y.shape[1:])
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, K)
         return self.head(self.frame_features(clips))

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import warnings
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -40,25 +40,49 @@ class Sampling:
 
     mode: ``centre`` (evaluation: segment centres), ``grid`` (``views`` positions per segment, for
     cached training views) or ``random`` (a fresh random offset per segment, end-to-end training).
+    ``clip_len`` > 1 (video backbones such as r3d_18): each position is the centre of ``clip_len``
+    consecutive frames ``step`` seconds apart (the frame rate the weights were trained at), clamped
+    to the clip's span; frames come out position by position, each position's frames contiguous.
     """
 
     frames: int
     mode: str = "centre"
     views: int = 1
+    clip_len: int = 1
+    step: float = 0.0
 
     def timestamps(self, duration: float, start, end, rng: np.random.Generator | None = None) -> np.ndarray:
         s, e = clip_span(duration, start, end)
         if self.mode == "centre":
-            return segment_centres(s, e, self.frames)
-        if self.mode == "grid":
-            return segment_grid(s, e, self.frames, self.views).reshape(-1)
-        if self.mode == "random":
-            return segment_random(s, e, self.frames, rng or np.random.default_rng())
-        raise ValueError(f"unknown sampling mode {self.mode!r}")
+            pos = segment_centres(s, e, self.frames)
+        elif self.mode == "grid":
+            pos = segment_grid(s, e, self.frames, self.views).reshape(-1)
+        elif self.mode == "random":
+            pos = segment_random(s, e, self.frames, rng or np.random.default_rng())
+        else:
+            raise ValueError(f"unknown sampling mode {self.mode!r}")
+        if self.clip_len == 1:
+            return pos
+        offsets = (np.arange(self.clip_len) - (self.clip_len - 1) / 2) * self.step
+        return np.clip(pos[:, None] + offsets[None], s, max(s, e - 1e-3)).reshape(-1)
 
     @property
     def per_clip(self) -> int:
-        return self.frames * (self.views if self.mode == "grid" else 1)
+        return self.frames * (self.views if self.mode == "grid" else 1) * self.clip_len
+
+    def cache_fields(self) -> dict:
+        d = asdict(self)
+        if self.clip_len == 1:  # keys of frame-encoder features stay what they were
+            d.pop("clip_len")
+            d.pop("step")
+        return d
+
+
+def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1) -> Sampling:
+    """The sampling an encoder needs: single frames, or clips at the frame rate of its weights."""
+    clip_len = int(getattr(encoder, "clip_len", 1))
+    step = 1.0 / float(getattr(encoder, "clip_fps", 0) or 1) if clip_len > 1 else 0.0
+    return Sampling(frames, mode, views, clip_len, step)
 
 
 def default_cache_dir() -> Path:
@@ -163,7 +187,7 @@ def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConf
               precision: str = "fp32", frame_op: FrameOp | None = None) -> str:
     key = {
         "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end, "precision": precision,
-        "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": asdict(sampling),
+        "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": sampling.cache_fields(),
     }
     if frame_op is not None:
         key["frame_op"] = frame_op.cache_id
@@ -359,7 +383,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 continue
             if sampling.mode == "centre" and grid_views and grid_views % 2 == 1 and frame_op is None:
                 grid = cache.get(cache_key(item, digest, fp, encoder.cfg,
-                                           Sampling(sampling.frames, "grid", grid_views), prec))
+                                           replace(sampling, mode="grid", views=grid_views), prec))
                 if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
                     feats[i] = grid[:, grid_views // 2 : grid_views // 2 + 1].clone()
                     continue
@@ -376,16 +400,18 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor]] = []
 
+    clip_len = sampling.clip_len
+
     def flush():
         if not pending:
             return
         x = torch.cat([f for _, f in pending]).to(device, non_blocking=True)
         x = norm(x).contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            out = net(x).float().cpu()
+            out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
         pos = 0
         for j, f in pending:
-            n = f.shape[0]
+            n = f.shape[0] // clip_len
             clip = out[pos : pos + n].view(sampling.frames, views, *out.shape[1:])  # grid order: (frame, view)
             pos += n
             feats[j] = clip.clone()

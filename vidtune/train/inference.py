@@ -10,7 +10,7 @@ from vidtune.data.manifest import SPLITS, VideoItem, load_dataset, stratified_sp
 from vidtune.errors import DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import load_run
-from vidtune.train.features import Sampling, extract_features, open_cache
+from vidtune.train.features import extract_features, open_cache, sampling_for
 from vidtune.train.metrics import classification_metrics
 from vidtune.train.trainer import resolve_device
 
@@ -33,7 +33,7 @@ def run_clips(model, config: dict, items: list[VideoItem], *, device: torch.devi
     cache = open_cache(cache_dir, use_cache)
     frames = int(config["model"]["frames"])
     views = config.get("sampling", {}).get("views")
-    feats, skipped = extract_features(model.encoder, items, Sampling(frames, "centre"), device=device, cache=cache,
+    feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, frames, "centre"), device=device, cache=cache,
                                       workers=workers, progress=progress, description=description,
                                       grid_views=int(views) if views else None, frame_op=frame_op, seed=seed)
     if output == "frames" or not feats:
