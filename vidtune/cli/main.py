@@ -25,6 +25,7 @@ log = logging.getLogger("vidtune.cli")
 # its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
 COMMAND_MODULES: tuple[str, ...] = (
     "vidtune.cli.robustness",
+    "vidtune.cli.search",
 )
 
 

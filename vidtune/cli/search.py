@@ -1,0 +1,305 @@
+"""Commands of the search area: embed, index build|add|remove|info, search, dedupe, eval-retrieval."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from vidtune.cli.common import print_skipped
+from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.errors import VidtuneError
+
+
+def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    d = (lambda v: v) if defaults else (lambda v: None)
+    g = p.add_argument_group("embedding model")
+    g.add_argument("--backbone", default=d("efficientnet_lite0"),
+                   help="frame encoder: registered name (offline), timm model or tv/<torchvision model>")
+    g.add_argument("--weights", default=None, help="local weights file for the backbone")
+    g.add_argument("--no-pretrained", action="store_true", help="random initialisation (a baseline)")
+    g.add_argument("--run", default=None, help="a trained run folder: its fine-tuned backbone and temporal head")
+    g.add_argument("--window", type=float, default=d(2.0), help="segment length in seconds (default 2)")
+    g.add_argument("--stride", type=float, default=d(1.0), help="seconds between segment starts (default 1)")
+    g.add_argument("--fps", type=float, default=d(2.0), help="frames decoded per second (default 2)")
+    g.add_argument("--tta", default=d("flip"), help="flip (mirror-averaged, flip-invariant; default) | none")
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _config(args, base=None):
+    from vidtune.index.embed import EmbedConfig
+
+    base = base or EmbedConfig()
+    kw = {}
+    for name in ("backbone", "weights", "run", "window", "stride", "fps", "tta"):
+        v = getattr(args, name, None)
+        if v is not None:
+            kw[name] = v
+    if getattr(args, "no_pretrained", False):
+        kw["pretrained"] = False
+    return EmbedConfig(**{**base.to_dict(), **kw})
+
+
+def _common(args) -> dict:
+    return {"device": args.device, "cache_dir": args.cache_dir, "use_cache": not args.no_cache}
+
+
+# -- embed ------------------------------------------------------------------------------------------
+def cmd_embed(args) -> int:
+    from vidtune.index.embed import Embedder, embed_videos, save_embeddings
+    from vidtune.train.inference import expand_video_args
+
+    paths = expand_video_args(args.videos)
+    emb = Embedder(_config(args), **_common(args))
+    embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
+    if not embs:
+        raise VidtuneError(f"no readable videos to embed ({len(skipped)} skipped: "
+                           + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3]) + ")")
+    meta = save_embeddings(args.out, embs, emb.model_id, emb.config.params(), skipped)
+    result = {"out": str(args.out), "files": ["segments.npy", "videos.npy", "embeddings.json"], "videos": len(embs),
+              "segments": len(meta["segments"]), "dim": meta["dim"], "model": emb.model_id, "params": meta["params"],
+              "skipped": skipped}
+    if args.json:
+        print_json(result)
+        return 0
+    print_skipped(skipped)
+    out.print(f"embedded {len(embs)} video(s), {len(meta['segments'])} segments of {meta['dim']} dims into "
+              f"{escape(str(args.out))} (segments.npy, videos.npy, embeddings.json)")
+    return 0
+
+
+# -- index ------------------------------------------------------------------------------------------
+def _print_change(result: dict, verb: str) -> None:
+    print_skipped(result.get("skipped", []))
+    parts = [f"{verb} {len(result.get(verb, []))}"]
+    if result.get("copied"):
+        parts.append(f"{len(result['copied'])} identical copies reused")
+    if "unchanged" in result:
+        parts.append(f"{len(result['unchanged'])} unchanged")
+    out.print(f"{escape(result['index'])}: " + ", ".join(parts) + f"; now {result['videos']} videos, "
+              f"{result['segments']} segments", highlight=False)
+
+
+def cmd_index_build(args) -> int:
+    from vidtune.index.search import build_index
+
+    result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
+                         progress=RichProgress(not args.quiet), **_common(args))
+    if args.json:
+        print_json(result)
+    else:
+        _print_change(result, "added")
+    return 0
+
+
+def cmd_index_add(args) -> int:
+    from vidtune.index.search import add_to_index
+
+    stated = any(getattr(args, n) is not None for n in ("backbone", "weights", "run", "window", "stride", "fps", "tta"))
+    config = None
+    if stated or args.no_pretrained:
+        from vidtune.index.search import VideoIndex, embedder_for_index
+
+        with VideoIndex.open(args.index) as ix:  # missing options default to the index's own
+            base = embedder_for_index(ix, **_common(args)).config
+        if args.backbone or args.weights:
+            base = type(base)(**{**base.to_dict(), "run": None})
+        config = _config(args, base)
+    result = add_to_index(args.index, args.videos, config, progress=RichProgress(not args.quiet), **_common(args))
+    if args.json:
+        print_json(result)
+    else:
+        _print_change(result, "added")
+    return 0
+
+
+def cmd_index_remove(args) -> int:
+    from vidtune.index.search import remove_from_index
+
+    result = remove_from_index(args.index, [str(v) for v in args.videos])
+    if args.json:
+        print_json(result)
+    else:
+        for p in result["not_found"]:
+            err.print(f"[yellow]not in the index:[/yellow] {escape(p)}")
+        _print_change(result, "removed")
+    return 0
+
+
+def cmd_index_info(args) -> int:
+    from vidtune.index.search import index_info
+
+    info = index_info(args.index, list_videos=args.videos)
+    if args.json:
+        print_json(info)
+        return 0
+    t = Table(title=escape(info["index"]), show_header=False, title_justify="left")
+    for key in ("videos", "segments", "model", "dim", "kind", "params", "model_source", "bytes"):
+        t.add_row(key, escape(str(info[key])))
+    out.print(t)
+    for v in info.get("video_list", []):
+        out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
+    return 0
+
+
+# -- search -----------------------------------------------------------------------------------------
+def _fmt_span(a, b) -> str:
+    return "-" if a is None else f"{a:.2f}-{b:.2f} s"
+
+
+def cmd_search(args) -> int:
+    from vidtune.index.search import search
+
+    result = search(args.index, args.query, k=args.k, start=args.start, end=args.end, **_common(args))
+    if args.json:
+        print_json(result)
+        return 0
+    t = Table(title=escape(f"matches for {result['query']}"), title_justify="left")
+    for c in ("#", "video", "segment", "query segment", "score"):
+        t.add_column(c, overflow="fold" if c == "video" else None)
+    for i, r in enumerate(result["results"], 1):
+        t.add_row(str(i), escape(r["path"]), _fmt_span(r["start"], r["end"]),
+                  _fmt_span(r["query_start"], r["query_end"]), f"{r['score']:.3f}")
+    out.print(t)
+    return 0
+
+
+# -- dedupe -----------------------------------------------------------------------------------------
+def cmd_dedupe(args) -> int:
+    from vidtune.index.dedupe import find_duplicates, write_dedup_manifest, write_pairs_csv
+
+    result = find_duplicates(args.index, threshold=args.threshold, progress=RichProgress(not args.quiet),
+                             **_common(args))
+    if args.csv:
+        write_pairs_csv(args.csv, result["pairs"])
+        result["csv"] = str(args.csv)
+    if args.manifest or args.write_manifest:
+        if not (args.manifest and args.write_manifest):
+            raise VidtuneError("--manifest DATA and --write-manifest OUT go together")
+        result["manifest"] = write_dedup_manifest(args.manifest, args.write_manifest, result["groups"], args.policy)
+    if args.json:
+        print_json(result)
+        return 0
+    t = Table(title=f"near-duplicate pairs (score >= {args.threshold})", title_justify="left")
+    for c in ("video A", "segment A", "video B", "segment B", "score"):
+        t.add_column(c, overflow="fold" if c.startswith("video") else None)
+    for p in result["pairs"]:
+        t.add_row(escape(p["a"]), _fmt_span(p["a_start"], p["a_end"]), escape(p["b"]),
+                  _fmt_span(p["b_start"], p["b_end"]), f"{p['score']:.3f}")
+    out.print(t)
+    out.print(f"{len(result['pairs'])} pair(s) in {len(result['groups'])} group(s) of duplicates among "
+              f"{result['videos']} videos")
+    if "manifest" in result:
+        m = result["manifest"]
+        out.print(f"wrote {escape(m['out'])}: {m['rows']} rows ({m['dropped']} dropped, {m['moved']} moved "
+                  f"to their group's split)")
+    return 0
+
+
+# -- eval-retrieval ---------------------------------------------------------------------------------
+def cmd_eval_retrieval(args) -> int:
+    from vidtune.index.retrieval_metrics import evaluate_retrieval
+
+    if bool(args.index) == bool(args.predictions):
+        raise VidtuneError("give exactly one of --index INDEX_DIR (search every query) or --predictions FILE")
+    result = evaluate_retrieval(args.ground_truth, index_dir=args.index, predictions=args.predictions, k=args.k,
+                                save_predictions=args.save_predictions, progress=RichProgress(not args.quiet),
+                                **_common(args))
+    if args.json:
+        print_json(result)
+        return 0
+    print_skipped(result.get("skipped", []))
+    t = Table(title=escape(f"retrieval on {args.ground_truth}"), show_header=False, title_justify="left")
+    t.add_row("queries (with a match / without)", f"{result['queries']} ({result['queries_with_match']} / "
+              f"{result['queries'] - result['queries_with_match']})")
+    t.add_row("ground-truth pairs", str(result["positives"]))
+    t.add_row("muAP (micro average precision)", f"{result['muAP']:.4f}")
+    t.add_row("recall@1", fmt_pct(result["recall@1"]))
+    t.add_row("recall@10", fmt_pct(result["recall@10"]))
+    t.add_row("localisation IoU (database / query)",
+              f"{_f(result['iou_db'])} / {_f(result['iou_query'])} over {result['localised']} pairs")
+    out.print(t)
+    return 0
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+# -- registration -----------------------------------------------------------------------------------
+def register(sub) -> None:
+    p = sub.add_parser("embed", help="per-segment and per-video embeddings (NumPy + JSON) for videos")
+    p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
+    p.add_argument("--out", type=Path, required=True, help="folder for segments.npy, videos.npy, embeddings.json")
+    _embed_args(p)
+    _device_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("index", help="build and maintain a search index (FAISS + SQLite, no server)")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    q = isub.add_parser("build", help="create an index from videos (files and folders)")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR")
+    q.add_argument("videos", nargs="+", type=Path)
+    q.add_argument("--kind", default="flat", help="flat (exact inner product, default) | hnsw (approximate, "
+                                                  "for millions of segments)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
+    _embed_args(q)
+    _device_args(q)
+    q.set_defaults(func=cmd_index_build)
+    q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR")
+    q.add_argument("videos", nargs="+", type=Path)
+    _embed_args(q, defaults=False)
+    _device_args(q)
+    q.set_defaults(func=cmd_index_add)
+    q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR")
+    q.add_argument("videos", nargs="+")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_index_remove)
+    q = isub.add_parser("info", help="size, model and parameters of an index")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR")
+    q.add_argument("--videos", action="store_true", help="also list every video")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_index_info)
+
+    p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")
+    p.add_argument("index", type=Path, metavar="INDEX_DIR")
+    p.add_argument("query", type=Path, help="a video file or an image file")
+    p.add_argument("--start", type=float, default=None, help="query only this part of the video (seconds)")
+    p.add_argument("--end", type=float, default=None)
+    p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
+    _device_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("dedupe", help="pairs of indexed videos that share content, with the shared segments")
+    p.add_argument("index", type=Path, metavar="INDEX_DIR")
+    p.add_argument("--threshold", type=float, default=0.8, help="minimum alignment score of a pair (default 0.8)")
+    p.add_argument("--csv", type=Path, default=None, help="also write the pairs as CSV")
+    p.add_argument("--manifest", type=Path, default=None, help="a dataset (folder or CSV/JSONL) to clean")
+    p.add_argument("--write-manifest", type=Path, default=None, help="the cleaned manifest to write (.csv/.jsonl)")
+    p.add_argument("--policy", default="drop", help="drop: keep one video per duplicate group; same-split: keep all, "
+                                                    "moved into one split per group")
+    _device_args(p)
+    p.set_defaults(func=cmd_dedupe)
+
+    p = sub.add_parser("eval-retrieval", help="muAP, recall@1/@10 and localisation IoU against ground truth")
+    p.add_argument("ground_truth", type=Path, help="CSV/JSONL: query, match (empty: no match), optional "
+                                                   "query_start, query_end, match_start, match_end")
+    p.add_argument("--index", type=Path, default=None, help="search every query in this index")
+    p.add_argument("--predictions", type=Path, default=None, help="or evaluate saved predictions (JSONL of "
+                                                                  "`vidtune search --json` objects)")
+    p.add_argument("-k", "--k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--save-predictions", type=Path, default=None, help="write the searches as JSONL")
+    _device_args(p)
+    p.set_defaults(func=cmd_eval_retrieval)

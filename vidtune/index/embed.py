@@ -1,0 +1,387 @@
+"""Per-segment and per-video embeddings for search, dedupe and copy detection.
+
+Backbone path (default): each video is decoded once at ``fps`` frames per second (sorted
+timestamps, so the seeking decoder mostly decodes forward), every frame goes through the frozen
+backbone (optionally averaged with its horizontal mirror, which makes the descriptor exactly
+invariant to flips), and a segment's embedding is the L2-normalised mean of the L2-normalised frame
+features inside its window. Overlapping windows therefore share the decoding and the backbone
+work: with a 2 s window and 1 s stride every frame is decoded once instead of twice.
+
+Run path (``run=RUN_DIR``): each segment is a clip given to
+:func:`vidtune.train.inference.run_clips` (``output="embedding"``), i.e. the run's fine-tuned
+backbone and its temporal head's pooled vector.
+
+Per-frame features of the backbone path are cached in the feature cache, keyed by the video's
+content fingerprint, the weights, the transform and the sampling, so re-indexing decodes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidtune.errors import VidtuneError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .png .bmp .webp .tif .tiff".split())
+TTA_MODES = ("none", "flip")
+
+
+def is_image_path(path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How embeddings are computed. Everything here except ``device`` is stored in an index.
+
+    Attributes:
+        backbone: frame encoder name (registered, timm or ``tv/<name>``); ignored with ``run``.
+        weights: local weights file for the backbone.
+        pretrained: load pretrained weights (False: random init, for tests and baselines).
+        run: a trained run folder; its fine-tuned backbone and temporal head make the embeddings.
+        window: segment length in seconds.
+        stride: step between segment starts in seconds (< window: overlapping segments).
+        fps: frames decoded per second (backbone path).
+        tta: ``flip`` averages each frame's features with its mirror's (flip-invariant descriptors,
+            twice the backbone work), ``none`` uses the frame alone.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    pretrained: bool = True
+    run: str | None = None
+    window: float = 2.0
+    stride: float = 1.0
+    fps: float = 2.0
+    tta: str = "flip"
+
+    def __post_init__(self):
+        for name in ("window", "stride", "fps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise VidtuneError(f"--{name} must be a positive number of seconds/frames, got {v!r}")
+        if self.stride > self.window:
+            raise VidtuneError(f"--stride ({self.stride} s) must not exceed --window ({self.window} s): "
+                               "parts of the video would have no segment")
+        if self.tta not in TTA_MODES:
+            raise VidtuneError(f"--tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+
+    def params(self) -> dict:
+        """What makes two embeddings comparable besides the weights (stored in an index)."""
+        d = {"window": float(self.window), "stride": float(self.stride)}
+        if self.run:
+            d["run"] = True
+        else:
+            d.update(fps=float(self.fps), tta=self.tta)
+        return d
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EmbedConfig:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+@dataclass
+class VideoEmbedding:
+    """Embeddings of one video (or of the part between ``start`` and ``end``)."""
+
+    path: str
+    digest: str
+    duration: float
+    starts: np.ndarray  # (N,) seconds
+    ends: np.ndarray  # (N,) seconds
+    segments: np.ndarray  # (N, D) float32, L2-normalised
+    video: np.ndarray  # (D,) float32, L2-normalised
+    extra: dict = field(default_factory=dict)
+
+
+# -- pure arithmetic --------------------------------------------------------------------------------
+def segment_spans(start: float, end: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """Windows of ``window`` seconds every ``stride`` seconds covering ``[start, end]``.
+
+    The last window is shifted back to end exactly at ``end`` (so the tail is covered by a full
+    window, not a sliver); a tail under a quarter of ``stride`` (a 4.004 s clip) stretches the last
+    window instead of adding a near-copy of it. A span shorter than ``window`` gives one segment.
+    """
+    length = end - start
+    if length <= window + 0.25 * stride:
+        return [(round(start, 6), round(end, 6))]
+    n = int(math.ceil((length - window) / stride - 0.25)) + 1
+    spans = []
+    for k in range(n):
+        s = min(start + k * stride, end - window)
+        spans.append((round(s, 6), round(s + window, 6)))
+    spans[-1] = (spans[-1][0], round(end, 6))
+    return list(dict.fromkeys(spans))
+
+
+def frame_times(start: float, end: float, fps: float) -> np.ndarray:
+    """Centres of ``1/fps`` slots between ``start`` and ``end`` (at least one, the midpoint)."""
+    n = int(math.floor((end - start) * fps + 1e-9))
+    if n < 1:
+        return np.array([(start + end) / 2.0])
+    return start + (np.arange(n) + 0.5) / fps
+
+
+def l2n(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def pool_segments(times: np.ndarray, feats: np.ndarray, spans) -> np.ndarray:
+    """L2-normalised mean of the (L2-normalised) frame features inside each span ``(N, D)``."""
+    out = np.empty((len(spans), feats.shape[1]), np.float32)
+    for k, (s, e) in enumerate(spans):
+        inside = (times >= s - 1e-6) & (times < e - 1e-6)
+        if not inside.any():  # a window between two samples: the nearest frame
+            inside = np.zeros(len(times), bool)
+            inside[int(np.argmin(np.abs(times - (s + e) / 2)))] = True
+        out[k] = feats[inside].mean(0)
+    return l2n(out)
+
+
+# -- the embedder -----------------------------------------------------------------------------------
+class Embedder:
+    """Builds the model once and embeds videos, parts of videos and images with it."""
+
+    def __init__(self, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
+                 use_cache: bool = True):
+        from vidtune.train.features import open_cache
+        from vidtune.train.trainer import resolve_device
+
+        self.config = config or EmbedConfig()
+        self.device = resolve_device(device)
+        self.cache = open_cache(cache_dir, use_cache)
+        self.run_config: dict | None = None
+        self.model = None
+        if self.config.run:
+            from vidtune.train.checkpoint import load_run
+
+            self.model, self.run_config = load_run(self.config.run)
+            self.encoder = self.model.encoder
+        else:
+            from vidtune.models.backbones import create_backbone
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # a random-init baseline must be the same model at search time
+                self.encoder = create_backbone(self.config.backbone, pretrained=self.config.pretrained,
+                                               weights=self.config.weights)
+        self.encoder.eval().to(self.device)
+        from vidtune.data.transforms import Normalize
+
+        self._norm = Normalize(self.encoder.cfg).to(self.device)
+
+    # identity ---------------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """Identity of the weights that make the vectors: an index refuses vectors from any other."""
+        if self.run_config is not None:
+            head = self.run_config.get("model", {}).get("temporal", "?")
+            return f"run:{self.run_config.get('run_id', '?')}:{self.encoder.fingerprint()}:{head}"
+        return f"{self.encoder.name}:{self.encoder.fingerprint()}"
+
+    @property
+    def model_desc(self) -> dict:
+        """How to rebuild the model (stored in an index so that search embeds queries the same way)."""
+        c = self.config
+        if c.run:
+            return {"run": str(Path(c.run).resolve())}
+        return {"backbone": c.backbone, "weights": str(Path(c.weights).resolve()) if c.weights else None,
+                "pretrained": c.pretrained}
+
+    @property
+    def dim(self) -> int:
+        if self.model is not None:
+            frames = int(self.run_config["model"]["frames"])
+            with torch.no_grad():
+                x = torch.zeros(1, frames, self.encoder.num_features, device=self.device)
+                return int(self.model.head.eval().to(self.device).pool(x).shape[-1])
+        return int(self.encoder.num_features)
+
+    # frames -------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_frames(self, frames: np.ndarray, batch: int = 32, net=None) -> np.ndarray:
+        """uint8 frames ``(T, H, W, 3)`` whose short side is the backbone's resize size -> ``(T, D)``.
+
+        Centre crop, normalise, backbone (plus the mirrored frame with ``tta='flip'``), L2-normalise.
+        """
+        from vidtune.data.transforms import centre_crop
+        from vidtune.train.features import autocast
+
+        net = net or self.encoder
+        crops = centre_crop(frames, self.encoder.cfg.input_size)
+        out = []
+        for lo in range(0, len(crops), batch):
+            x = self._norm(torch.from_numpy(crops[lo : lo + batch]).to(self.device))
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device):
+                f = net(x).float()
+                if self.config.tta == "flip":
+                    f = f + net(x.flip(-1).contiguous(memory_format=torch.channels_last)).float()
+            out.append(f.cpu().numpy())
+        feats = np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return l2n(feats)
+
+    def _frame_features(self, path: Path, digest: str, ts: np.ndarray, info_duration: float) -> np.ndarray:
+        from vidtune.data.transforms import transform_id
+        from vidtune.io import open_video
+        from vidtune.train.features import inference_encoder, precision
+        from vidtune.utils import stable_hash
+
+        key = None
+        if self.cache is not None:
+            key = stable_hash({"kind": "index-frames", "v": 1, "video": digest, "backbone": self.encoder.fingerprint(),
+                               "transform": transform_id(self.encoder.cfg), "times": np.round(ts, 6).tolist(),
+                               "tta": self.config.tta, "precision": precision(self.device)})
+            hit = self.cache.get(key)
+            if hit is not None and hit.shape[0] == len(ts):
+                return hit.numpy()
+        net = inference_encoder(self.encoder, self.device, len(ts) * (2 if self.config.tta == "flip" else 1))
+        feats = []
+        with open_video(path, interpolation=self.encoder.cfg.interpolation) as reader:
+            for lo in range(0, len(ts), 64):  # bounded memory for long videos
+                frames = reader.frames_at(ts[lo : lo + 64], short_side=self.encoder.cfg.resize_size)
+                feats.append(self.embed_frames(frames, net=net))
+        out = np.concatenate(feats)
+        if key is not None:
+            self.cache.put(key, torch.from_numpy(out))
+        return out
+
+    # videos -------------------------------------------------------------------------------------
+    def embed_video(self, path, start: float | None = None, end: float | None = None,
+                    digest: str | None = None) -> VideoEmbedding:
+        """Segments of ``path`` between ``start`` and ``end`` (default: all of it).
+
+        Raises ``VideoDecodeError`` for unreadable files and ``VidtuneError`` for bad times.
+        """
+        from vidtune.io import probe
+        from vidtune.utils import file_digest
+
+        path = Path(path)
+        info = probe(path, scan_packets=False)
+        s = 0.0 if start is None else float(start)
+        e = info.duration if end is None else min(float(end), info.duration)
+        if s < 0 or (end is not None and float(end) <= s) or s >= info.duration:
+            raise VidtuneError(f"{path}: --start/--end ({start}, {end}) must satisfy 0 <= start < end and start "
+                               f"< the video's duration ({info.duration:.3f} s)")
+        if digest is None:
+            digest = self.cache.digest(path) if self.cache is not None else file_digest(path)
+        c = self.config
+        spans = segment_spans(s, e, c.window, c.stride)
+        if self.model is not None:
+            segs = self._run_segments(path, spans)
+        else:
+            ts = frame_times(s, e, c.fps)
+            feats = self._frame_features(path, digest, ts, info.duration)
+            segs = pool_segments(ts, feats, spans)
+        starts = np.array([a for a, _ in spans], np.float64)
+        ends = np.array([b for _, b in spans], np.float64)
+        return VideoEmbedding(str(path), digest, float(info.duration), starts, ends, segs, l2n(segs.mean(0)))
+
+    def _run_segments(self, path: Path, spans) -> np.ndarray:
+        from vidtune.data.manifest import VideoItem
+        from vidtune.errors import VideoDecodeError
+        from vidtune.train.inference import run_clips
+
+        items = [VideoItem(path=path, label="", start=a, end=b) for a, b in spans]
+        out, skipped = run_clips(self.model, self.run_config, items, device=self.device, output="embedding",
+                                 cache_dir=self.cache.root if self.cache is not None else None,
+                                 use_cache=self.cache is not None, workers=0)
+        if len(out) < len(items):
+            reason = skipped[0]["reason"] if skipped else "could not be decoded"
+            raise VideoDecodeError(path, reason)
+        return l2n(torch.stack([out[i] for i in range(len(items))]).numpy())
+
+    def embed_image(self, path) -> np.ndarray:
+        """One image (any format Pillow reads) -> ``(D,)``, embedded like a video frame."""
+        from PIL import Image, UnidentifiedImageError
+
+        from vidtune.io.base import short_side_size
+
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = short_side_size(im.width, im.height, self.encoder.cfg.resize_size)
+                resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
+                    self.encoder.cfg.interpolation, Image.BICUBIC)
+                arr = np.asarray(im.resize((w, h), resample))
+        except FileNotFoundError:
+            raise VidtuneError(f"{path}: file not found") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise VidtuneError(f"{path}: cannot read as an image ({exc}); use a JPEG/PNG/WebP file") from None
+        if self.model is None:
+            return self.embed_frames(arr[None])[0]
+        frames = int(self.run_config["model"]["frames"])
+        raw = self._raw_frame_features(arr[None])  # (1, D): what the run's head was trained on
+        with torch.no_grad():
+            pooled = self.model.head.eval().to(self.device).pool(raw[None].expand(1, frames, -1))
+        return l2n(pooled[0].float().cpu().numpy())
+
+    @torch.inference_mode()
+    def _raw_frame_features(self, frames: np.ndarray) -> torch.Tensor:
+        from vidtune.data.transforms import centre_crop
+
+        crops = centre_crop(frames, self.encoder.cfg.input_size)
+        x = self._norm(torch.from_numpy(crops).to(self.device)).contiguous(memory_format=torch.channels_last)
+        return self.encoder(x).float()  # (T, D)
+
+
+def embed_videos(embedder: Embedder, paths, progress=None, description: str = "embedding"):
+    """Embed many videos; unreadable ones are skipped and reported as ``{"path", "reason"}``."""
+    from vidtune.progress import NullProgress
+
+    progress = progress or NullProgress()
+    results: list[VideoEmbedding] = []
+    skipped: list[dict] = []
+    with progress.task(f"{description} ({len(paths)} videos)", total=len(paths)) as task:
+        for p in paths:
+            try:
+                results.append(embedder.embed_video(p))
+            except VidtuneError as exc:
+                reason = getattr(exc, "reason", None) or str(exc)
+                log.warning("skipping %s: %s", p, reason)
+                skipped.append({"path": str(p), "reason": reason})
+            except OSError as exc:
+                skipped.append({"path": str(p), "reason": f"cannot read file ({exc.strerror or exc})"})
+            task.advance(1)
+    return results, skipped
+
+
+def save_embeddings(out_dir, embs: list[VideoEmbedding], model_id: str, params: dict, skipped=()) -> dict:
+    """Write ``segments.npy`` (N, D), ``videos.npy`` (V, D) and ``embeddings.json`` (metadata) atomically.
+
+    ``embeddings.json`` has one row per segment (``path``, ``digest``, ``start``, ``end``, ``video``:
+    the row of ``videos.npy``) and one per video, plus ``model`` and ``params``: NumPy + JSON, which
+    any tool reads (``np.load``, ``json.load``).
+    """
+    from vidtune.utils import atomic_path, atomic_write_json
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VidtuneError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    dim = embs[0].segments.shape[1] if embs else 0
+    seg = np.concatenate([e.segments for e in embs]) if embs else np.zeros((0, dim), np.float32)
+    vid = np.stack([e.video for e in embs]) if embs else np.zeros((0, dim), np.float32)
+    rows, videos = [], []
+    for v, e in enumerate(embs):
+        videos.append({"path": e.path, "digest": e.digest, "duration": e.duration, "segments": len(e.starts)})
+        rows.extend({"path": e.path, "digest": e.digest, "start": float(a), "end": float(b), "video": v}
+                    for a, b in zip(e.starts, e.ends))
+    for name, arr in (("segments.npy", seg), ("videos.npy", vid)):
+        with atomic_path(out / name) as tmp:
+            np.save(tmp, arr.astype(np.float32))
+    meta = {"format": "vidtune-embeddings", "version": 1, "model": model_id, "params": params, "dim": int(dim),
+            "videos": videos, "segments": rows, "skipped": list(skipped)}
+    atomic_write_json(out / "embeddings.json", meta)
+    return meta

@@ -1,0 +1,387 @@
+"""The index: FAISS for the segment vectors, SQLite for everything else, no server.
+
+Layout of ``INDEX_DIR``::
+
+    index.sqlite        meta (model, embedding params, kind, dim, generation), videos, segments
+    vectors.<G>.faiss   the FAISS index of generation G (ids are ``segments.id``)
+    .lock               taken (flock) by writers so that two ``index add`` never interleave
+
+SQLite is the source of truth, and the generation number lives in it. A write builds the new FAISS
+file ``vectors.<G+1>.faiss`` completely (temporary name, fsync, rename) *before* the SQLite
+transaction that inserts the rows and sets ``generation = G+1`` commits; only then is
+``vectors.<G>.faiss`` deleted. A process killed at any point therefore leaves either the old state
+(the transaction rolls back, SQLite's journal restores the file, ``vectors.<G>.faiss`` is still
+there) or the new one, and running the command again completes the work. Orphaned files of a
+killed write are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidtune.errors import VidtuneError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vidtune-index"
+VERSION = 1
+KINDS = ("flat", "hnsw")
+DB_NAME = "index.sqlite"
+
+
+class IndexError_(VidtuneError):
+    """An index folder is missing, damaged, or incompatible with the request."""
+
+
+class ModelMismatchError(IndexError_):
+    """Vectors from another model (or other embedding parameters) than the index was built with."""
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
+    """Inner product on L2-normalised vectors (= cosine), wrapped in an id map (ids = segment rows)."""
+    faiss = _faiss()
+    if kind == "flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = 80
+        inner.hnsw.efSearch = 128
+    else:
+        raise IndexError_(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
+    return faiss.IndexIDMap2(inner)
+
+
+@dataclass
+class VideoRow:
+    id: int
+    path: str
+    digest: str
+    duration: float
+    segments: int
+
+
+class VideoIndex:
+    """An open index folder. Use :meth:`create` or :meth:`open`; writers use :meth:`writing`."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection):
+        self.root = root
+        self.db = db
+        self._faiss = None
+        self._faiss_gen = None
+
+    # -- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root, model_id: str, model_desc: dict, params: dict, dim: int, kind: str = "flat",
+               overwrite: bool = False) -> VideoIndex:
+        root = Path(root)
+        if kind not in KINDS:
+            raise IndexError_(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
+        if root.exists() and not root.is_dir():
+            raise IndexError_(f"{root} exists and is not a folder; pick another INDEX_DIR")
+        if (root / DB_NAME).exists():
+            if not overwrite:
+                raise IndexError_(f"{root} already holds an index; use `vidtune index add {root} ...` to add videos, "
+                                  "or --overwrite to replace it")
+            for p in list(root.glob("vectors.*.faiss")) + [root / DB_NAME]:
+                p.unlink()
+            for suffix in ("-journal", "-wal", "-shm"):
+                (root / (DB_NAME + suffix)).unlink(missing_ok=True)
+        elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+            raise IndexError_(f"{root} is not empty and holds no index; pick an empty or new folder")
+        root.mkdir(parents=True, exist_ok=True)
+        tmp_db = root / f".{DB_NAME}.creating"
+        tmp_db.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp_db)
+        with db:
+            db.executescript("""
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE videos (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, digest TEXT NOT NULL,
+                                     duration REAL NOT NULL, added REAL NOT NULL, vector BLOB NOT NULL);
+                CREATE TABLE segments (id INTEGER PRIMARY KEY, video_id INTEGER NOT NULL
+                                       REFERENCES videos(id) ON DELETE CASCADE,
+                                       start REAL NOT NULL, end REAL NOT NULL);
+                CREATE INDEX segments_video ON segments(video_id);
+                CREATE INDEX videos_digest ON videos(digest);
+            """)
+            meta = {"format": FORMAT, "version": VERSION, "model_id": model_id, "model": model_desc,
+                    "params": params, "dim": int(dim), "kind": kind, "generation": 0,
+                    "created": time.time()}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        db.close()
+        _faiss().write_index(new_faiss_index(kind, dim), str(root / "vectors.0.faiss"))
+        os.replace(tmp_db, root / DB_NAME)  # the index exists once its database does
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, root) -> VideoIndex:
+        root = Path(root)
+        path = root / DB_NAME
+        if not path.is_file():
+            raise IndexError_(f"no index in {root}: build one with `vidtune index build {root} VIDEOS...`")
+        try:
+            db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=FULL")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise IndexError_(f"{path}: damaged index database ({exc}); rebuild it with `vidtune index build`") from None
+        if json.loads(meta.get("format", "null")) != FORMAT:
+            raise IndexError_(f"{path}: not a vidtune index")
+        if json.loads(meta["version"]) > VERSION:
+            raise IndexError_(f"{path}: written by a newer vidtune; upgrade vidtune")
+        return cls(root, db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def meta(self, key: str):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    @property
+    def model_id(self) -> str:
+        return self.meta("model_id")
+
+    @property
+    def params(self) -> dict:
+        return self.meta("params")
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta("dim"))
+
+    @property
+    def kind(self) -> str:
+        return self.meta("kind")
+
+    def check_compatible(self, model_id: str, params: dict) -> None:
+        """Refuse vectors that were not made like the index's (other weights or other segments)."""
+        if model_id != self.model_id:
+            raise ModelMismatchError(
+                f"{self.root} was built with model {self.model_id!r}, but these vectors come from {model_id!r}. "
+                "Vectors of different models are not comparable: use the index's model (see `vidtune index info`) "
+                "or build a new index for this model")
+        mine = {k: v for k, v in self.params.items()}
+        if mine != params:
+            raise ModelMismatchError(f"{self.root} was built with embedding parameters {mine}, these are {params}; "
+                                     "use the same --window/--stride/--fps/--tta or build a new index")
+
+    def videos(self) -> list[VideoRow]:
+        rows = self.db.execute("SELECT v.id, v.path, v.digest, v.duration, COUNT(s.id) FROM videos v "
+                               "LEFT JOIN segments s ON s.video_id = v.id GROUP BY v.id ORDER BY v.id").fetchall()
+        return [VideoRow(*r) for r in rows]
+
+    def video_by_path(self, path: str) -> VideoRow | None:
+        r = self.db.execute("SELECT v.id, v.path, v.digest, v.duration, (SELECT COUNT(*) FROM segments s WHERE "
+                            "s.video_id = v.id) FROM videos v WHERE v.path = ?", (path,)).fetchone()
+        return VideoRow(*r) if r else None
+
+    def video_segments(self, video_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, starts, ends)`` of one video's segments, in time order."""
+        rows = self.db.execute("SELECT id, start, end FROM segments WHERE video_id = ? ORDER BY start, id",
+                               (video_id,)).fetchall()
+        a = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        return a[:, 0].astype(np.int64), a[:, 1], a[:, 2]
+
+    def segment_videos(self, ids) -> dict[int, int]:
+        """Segment id -> video id."""
+        ids = [int(i) for i in ids if i >= 0]
+        out: dict[int, int] = {}
+        for lo in range(0, len(ids), 900):
+            chunk = ids[lo : lo + 900]
+            q = f"SELECT id, video_id FROM segments WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update(self.db.execute(q, chunk).fetchall())
+        return out
+
+    def video_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(video ids, (V, D) pooled video vectors)``."""
+        rows = self.db.execute("SELECT id, vector FROM videos ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        vecs = np.stack([np.frombuffer(r[1], np.float32) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        return ids, vecs
+
+    def info(self) -> dict:
+        n_videos = self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+        n_segments = self.db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+        return {"index": str(self.root), "videos": n_videos, "segments": n_segments, "model": self.model_id,
+                "model_source": self.meta("model"), "params": self.params, "dim": self.dim, "kind": self.kind,
+                "generation": self.meta("generation"), "bytes": size}
+
+    # -- vectors ----------------------------------------------------------------------------------
+    def faiss_index(self):
+        """The FAISS index of the committed generation (re-read after another process wrote one)."""
+        for _ in range(20):
+            gen = self.meta("generation")
+            if self._faiss is not None and self._faiss_gen == gen:
+                return self._faiss
+            path = self.root / f"vectors.{gen}.faiss"
+            try:
+                self._faiss = _faiss().read_index(str(path))
+                self._faiss_gen = gen
+                return self._faiss
+            except RuntimeError as exc:
+                if path.exists():
+                    raise IndexError_(f"{path}: damaged vector file ({str(exc).splitlines()[0][:160]}); "
+                                      "rebuild the index with `vidtune index build`") from None
+                time.sleep(0.05)  # a writer committed a new generation and removed this one: re-read
+        raise IndexError_(f"{self.root}: vector file of generation {gen} is missing; rebuild the index")
+
+    def vectors(self, ids) -> np.ndarray:
+        """Stored vectors of segment ``ids`` ``(N, D)``."""
+        index = self.faiss_index()
+        out = np.empty((len(ids), self.dim), np.float32)
+        for k, i in enumerate(ids):
+            out[k] = index.reconstruct(int(i))
+        return out
+
+    def search_segments(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS kNN over all segments: ``(scores, ids)`` of shape ``(Q, k)`` (ids -1 past the end)."""
+        index = self.faiss_index()
+        k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+        if index.ntotal == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return index.search(np.ascontiguousarray(queries, np.float32), k)
+
+    # -- writing ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self):
+        """Exclusive writer: a lock file, the current vectors in memory, one commit at the end."""
+        import fcntl
+
+        lock = open(self.root / ".lock", "a+")  # noqa: SIM115 (held for the whole write)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._cleanup_orphans()
+            yield _Writer(self)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+    def _cleanup_orphans(self) -> None:
+        gen = self.meta("generation")
+        for p in self.root.glob("vectors.*.faiss"):
+            if p.name != f"vectors.{gen}.faiss":
+                p.unlink(missing_ok=True)
+        for p in self.root.glob(".vectors.*.tmp.faiss"):
+            p.unlink(missing_ok=True)
+
+
+class _Writer:
+    """Stages additions and removals; :meth:`commit` makes them visible atomically."""
+
+    def __init__(self, index: VideoIndex):
+        self.ix = index
+        self.faiss = _faiss().clone_index(index.faiss_index())
+        self.ops: list[tuple] = []
+        self.removed_ids: list[int] = []
+
+    def add(self, emb, path: str | None = None) -> None:
+        """Stage one :class:`~vidtune.index.embed.VideoEmbedding` under ``path`` (default ``emb.path``)."""
+        if emb.segments.shape[1] != self.ix.dim:
+            raise ModelMismatchError(f"vector size {emb.segments.shape[1]} differs from the index's {self.ix.dim}")
+        self.ops.append(("add", path or emb.path, emb))
+
+    def remove(self, video: VideoRow) -> None:
+        self.ops.append(("remove", video))
+
+    def commit(self) -> None:
+        if not self.ops:
+            return
+        ix, db = self.ix, self.ix.db
+        gen = ix.meta("generation")
+        faiss = _faiss()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            remove_ids: list[int] = []
+            for op in self.ops:
+                if op[0] == "remove":
+                    ids, _, _ = ix.video_segments(op[1].id)
+                    remove_ids.extend(int(i) for i in ids)
+                    db.execute("DELETE FROM segments WHERE video_id = ?", (op[1].id,))
+                    db.execute("DELETE FROM videos WHERE id = ?", (op[1].id,))
+            if remove_ids:
+                self._remove_vectors(np.array(remove_ids, np.int64))
+            for op in self.ops:
+                if op[0] != "add":
+                    continue
+                _, path, emb = op
+                old = db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()
+                if old is not None:  # changed content at a known path: replace
+                    ids, _, _ = ix.video_segments(old[0])
+                    self._remove_vectors(ids)
+                    db.execute("DELETE FROM segments WHERE video_id = ?", (old[0],))
+                    db.execute("DELETE FROM videos WHERE id = ?", (old[0],))
+                cur = db.execute("INSERT INTO videos (path, digest, duration, added, vector) VALUES (?, ?, ?, ?, ?)",
+                                 (path, emb.digest, emb.duration, time.time(),
+                                  np.ascontiguousarray(emb.video, np.float32).tobytes()))
+                vid = cur.lastrowid
+                first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments").fetchone()[0]
+                first = max(first, int(self._max_faiss_id()) + 1)
+                ids = np.arange(first, first + len(emb.starts), dtype=np.int64)
+                db.executemany("INSERT INTO segments (id, video_id, start, end) VALUES (?, ?, ?, ?)",
+                               [(int(i), vid, float(a), float(b)) for i, a, b in zip(ids, emb.starts, emb.ends)])
+                self.faiss.add_with_ids(np.ascontiguousarray(emb.segments, np.float32), ids)
+            new_gen = gen + 1
+            final = ix.root / f"vectors.{new_gen}.faiss"
+            tmp = ix.root / f".vectors.{new_gen}.tmp.faiss"
+            faiss.write_index(self.faiss, str(tmp))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (json.dumps(new_gen),))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            with contextlib.suppress(OSError):
+                (ix.root / f"vectors.{gen + 1}.faiss").unlink(missing_ok=True)
+            raise
+        (ix.root / f"vectors.{gen}.faiss").unlink(missing_ok=True)
+        ix._faiss, ix._faiss_gen = self.faiss, new_gen
+        self.ops.clear()
+
+    def _max_faiss_id(self) -> int:
+        faiss = _faiss()
+        ids = faiss.vector_to_array(self.faiss.id_map)
+        return int(ids.max()) if len(ids) else 0
+
+    def _remove_vectors(self, ids: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        faiss = _faiss()
+        try:
+            self.faiss.remove_ids(faiss.IDSelectorBatch(ids))
+            return
+        except RuntimeError:  # HNSW cannot delete: rebuild from the stored vectors
+            pass
+        all_ids = faiss.vector_to_array(self.faiss.id_map).astype(np.int64)
+        keep = ~np.isin(all_ids, ids)
+        vecs = self.faiss.index.reconstruct_n(0, self.faiss.ntotal)[keep]
+        fresh = new_faiss_index(self.ix.kind, self.ix.dim)
+        if keep.any():
+            fresh.add_with_ids(np.ascontiguousarray(vecs), all_ids[keep])
+        self.faiss = fresh
+
