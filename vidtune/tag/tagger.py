@@ -1,0 +1,285 @@
+"""Tag long videos along a timeline with a trained run.
+
+One sequential decode per video feeds two consumers: the shot detector (a thumbnail of every
+frame) and the run's frame encoder (frames on the window grid, see :mod:`vidtune.tag.windows`),
+batched through the backbone once each. Windows are scored by the run's temporal head from the
+shared frame features as soon as their frames are in, and features no later window needs are
+dropped: memory holds a batch of pictures, ``frames`` feature vectors and the per-window scores,
+whatever the video's length. Models that are not "per-frame encoder + temporal head" are served
+window by window through :func:`vidtune.train.inference.run_clips`.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidtune.errors import DatasetError, VideoDecodeError, VidtuneError
+from vidtune.progress import NullProgress, Progress
+from vidtune.tag.segments import (
+    multilabel_segments,
+    round_segments,
+    single_label_segments,
+    smooth_scores,
+    snap_segments,
+)
+from vidtune.tag.shots import ShotConfig, ShotDetector, ShotResult
+from vidtune.tag.stream import FrameStream
+from vidtune.tag.windows import WindowPlan, plan_windows
+
+log = logging.getLogger(__name__)
+
+_STREAMING_HEADS = {"mean", "attention"}  # heads that see per-frame features from a 2D encoder
+
+
+@dataclass
+class TagOptions:
+    """How windows are laid and turned into segments.
+
+    window: seconds per window (None: the run's training clip length). stride: seconds between
+    windows. smooth: seconds of centred moving average over window scores (0: none).
+    min_segment: shorter label runs are absorbed by a neighbour (single) or dropped (multi-label).
+    snap: segment edges move to a shot boundary this close (seconds; 0: no snapping; None: half
+    the window). background: label excluded from segments (default: the run's). min_score:
+    single-label windows whose top score is below it count as background. batch: frames per
+    backbone batch.
+    """
+
+    window: float | None = None
+    stride: float = 1.0
+    smooth: float = 3.0
+    min_segment: float | None = None
+    snap: float | None = None
+    background: str | None = None
+    min_score: float = 0.0
+    batch: int = 32
+    shots: ShotConfig = field(default_factory=ShotConfig)
+
+
+@dataclass
+class TagResult:
+    path: str
+    duration: float
+    task: str
+    labels: list[str]
+    plan: WindowPlan
+    spans: np.ndarray  # (K, 2) window start/end (s)
+    scores: np.ndarray  # (K, L) probabilities per window (softmax or sigmoid)
+    smoothed: np.ndarray  # (K, L)
+    segments: list[dict]
+    shots: ShotResult | None
+    background: str | None = None
+    thresholds: list[float] | None = None
+    warning: str | None = None
+
+    @property
+    def centres(self) -> np.ndarray:
+        return self.spans.mean(axis=1) if len(self.spans) else np.zeros(0)
+
+    def to_dict(self, scores: bool = False) -> dict:
+        d = {"path": self.path, "duration": round(self.duration, 4), "segments": round_segments(self.segments),
+             "shots": [s.to_dict() for s in self.shots.shots] if self.shots else [],
+             "transitions": [t.to_dict() for t in self.shots.transitions] if self.shots else [],
+             "window": round(self.plan.window, 4), "stride": round(self.plan.stride, 4), "task": self.task}
+        if self.warning:
+            d["warning"] = self.warning
+        if scores:
+            d["labels"] = list(self.labels)
+            d["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
+                             "scores": [round(float(x), 4) for x in row]}
+                            for (a, b), row in zip(self.spans, self.smoothed)]
+        return d
+
+
+def run_task(config: dict) -> str:
+    """``multilabel`` or ``single`` from a run's config (older runs: single)."""
+    return "multilabel" if str(config.get("task", "single")).replace("_", "").replace("-", "") == "multilabel" \
+        else "single"
+
+
+def training_clip_seconds(config: dict) -> float | None:
+    """The run's training clip length: recorded in the config, else the median of up to 32 of its
+    training videos (when the data is still where it was)."""
+    for key in ("clip_seconds", "seconds"):
+        v = config.get("sampling", {}).get(key) or config.get("data", {}).get(key)
+        if v:
+            return float(v)
+    src = config.get("data", {}).get("source")
+    if not src or not Path(src).exists():
+        return None
+    try:
+        from vidtune.data.manifest import load_dataset
+        from vidtune.io import probe
+
+        items = load_dataset(src)
+        lengths = []
+        for it in items[:: max(1, len(items) // 32)][:32]:
+            if it.start is not None and it.end is not None:
+                lengths.append(float(it.end) - float(it.start))
+                continue
+            try:
+                dur = probe(it.path, scan_packets=False).duration
+            except VidtuneError:
+                continue
+            lengths.append(min(dur, float(it.end)) - float(it.start or 0.0) if it.end is not None
+                           else dur - float(it.start or 0.0))
+        lengths = [x for x in lengths if x > 0]
+        return float(statistics.median(lengths)) if lengths else None
+    except (VidtuneError, OSError, ValueError) as exc:
+        log.info("could not measure training clip length from %s: %s", src, exc)
+        return None
+
+
+def resolve_window(config: dict, window: float | None) -> float:
+    if window is not None:
+        if window <= 0:
+            raise VidtuneError(f"--window must be positive seconds, got {window}")
+        return float(window)
+    w = training_clip_seconds(config)
+    if w is None:
+        raise VidtuneError("the run does not record its training clip length and its training data is not "
+                           "where it was; pass --window SECONDS (the length of the clips it was trained on)")
+    return w
+
+
+def _streaming(model, config: dict) -> bool:
+    m = config.get("model", {})
+    return (m.get("temporal", "mean") in _STREAMING_HEADS and hasattr(model, "encoder")
+            and hasattr(model, "head") and hasattr(model.encoder, "cfg") and not m.get("video_backbone"))
+
+
+def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    return logits.sigmoid() if task == "multilabel" else logits.softmax(-1)
+
+
+@torch.inference_mode()
+def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts: TagOptions, task: str,
+                      progress_task=None) -> tuple[np.ndarray, np.ndarray, ShotResult, FrameStream]:
+    from vidtune.data.transforms import Normalize, centre_crop
+    from vidtune.train.features import autocast, inference_encoder
+
+    enc = model.encoder.eval().to(device)
+    head = model.head.eval().to(device)
+    cfg = enc.cfg
+    norm = Normalize(cfg).to(device)
+    net = inference_encoder(enc, device, plan.grid)
+    stream = FrameStream(path, grid_step=plan.step, short_side=cfg.resize_size, interpolation=cfg.interpolation)
+    shots = ShotDetector(stream.info.fps, opts.shots)
+    starts = plan.starts()
+    next_window = 0
+    feats: list[torch.Tensor] = []  # grid features from index `base` on
+    base = 0
+    pending: list[np.ndarray] = []
+    out_scores: list[np.ndarray] = []
+    done_s = 0.0
+
+    def encode() -> None:
+        nonlocal base, next_window
+        if pending:
+            x = torch.from_numpy(centre_crop(np.stack(pending), cfg.input_size)).to(device)
+            x = norm(x).contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                f = net(x).float()
+            feats.extend(f.unbind(0))
+            pending.clear()
+        have = base + len(feats)
+        ready = []
+        while next_window < len(starts) and starts[next_window] + plan.frames <= have:
+            ready.append(starts[next_window])
+            next_window += 1
+        if ready:
+            clip = torch.stack([torch.stack(feats[s - base : s - base + plan.frames]) for s in ready])  # (B, T, D)
+            with autocast(device):
+                logits = head(clip).float()
+            out_scores.append(_probabilities(logits, task).cpu().numpy())
+        keep_from = starts[next_window] if next_window < len(starts) else have
+        if keep_from > base:  # features no later window needs
+            del feats[: keep_from - base]
+            base = keep_from
+
+    for f in stream:
+        shots.push(f.time, f.thumb)
+        for _ in f.samples:
+            pending.append(f.picture)
+        if len(pending) >= opts.batch:
+            encode()
+        if progress_task is not None and f.time - done_s >= 1.0:
+            progress_task.advance(f.time - done_s)
+            done_s = f.time
+    encode()
+    if next_window < len(starts):  # the decode ended early (damaged file): score what was seen
+        raise VideoDecodeError(path, f"only {base + len(feats)} of {plan.grid} sampled frames could be decoded "
+                                     f"({stream.decode_error or 'the stream ended early'})")
+    return np.concatenate(out_scores), plan.spans(), shots.finish(stream.duration), stream
+
+
+def _scores_by_clips(model, config, path, plan: WindowPlan, device, task: str
+                     ) -> tuple[np.ndarray, np.ndarray, ShotResult]:
+    """Window by window through run_clips (any model kind), shots from a separate decode."""
+    from vidtune.data.manifest import VideoItem
+    from vidtune.tag.shots import detect_shots
+    from vidtune.train.inference import run_clips
+
+    spans = plan.spans()
+    items = [VideoItem(path=Path(path), label="", start=float(a), end=float(b)) for a, b in spans]
+    out, skipped = run_clips(model, config, items, device=device, use_cache=False, workers=0)
+    if skipped or len(out) != len(items):
+        reason = skipped[0]["reason"] if skipped else "some windows could not be decoded"
+        raise VideoDecodeError(path, reason)
+    logits = torch.stack([out[i] for i in range(len(items))])
+    return _probabilities(logits, task).numpy(), spans, detect_shots(path)
+
+
+def tag_video(model, config: dict, path, options: TagOptions | None = None, device: torch.device | None = None,
+              progress: Progress | None = None) -> TagResult:
+    """Tag one video: window scores, smoothed curves, segments and shots."""
+    opts = options or TagOptions()
+    device = device or torch.device("cpu")
+    progress = progress or NullProgress()
+    labels = list(config["labels"])
+    task = run_task(config)
+    background = opts.background if opts.background is not None else config.get("background")
+    if background is not None and background not in labels:
+        raise DatasetError(f"background label {background!r} is not one of the run's labels: {', '.join(labels)}")
+    thresholds = None
+    if task == "multilabel":
+        thresholds = [float(x) for x in (config.get("thresholds") or [0.5] * len(labels))]
+        if len(thresholds) != len(labels):
+            raise VidtuneError(f"the run has {len(labels)} labels but {len(thresholds)} thresholds in config.json")
+    window = resolve_window(config, opts.window)
+    if opts.stride <= 0:
+        raise VidtuneError(f"--stride must be positive seconds, got {opts.stride}")
+    frames = int(config["model"]["frames"])
+    from vidtune.io import open_video
+
+    with open_video(path) as reader:
+        duration = reader.info.duration
+    plan = plan_windows(duration, window, opts.stride, frames)
+    warning = None
+    if _streaming(model, config):
+        with progress.task(f"tagging {Path(path).name}", total=round(duration, 1) or None) as task_bar:
+            scores, spans, shots, stream = _scores_streaming(model, path, plan, device, opts, task, task_bar)
+        if stream.decode_error:
+            warning = f"decoding stopped at {stream.last_time:.2f}s: {stream.decode_error}"
+    else:
+        scores, spans, shots = _scores_by_clips(model, config, path, plan, device, task)
+    duration = max(duration, shots.duration if shots else 0.0)
+    n_smooth = max(1, int(round(opts.smooth / plan.stride))) if opts.smooth > 0 else 1
+    n_smooth += (n_smooth + 1) % 2  # odd: centred
+    smoothed = smooth_scores(scores, n_smooth)
+    centres = spans.mean(axis=1)
+    min_segment = opts.min_segment if opts.min_segment is not None else 1.5 * plan.stride
+    if task == "multilabel":
+        segs = multilabel_segments(smoothed, centres, duration, labels, thresholds, background, min_segment)
+    else:
+        segs = single_label_segments(smoothed, centres, duration, labels, background, opts.min_score, min_segment)
+    snap = opts.snap if opts.snap is not None else plan.window / 2
+    segs = snap_segments(segs, shots.boundaries if shots else [], snap, duration)
+    return TagResult(path=str(path), duration=duration, task=task, labels=labels, plan=plan, spans=spans,
+                     scores=scores, smoothed=smoothed, segments=segs, shots=shots, background=background,
+                     thresholds=thresholds, warning=warning)
