@@ -34,7 +34,7 @@ from vidtune.tag.windows import WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
 
-_STREAMING_HEADS = {"mean", "attention"}  # heads that see per-frame features from a 2D encoder
+_NOT_PER_FRAME = {"tsm"}  # temporal models whose frame features depend on the other frames
 
 
 @dataclass
@@ -148,9 +148,18 @@ def resolve_window(config: dict, window: float | None) -> float:
 
 
 def _streaming(model, config: dict) -> bool:
+    """Whether windows can share per-frame features: a 2D frame encoder (pooled or token grid) whose
+    frames do not see each other (TSM shifts features between frames; clip encoders see whole clips)."""
+    from vidtune.models.backbones import FrameEncoder
+
+    try:
+        from vidtune.models.backbones import ClipEncoder
+    except ImportError:  # older trees without video backbones
+        ClipEncoder = ()  # noqa: N806
     m = config.get("model", {})
-    return (m.get("temporal", "mean") in _STREAMING_HEADS and hasattr(model, "encoder")
-            and hasattr(model, "head") and hasattr(model.encoder, "cfg") and not m.get("video_backbone"))
+    enc = getattr(model, "encoder", None)
+    return (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder) and hasattr(model, "head")
+            and m.get("temporal", "mean") not in _NOT_PER_FRAME)
 
 
 def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
