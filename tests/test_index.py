@@ -77,7 +77,7 @@ def test_retrieval_metrics_recall_and_localisation():
 # -- index ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, sample_videos_dir):
-    """A folder of database videos: three real clips and two synthetic ones."""
+    """A folder of database videos: two real clips and two synthetic ones (and a few more outside it)."""
     from vidtune.data.sample import write_sample_dataset
 
     root = tmp_path_factory.mktemp("library")
@@ -91,7 +91,10 @@ def library(tmp_path_factory, sample_videos_dir):
         shutil.copy(f, db / f.name)
     extra = root / "extra"
     extra.mkdir()
-    shutil.copy(sample_videos_dir / "bigbuckbunny.mp4", extra / "bigbuckbunny.mp4")
+    other = root / "other"
+    write_sample_dataset(other, classes=4, per_class=1, seconds=3.0, fps=12, size=(96, 72), seed=8)
+    shutil.copy(sorted(other.rglob("*.mp4"))[-1], extra / "new_clip.mp4")
+    shutil.copy(sorted(other.rglob("*.mp4"))[-2], root / "unseen_clip.mp4")
     # a transformed copy of bikes 3-7 s: cropped, mirrored, brighter, re-encoded
     query = write_copy(db / "bikes.mp4", root / "query_bikes.mp4",
                        Copy("q", lambda f, r: brightness_contrast(25, 1.1)(crop(0.2)(hflip(f, r), r), r), start=3.0,
@@ -172,17 +175,17 @@ def test_incremental_add_embeds_only_new_files_and_remove(built, library, tmp_pa
     dup = library["root"] / "bikes_copy.mp4"
     shutil.copy(library["db"] / "bikes.mp4", dup)
     r = add_to_index(ix, [library["db"], library["extra"], dup], device="cpu", use_cache=False)
-    assert calls == ["bigbuckbunny.mp4"]  # the byte-identical copy reuses the stored vectors
+    assert calls == ["new_clip.mp4"]  # the byte-identical copy reuses the stored vectors
     assert r["copied"] == [str(dup)] and r["videos"] == 6
     res = search(ix, library["db"] / "bikes.mp4", k=2, start=3, end=7, device="cpu", use_cache=False)["results"]
     assert {Path(x["path"]).name for x in res} == {"bikes.mp4", "bikes_copy.mp4"}
     assert res[0]["score"] == pytest.approx(1.0, abs=1e-4) and res[0]["start"] == 3.0 and res[0]["end"] == 7.0
 
     gone = remove_from_index(ix, [str(dup), str(library["extra"])])
-    assert sorted(gone["removed"]) == sorted([str(dup), str(library["extra"] / "bigbuckbunny.mp4")])
+    assert sorted(gone["removed"]) == sorted([str(dup), str(library["extra"] / "new_clip.mp4")])
     assert gone["videos"] == 4 and index_info(ix)["segments"] == index_info(built[0])["segments"]
     res = search(ix, library["db"] / "bikes.mp4", k=10, device="cpu", use_cache=False)["results"]
-    assert all(Path(x["path"]).name not in ("bikes_copy.mp4", "bigbuckbunny.mp4") for x in res)
+    assert all(Path(x["path"]).name not in ("bikes_copy.mp4", "new_clip.mp4") for x in res)
 
 
 def test_model_mismatch_is_refused(built, library, tmp_path):
@@ -300,7 +303,7 @@ def test_cli_eval_retrieval(real, library, tmp_path, capsys):
     gt = tmp_path / "gt.csv"
     gt.write_text("query,match,query_start,query_end,match_start,match_end\n"
                   f"{library['query']},{library['db'] / 'bikes.mp4'},0,4,3,7\n"
-                  f"{library['extra'] / 'bigbuckbunny.mp4'},,,,,\n")
+                  f"{library['root'] / 'unseen_clip.mp4'},,,,,\n")
     preds = tmp_path / "preds.jsonl"
     assert main(["eval-retrieval", str(gt), "--index", str(ix), "--json", "--device", "cpu", "--no-cache",
                  "--save-predictions", str(preds)]) == 0

@@ -280,6 +280,8 @@ class Embedder:
         spans = segment_spans(s, e, c.window, c.stride)
         if self.model is not None:
             segs = self._run_segments(path, spans)
+        elif getattr(self.encoder, "clip_len", 1) > 1:  # a video backbone: one clip per segment
+            segs = self._clip_segments(path, spans)
         else:
             ts = frame_times(s, e, c.fps)
             feats = self._frame_features(path, digest, ts, info.duration)
@@ -302,6 +304,19 @@ class Embedder:
             raise VideoDecodeError(path, reason)
         return l2n(torch.stack([out[i] for i in range(len(items))]).numpy())
 
+    def _clip_segments(self, path: Path, spans) -> np.ndarray:
+        """Video (3D) backbones: each segment is one clip around its centre, through the cached feature path."""
+        from vidtune.data.manifest import VideoItem
+        from vidtune.errors import VideoDecodeError
+        from vidtune.train.features import Sampling, extract_features
+
+        items = [VideoItem(path=path, label="", start=a, end=b) for a, b in spans]
+        feats, skipped = extract_features(self.encoder, items, Sampling(1, "centre"), device=self.device,
+                                          cache=self.cache, workers=0)
+        if len(feats) < len(items):
+            raise VideoDecodeError(path, skipped[0]["reason"] if skipped else "could not be decoded")
+        return l2n(torch.stack([feats[i].reshape(-1, feats[i].shape[-1]).mean(0) for i in range(len(items))]).numpy())
+
     def embed_image(self, path) -> np.ndarray:
         """One image (any format Pillow reads) -> ``(D,)``, embedded like a video frame."""
         from PIL import Image, UnidentifiedImageError
@@ -319,6 +334,9 @@ class Embedder:
             raise VidtuneError(f"{path}: file not found") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise VidtuneError(f"{path}: cannot read as an image ({exc}); use a JPEG/PNG/WebP file") from None
+        if getattr(self.encoder, "clip_len", 1) > 1:
+            raise VidtuneError(f"{self.encoder.name} is a video (clip) backbone: it cannot embed a single image; "
+                               "query with a video or use an index built with an image backbone")
         if self.model is None:
             return self.embed_frames(arr[None])[0]
         frames = int(self.run_config["model"]["frames"])

@@ -59,7 +59,7 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
         inner = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = 80
+        inner.hnsw.efConstruction = 40
         inner.hnsw.efSearch = 128
     else:
         raise IndexError_(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
