@@ -100,7 +100,27 @@ def _train_config(args):
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         grid=args.grid, depth=args.depth, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
+        task=args.task, background=args.background,
     )
+
+
+def _print_multilabel(title: str, m: dict) -> None:
+    from vidtune.cli.console import fmt_pct
+
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_row("videos", str(m["n"]))
+    t.add_row("mAP", fmt_pct(m["mAP"]))
+    t.add_row("F1 micro / macro", f"{fmt_pct(m['f1_micro'])} / {fmt_pct(m['f1_macro'])}")
+    t.add_row("top-1 (a true label ranked first)", fmt_pct(m["top1"]))
+    t.add_row("exact label set", fmt_pct(m["exact_match"]))
+    out.print(t)
+    pc = Table(title="per label (F1 at the tuned thresholds)", title_justify="left")
+    for c in ("label", "positives", "AP", "F1", "precision", "recall", "threshold"):
+        pc.add_column(c, justify="left" if c == "label" else "right")
+    for lab, v in m["per_class"].items():
+        pc.add_row(escape(lab), str(v["n"]), fmt_pct(v["ap"]), fmt_pct(v["f1"]), fmt_pct(v["precision"]),
+                   fmt_pct(v["recall"]), f"{v['threshold']:.3f}")
+    out.print(pc)
 
 
 def cmd_train(args) -> int:
@@ -114,7 +134,9 @@ def cmd_train(args) -> int:
     print_skipped(result["skipped"])
     out.print(f"run saved to [bold]{escape(result['run'])}[/bold] (best epoch {result['best_epoch']} of "
               f"{result['epochs_run']}, {result['seconds']:.1f} s)")
-    if val.get("n"):
+    if val.get("n") and "mAP" in val:
+        _print_multilabel("validation (multi-label)", val)
+    elif val.get("n"):
         print_metrics("validation", val, out_labels=list(val["per_class"]))
     else:
         out.print("no validation set (use --val-split or a split column to measure accuracy)")
@@ -130,7 +152,11 @@ def cmd_eval(args) -> int:
         print_json(result)
         return 0
     print_skipped(result["skipped"])
-    print_metrics(escape(f"evaluation of {args.run} on {args.data}"), result, out_labels=result["labels"], confusion=True)
+    title = escape(f"evaluation of {args.run} on {args.data}")
+    if result.get("task") == "multilabel":
+        _print_multilabel(title, result)
+    else:
+        print_metrics(title, result, out_labels=result["labels"], confusion=True)
     return 0
 
 
@@ -143,15 +169,21 @@ def cmd_predict(args) -> int:
     if args.json:
         print_json({"results": result["results"]})
     else:
-        t = Table(title="predictions", title_justify="left")
+        multilabel = result.get("task") == "multilabel"
+        t = Table(title="predictions" + (" (multi-label: labels above their thresholds)" if multilabel else ""),
+                  title_justify="left")
         t.add_column("video", overflow="fold")
+        if multilabel:
+            t.add_column("labels", overflow="fold")
         for i in range(min(args.k, 3)):
             t.add_column(f"top-{i + 1}")
         for r in result["results"]:
             if "error" in r:
                 t.add_row(escape(r["path"]), f"[red]error: {escape(r['error'])}[/red]")
                 continue
-            t.add_row(escape(r["path"]), *[escape(f"{p['label']} {p['score']:.2f}") for p in r["predictions"][:3]])
+            chosen = [escape(" | ".join(r["labels"]) or "(none)")] if multilabel else []
+            t.add_row(escape(r["path"]), *chosen,
+                      *[escape(f"{p['label']} {p['score']:.2f}") for p in r["predictions"][:3]])
         out.print(t)
         if args.k > 3:
             for r in result["results"]:
@@ -255,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", default="loss", help="loss (class weights) | sampler | none")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
     p.add_argument("--views", type=int, default=3, help="linear: cached temporal offsets per segment")
+    p.add_argument("--task", default="auto",
+                   help="single_label | multilabel (sigmoid + BCE, per-class thresholds tuned on validation); "
+                        "auto: multilabel when a manifest label cell holds several labels (a|b) or none")
+    p.add_argument("--background", default=None, metavar="NAME",
+                   help="the 'nothing of interest' label: single-label a normal class that tagging leaves out; "
+                        "multi-label a row with only NAME has no positive label")
     p.add_argument("--seed", type=int, default=0)
     common_run_args(p)
     p.set_defaults(func=cmd_train)

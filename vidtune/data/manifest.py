@@ -2,7 +2,8 @@
 
 Manifest columns: ``path,label`` required; ``split`` (train/val/test), ``start`` and ``end``
 (seconds) optional. Relative paths resolve against the manifest's folder. Several labels in one
-cell are separated by ``|`` (multi-label tasks).
+cell are separated by ``|`` (multi-label tasks: see :func:`parse_labels`); in a multi-label manifest
+an empty cell means "no positive label".
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,35 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test", "eval": "test"}
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
+LABEL_SEP = "|"
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """The labels of one manifest cell: split on ``|``, stripped, empty parts and repeats dropped.
+
+    Order of first appearance is kept. ``" a | b|a "`` -> ``("a", "b")``; ``""`` -> ``()``.
+    """
+    seen: dict[str, None] = {}
+    for part in str(text).split(LABEL_SEP):
+        part = part.strip()
+        if part:
+            seen.setdefault(part, None)
+    return tuple(seen)
+
+
+def _canonical_label(text: str) -> str:
+    text = str(text).strip()
+    return LABEL_SEP.join(parse_labels(text)) if LABEL_SEP in text else text
+
+
+def is_multilabel(items: list[VideoItem]) -> bool:
+    """A multi-label dataset: some row holds several ``|``-separated labels or none at all."""
+    return any(LABEL_SEP in it.label or not it.label for it in items)
+
+
+def item_labels(item: VideoItem, background: str | None = None) -> tuple[str, ...]:
+    """An item's positive labels; ``background`` is not a label (a row with only it has none)."""
+    return tuple(lab for lab in parse_labels(item.label) if lab != background)
 
 
 @dataclass(frozen=True)
@@ -41,22 +71,30 @@ class VideoItem:
         return (str(self.path), self.start, self.end)
 
 
-def load_dataset(source) -> list[VideoItem]:
-    """Read a dataset folder (one sub-folder per class) or a manifest file."""
+def load_dataset(source, multilabel: bool | None = None) -> list[VideoItem]:
+    """Read a dataset folder (one sub-folder per class) or a manifest file.
+
+    An empty label is an error unless the manifest is multi-label (a row with ``|``, or
+    ``multilabel=True``), where it means "no positive label".
+    """
     source = Path(source)
     if not source.exists():
         raise DatasetError(f"dataset not found: {source}. Pass a folder with one sub-folder per class, "
                            "or a .csv/.jsonl manifest with path,label columns.")
+    notes = _Notes()
     if source.is_dir():
         items = _from_folder(source)
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
-        items = _from_jsonl(source) if source.suffix.lower() != ".csv" else _from_csv(source)
+        items = _from_jsonl(source, notes) if source.suffix.lower() != ".csv" else _from_csv(source, notes)
     else:
         raise DatasetError(f"{source}: not a folder or a manifest (.csv, .jsonl). "
                            "To classify single videos use `vidtune predict`.")
     if not items:
         raise DatasetError(f"{source}: no videos found. Expected one sub-folder per class holding video files "
                            f"({', '.join(sorted({'.mp4', '.mkv', '.webm', '.avi', '.mov'}))}, ...), or manifest rows.")
+    if notes.empty and not multilabel and not notes.multi:
+        raise DatasetError(f"{notes.empty[0]}: empty label. Give every row a label (an empty label means \"no label\" "
+                           f"only in a multi-label manifest, whose label cells hold labels separated by |)")
     return _dedupe(items, source)
 
 
@@ -66,7 +104,7 @@ def _dedupe(items: list[VideoItem], source: Path) -> list[VideoItem]:
         prev = seen.get(it.key())
         if prev is None:
             seen[it.key()] = it
-        elif prev.label != it.label:
+        elif prev.label != it.label and set(parse_labels(prev.label)) != set(parse_labels(it.label)):
             raise DatasetError(f"{source}: {it.path} appears with two labels ({prev.label!r} and {it.label!r})")
         else:
             log.warning("%s: duplicate row for %s ignored", source, it.path)
@@ -105,17 +143,30 @@ def _from_folder(folder: Path) -> list[VideoItem]:
     return items
 
 
-def _parse_row(row: dict, where: str, base: Path) -> VideoItem:
+@dataclass
+class _Notes:
+    """What a manifest reader saw besides its items."""
+
+    empty: list[str] = field(default_factory=list)  # file:line of rows with no label
+    multi: bool = False  # some row's label cell is a list or holds a |
+
+
+def _parse_row(row: dict, where: str, base: Path, notes: _Notes) -> VideoItem:
     path = row.get("path")
     if path is not None and not isinstance(path, str):
         raise DatasetError(f"{where}: path must be a string, got {path!r}")
     path = (path or "").strip()
     label = row.get("label")
-    label = "|".join(str(x) for x in label) if isinstance(label, list) else ("" if label is None else str(label).strip())
+    if isinstance(label, list):  # JSONL: a list of labels
+        notes.multi = True
+        label = LABEL_SEP.join(str(x) for x in label)
+    label = "" if label is None else str(label)
+    notes.multi = notes.multi or LABEL_SEP in label
+    label = _canonical_label(label)
     if not path:
         raise DatasetError(f"{where}: empty path")
     if not label:
-        raise DatasetError(f"{where}: empty label for {path}")
+        notes.empty.append(where)
     split = (row.get("split") or "")
     split = str(split).strip().lower() or None
     if split is not None:
@@ -149,7 +200,7 @@ def _read_text_lines(path: Path) -> list[str]:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
 
 
-def _from_csv(path: Path) -> list[VideoItem]:
+def _from_csv(path: Path, notes: _Notes) -> list[VideoItem]:
     reader = csv.DictReader(_read_text_lines(path))
     cols = [c.strip().lower() for c in (reader.fieldnames or [])]
     missing = [c for c in ("path", "label") if c not in cols]
@@ -161,11 +212,11 @@ def _from_csv(path: Path) -> list[VideoItem]:
     for row in reader:
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue
-        items.append(_parse_row(row, f"{path}:{reader.line_num}", path.parent))
+        items.append(_parse_row(row, f"{path}:{reader.line_num}", path.parent, notes))
     return items
 
 
-def _from_jsonl(path: Path) -> list[VideoItem]:
+def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
     items = []
     for i, line in enumerate(_read_text_lines(path), start=1):
         if not line.strip():
@@ -179,14 +230,16 @@ def _from_jsonl(path: Path) -> list[VideoItem]:
         missing = [c for c in ("path", "label") if c not in row]
         if missing:
             raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
-        items.append(_parse_row(row, f"{path}:{i}", path.parent))
+        items.append(_parse_row(row, f"{path}:{i}", path.parent, notes))
     return items
 
 
 def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> dict[str, list[VideoItem]]:
     """Train/val(/test) lists. A manifest's ``split`` column wins; otherwise a seeded stratified split.
 
-    Each class with at least two videos gets at least one validation video.
+    Each class with at least two videos gets at least one validation video. Multi-label items are
+    stratified by their rarest label (items with none form their own group), so every label with
+    two or more videos reaches validation; for single-label data this is the plain per-class split.
     """
     if any(it.split for it in items):
         out = {s: [it for it in items if (it.split or "train") == s] for s in SPLITS}
@@ -197,9 +250,12 @@ def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> 
     if not 0 <= val_fraction < 1:
         raise DatasetError(f"--val-split must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
+    freq = Counter(lab for it in items for lab in parse_labels(it.label))
     by_class: dict[str, list[VideoItem]] = defaultdict(list)
     for it in items:
-        by_class[it.label].append(it)
+        labs = parse_labels(it.label)
+        key = it.label if len(labs) < 2 else min(labs, key=lambda lab: (freq[lab], lab))
+        by_class[key].append(it)
     train, val = [], []
     for label in sorted(by_class):
         group = sorted(by_class[label], key=lambda it: it.key())

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from vidtune.data.manifest import SPLITS, VideoItem, load_dataset, stratified_split, walk_videos
+from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, stratified_split, walk_videos
 from vidtune.errors import DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.train.checkpoint import load_run
 from vidtune.train.features import extract_features, open_cache, sampling_for
-from vidtune.train.metrics import classification_metrics
+from vidtune.train.metrics import average_precision, classification_metrics, multilabel_metrics
 from vidtune.train.trainer import resolve_device
 
 
@@ -85,17 +85,47 @@ def select_split(items: list[VideoItem], split: str | None, config: dict | None 
     return chosen
 
 
-def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cache_dir=None, use_cache=True,
-             workers: int | None = None, progress: Progress | None = None) -> dict:
-    """top1, top5 (more than 5 classes), mean class accuracy, confusion matrix and skipped files."""
-    progress = progress or NullProgress()
-    model, config = load_run(run_dir)
+def is_multilabel_run(config: dict) -> bool:
+    return config.get("task") == "multilabel"
+
+
+def run_thresholds(config: dict) -> list[float]:
+    """A multi-label run's per-class thresholds (0.5 where the config has none)."""
     labels = config["labels"]
-    items = select_split(load_dataset(data), split, config)
-    unknown = sorted({it.label for it in items} - set(labels))
+    thresholds = config.get("thresholds") or [0.5] * len(labels)
+    if len(thresholds) != len(labels):
+        raise DatasetError(f"the run's config.json has {len(thresholds)} thresholds for {len(labels)} labels; "
+                           "retrain the run")
+    return [float(t) for t in thresholds]
+
+
+def _check_labels(items: list[VideoItem], config: dict) -> None:
+    labels, background = config["labels"], config.get("background")
+    if is_multilabel_run(config):
+        found = {lab for it in items for lab in item_labels(it, background)}
+    else:
+        found = {it.label for it in items}
+    unknown = sorted(found - set(labels))
     if unknown:
         raise DatasetError(f"labels not known to the run: {', '.join(map(repr, unknown[:10]))}. "
                            f"The run was trained on: {', '.join(labels)}")
+
+
+def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cache_dir=None, use_cache=True,
+             workers: int | None = None, progress: Progress | None = None) -> dict:
+    """Metrics of a run on labelled data, plus the skipped files.
+
+    Single-label runs: top1, top5 (more than 5 classes), mean class accuracy, per-class accuracy,
+    confusion matrix, and mAP / per-class AP of the softmax scores (one class against the rest).
+    Multi-label runs (``"task": "multilabel"``): mAP, per-class AP and F1 (micro, macro) at the
+    run's tuned thresholds (see :func:`vidtune.train.metrics.multilabel_metrics`).
+    """
+    progress = progress or NullProgress()
+    model, config = load_run(run_dir)
+    labels = config["labels"]
+    multilabel = is_multilabel_run(config)
+    items = select_split(load_dataset(data, multilabel=multilabel or None), split, config)
+    _check_labels(items, config)
     dev = resolve_device(device)
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="eval features")
@@ -103,14 +133,32 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
         raise DatasetError(f"no readable videos to evaluate ({len(skipped)} skipped)")
     idx = sorted(out)
     logits = torch.stack([out[i] for i in idx])
+    if multilabel:
+        y = torch.zeros(len(idx), len(labels))
+        for row, i in enumerate(idx):
+            for lab in item_labels(items[i], config.get("background")):
+                y[row, labels.index(lab)] = 1.0
+        m = multilabel_metrics(logits, y, labels, run_thresholds(config))
+        return {"run": str(run_dir), "task": "multilabel", "labels": labels, **m, "skipped": skipped}
     y = torch.tensor([labels.index(items[i].label) for i in idx])
     m = classification_metrics(logits, y, labels)
-    return {"run": str(run_dir), "labels": labels, **m, "skipped": skipped}
+    probs = logits.softmax(-1)
+    aps = {lab: average_precision(probs[:, j], y == j) for j, lab in enumerate(labels)}
+    valid = [v for v in aps.values() if v == v]  # classes with positives (AP is NaN without)
+    m["mAP"] = sum(valid) / len(valid) if valid else None
+    m["per_class_ap"] = {lab: (v if v == v else None) for lab, v in aps.items()}
+    return {"run": str(run_dir), "task": "single_label", "labels": labels, **m, "skipped": skipped}
 
 
 def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, use_cache=True,
             workers: int | None = None, progress: Progress | None = None) -> dict:
-    """Top-k labels per video: ``{"results": [{"path", "predictions": [{"label", "score"}]} | {"path", "error"}]}``."""
+    """Top-k labels per video: ``{"results": [{"path", "labels", "predictions": [{"label", "score"}]} |
+    {"path", "error"}]}``.
+
+    ``labels``: the predicted labels. Multi-label runs: every label whose sigmoid score reaches its
+    tuned threshold (highest first; may be empty), and ``predictions`` holds the top-k sigmoid scores.
+    Single-label runs: the top-1 class, with softmax probabilities in ``predictions``.
+    """
     progress = progress or NullProgress()
     model, config = load_run(run_dir)
     labels = config["labels"]
@@ -122,11 +170,19 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     reasons = {s["path"]: s["reason"] for s in skipped}
     results = []
     k = max(1, min(k, len(labels)))
+    multilabel = is_multilabel_run(config)
+    thresholds = torch.tensor(run_thresholds(config)) if multilabel else None
     for i, p in enumerate(paths):
         if i not in out:
             results.append({"path": str(p), "error": reasons.get(str(p), "could not be decoded")})
             continue
-        top = out[i].softmax(-1).topk(k)
-        results.append({"path": str(p), "predictions": [
+        scores = out[i].sigmoid() if multilabel else out[i].softmax(-1)
+        top = scores.topk(k)
+        if multilabel:
+            above = torch.nonzero(scores >= thresholds).reshape(-1).tolist()
+            chosen = sorted(above, key=lambda j: -float(scores[j]))
+        else:
+            chosen = [int(top.indices[0])]
+        results.append({"path": str(p), "labels": [labels[j] for j in chosen], "predictions": [
             {"label": labels[j], "score": round(float(s), 6)} for s, j in zip(top.values, top.indices)]})
-    return {"run": str(run_dir), "results": results}
+    return {"run": str(run_dir), "task": "multilabel" if multilabel else "single_label", "results": results}

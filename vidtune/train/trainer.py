@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vidtune
-from vidtune.data.manifest import VideoItem, load_dataset, stratified_split
+from vidtune.data.manifest import VideoItem, is_multilabel, item_labels, load_dataset, stratified_split
 from vidtune.data.transforms import Normalize
 from vidtune.errors import DatasetError, VidtuneError
 from vidtune.models.backbones import DEFAULT_BACKBONE, create_backbone
@@ -41,8 +41,9 @@ from vidtune.train.features import (
     default_workers,
     extract_features,
     open_cache,
+    sampling_for,
 )
-from vidtune.train.metrics import classification_metrics
+from vidtune.train.metrics import classification_metrics, multilabel_metrics, tune_thresholds
 from vidtune.train.plots import plot_confusion, plot_learning_curves
 from vidtune.utils import atomic_write_json, atomic_write_text, stable_hash
 
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("linear", "partial", "full")
 TEMPORALS = (*TEMPORAL_HEADS, "tsm")  # tsm: temporal shift inside the backbone + mean consensus
 BALANCE = ("loss", "sampler", "none")
+TASKS = ("auto", "single_label", "multilabel")
 
 
 @dataclass
@@ -94,6 +96,8 @@ class TrainConfig:
     workers: int | None = None  # decoding processes (default: cores - 1, at least 1)
     cache_dir: str | None = None  # feature cache (default ~/.cache/vidtune/features or $VIDTUNE_CACHE)
     use_cache: bool = True
+    task: str = "auto"  # single_label | multilabel; auto: multilabel when a manifest row has "a|b" or no label
+    background: str | None = None  # "nothing of interest": single-label a class (tagging skips it); multilabel no label
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +137,10 @@ def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         raise VidtuneError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
     if cfg.balance not in BALANCE:
         raise VidtuneError(f"--balance must be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
+    if cfg.task not in TASKS:
+        raise VidtuneError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.background is not None and (not cfg.background.strip() or "|" in cfg.background):
+        raise VidtuneError(f"--background must be one label name (not empty, no |), got {cfg.background!r}")
     for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0), ("patience", 1),
                      ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1),
                      ("depth", 1), ("accumulate", 1), ("tsm_fold_div", 3)):
@@ -200,6 +208,128 @@ def _epoch_order(y: torch.Tensor, balance: str, gen: torch.Generator) -> torch.T
     return torch.multinomial(p, len(y), replacement=True, generator=gen)
 
 
+class _Task:
+    """What the labels mean: one class per clip (softmax, cross-entropy) or a set of labels per clip
+    (sigmoid, binary cross-entropy with per-class ``pos_weight``, thresholds tuned on validation)."""
+
+    def __init__(self, multilabel: bool, labels: list[str], background: str | None, label_smoothing: float):
+        self.multilabel = multilabel
+        self.labels = labels
+        self.index = {lab: i for i, lab in enumerate(labels)}
+        self.background = background
+        self.label_smoothing = label_smoothing
+
+    @property
+    def name(self) -> str:
+        return "multilabel" if self.multilabel else "single_label"
+
+    def labels_of(self, item: VideoItem) -> tuple[str, ...]:
+        return item_labels(item, self.background) if self.multilabel else (item.label,)
+
+    def target(self, item: VideoItem):
+        """A class index, or a multi-hot row."""
+        if not self.multilabel:
+            return self.index[item.label]
+        row = [0.0] * len(self.labels)
+        for lab in self.labels_of(item):
+            row[self.index[lab]] = 1.0
+        return row
+
+    def targets(self, items: list[VideoItem]) -> torch.Tensor:
+        """``(N,)`` class indices or ``(N, K)`` multi-hot floats."""
+        ys = [self.target(it) for it in items]
+        if self.multilabel:
+            return torch.tensor(ys, dtype=torch.float32).reshape(len(ys), len(self.labels))
+        return torch.tensor(ys, dtype=torch.long)
+
+    def weights(self, y: torch.Tensor) -> torch.Tensor:
+        """Class weights for the loss: inverse frequency, or ``pos_weight = negatives / positives``."""
+        if not self.multilabel:
+            return _class_weights(y, len(self.labels))
+        pos = y.sum(0)
+        return torch.where(pos > 0, (len(y) - pos) / pos.clamp(min=1), torch.ones_like(pos)).clamp(max=100.0)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=weights)
+        return F.cross_entropy(logits, y, weight=weights, label_smoothing=self.label_smoothing)
+
+    def hits(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        """(right, counted) for the top-1 column: the argmax is the class / one of the clip's labels
+        (multi-label: clips with at least one label)."""
+        top = logits.argmax(1)
+        if not self.multilabel:
+            return int((top == y).sum()), len(y)
+        has = y.sum(1) > 0
+        return int(y.gather(1, top[:, None])[:, 0][has].sum()), int(has.sum())
+
+    def metrics(self, logits: torch.Tensor, y: torch.Tensor, thresholds: list[float] | None = None) -> dict:
+        if self.multilabel:
+            return multilabel_metrics(logits, y, self.labels, thresholds)
+        return classification_metrics(logits, y, self.labels)
+
+    def empty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k = len(self.labels)
+        return torch.zeros(0, k), (torch.zeros(0, k) if self.multilabel else torch.zeros(0, dtype=torch.long))
+
+    def key(self, m: dict) -> tuple:
+        """Early stopping: validation mAP (multi-label) or mean class accuracy, then loss."""
+        score = m["mAP"] if self.multilabel else m["mean_class_accuracy"]
+        return (-1.0 if score is None else score, -m["loss"])
+
+    def history_fields(self, m: dict | None) -> dict:
+        row = {"val_loss": None if m is None else m["loss"], "val_top1": None if m is None else m["top1"],
+               "val_mean_class_accuracy": None if m is None or self.multilabel else m["mean_class_accuracy"]}
+        if self.multilabel:
+            row["val_map"] = None if m is None else m["mAP"]
+        return row
+
+    def epoch_order(self, y: torch.Tensor, balance: str, gen: torch.Generator) -> torch.Tensor:
+        if not self.multilabel:
+            return _epoch_order(y, balance, gen)
+        if balance != "sampler":
+            return torch.randperm(len(y), generator=gen)
+        # a clip is drawn as often as its rarest label needs; clips with no label form one more group
+        groups = torch.cat([y, (y.sum(1, keepdim=True) == 0).float()], dim=1)
+        inv = 1.0 / groups.sum(0).clamp(min=1)
+        p = (groups * inv).max(dim=1).values
+        return torch.multinomial(p, len(y), replacement=True, generator=gen)
+
+    def require(self, train_items: list[VideoItem], skipped: list[dict]) -> None:
+        """Every class needs readable training examples (multi-label: positives)."""
+        if not train_items:
+            raise DatasetError(f"no readable training videos left ({len(skipped)} skipped; see skipped.json or --json)")
+        present = {lab for it in train_items for lab in self.labels_of(it)}
+        empty = [lab for lab in self.labels if lab not in present]
+        if empty:
+            what = "positive training videos" if self.multilabel else "readable training videos"
+            raise DatasetError(
+                f"{'label' if self.multilabel else 'class'}(es) {', '.join(map(repr, empty))} have no {what} "
+                f"(after skipping {len(skipped)} file(s)); add videos or remove the label"
+            )
+
+
+def _task_for(items: list[VideoItem], cfg: TrainConfig, data) -> _Task:
+    """Single- or multi-label, and the label list, from the data and ``--task``/``--background``."""
+    multi = is_multilabel(items)
+    if cfg.task == "single_label" and multi:
+        raise DatasetError(f"{data}: --task single_label, but some rows have several labels (a|b) or none; "
+                           "use --task multilabel (or auto)")
+    multilabel = cfg.task == "multilabel" or (cfg.task == "auto" and multi)
+    if multilabel:
+        labels = sorted({lab for it in items for lab in item_labels(it, cfg.background)})
+        if not labels:
+            raise DatasetError(f"{data}: no positive labels in the data (every row is empty or the background)")
+    else:
+        labels = sorted({it.label for it in items})
+        if len(labels) < 2:
+            raise DatasetError(f"{data}: need at least 2 classes to train a classifier, found {labels}")
+        if cfg.background is not None and cfg.background not in labels:
+            raise DatasetError(f"--background {cfg.background!r} is not a class of {data}; its classes are: "
+                               f"{', '.join(labels[:20])}")
+    return _Task(multilabel, labels, cfg.background, cfg.label_smoothing)
+
+
 class _Fitter:
     """The shared optimisation loop over an abstract ``train_epoch`` / ``evaluate`` pair."""
 
@@ -217,20 +347,19 @@ class _Fitter:
         self.opt.step()
         self.sched.step()
 
-    def run(self, train_epoch, evaluate, snapshot, has_val: bool) -> tuple[list[dict], dict, int]:
+    def run(self, train_epoch, evaluate, snapshot, has_val: bool, task: _Task) -> tuple[list[dict], dict, int]:
         history, best, best_key, best_epoch, stale = [], snapshot(), None, 0, 0
-        with self.progress.task("training", total=self.cfg.epochs) as task:
+        with self.progress.task("training", total=self.cfg.epochs) as bar:
             for epoch in range(1, self.cfg.epochs + 1):
                 t0 = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
                 train_loss, train_top1 = train_epoch(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
-                       "val_loss": None, "val_top1": None, "val_mean_class_accuracy": None, "lr": lr}
+                       **task.history_fields(None), "lr": lr}
                 m = evaluate() if has_val else None  # metrics dict with "loss"
                 if m is not None and m["n"]:
-                    val_loss = m["loss"]
-                    row.update(val_loss=val_loss, val_top1=m["top1"], val_mean_class_accuracy=m["mean_class_accuracy"])
-                    key = (m["mean_class_accuracy"], -val_loss)
+                    row.update(task.history_fields(m))
+                    key = task.key(m)
                     if best_key is None or key > best_key:
                         best_key, best, best_epoch, stale = key, snapshot(), epoch, 0
                     else:
@@ -240,8 +369,8 @@ class _Fitter:
                 row["seconds"] = time.perf_counter() - t0
                 history.append(row)
                 val = f", val top-1 {row['val_top1']:.1%}" if row["val_top1"] is not None else ""
-                task.update(description=f"epoch {epoch}/{self.cfg.epochs}: loss {train_loss:.3f}{val}")
-                task.advance(1)
+                bar.update(description=f"epoch {epoch}/{self.cfg.epochs}: loss {train_loss:.3f}{val}")
+                bar.advance(1)
                 log.info(_epoch_text(row))
                 if has_val and stale >= self.cfg.patience:
                     log.info("early stopping: no validation improvement for %d epochs", stale)
@@ -269,8 +398,14 @@ def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _epoch_text(row: dict) -> str:
     text = f"epoch {row['epoch']}: loss {row['train_loss']:.3f} train {row['train_top1']:.1%}"
-    if row.get("val_top1") is not None:
-        text += f" | val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.1%} mca {row['val_mean_class_accuracy']:.1%}"
+    if row.get("val_loss") is not None:
+        text += f" | val loss {row['val_loss']:.3f}"
+        if row.get("val_top1") is not None:
+            text += f" top-1 {row['val_top1']:.1%}"
+        if row.get("val_map") is not None:
+            text += f" mAP {row['val_map']:.3f}"
+        elif row.get("val_mean_class_accuracy") is not None:
+            text += f" mca {row['val_mean_class_accuracy']:.1%}"
     return text
 
 
@@ -298,39 +433,41 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     out = Path(out)
     _prepare_out(out)
 
-    items = load_dataset(data)
+    items = load_dataset(data, multilabel=True if cfg.task == "multilabel" else None)
     splits = stratified_split(items, cfg.val_split, cfg.seed)
     train_items, val_items = splits["train"], splits["val"]
-    labels = sorted({it.label for it in train_items + val_items})
-    if len(labels) < 2:
-        raise DatasetError(f"{data}: need at least 2 classes to train a classifier, found {labels}")
+    task = _task_for(train_items + val_items, cfg, data)
+    labels = task.labels
     if cfg.shots is not None:
         train_items = few_shot(train_items, cfg.shots, cfg.seed)
-    index = {lab: i for i, lab in enumerate(labels)}
 
     model, model_cfg, lineage = _build(cfg, labels)
     encoder = model.encoder
-    if not encoder.frame_independent and cfg.strategy == "linear":
+    if getattr(encoder, "shift_state", None) is not None and cfg.strategy == "linear":
         raise VidtuneError(f"the --init run's backbone has temporal shifts ({cfg.init}), so its features cannot be "
                            "cached per frame: use --strategy partial or full")
     cache = open_cache(cfg.cache_dir, cfg.use_cache)
 
     if cfg.strategy == "linear":
-        fit = _train_linear(model, train_items, val_items, index, cfg, device, cache, progress)
+        fit = _train_linear(model, train_items, val_items, task, cfg, device, cache, progress)
     else:
-        fit = _train_end_to_end(model, train_items, val_items, index, cfg, device, progress)
+        fit = _train_end_to_end(model, train_items, val_items, task, cfg, device, progress)
     history, best_epoch, train_fit, skipped, used = fit.history, fit.best_epoch, fit.train_fit, fit.skipped, fit.used
     val_logits, val_y = fit.val_logits, fit.val_y
     if val_y is None:  # no validation set
-        val_logits, val_y = torch.zeros(0, len(labels)), torch.zeros(0, dtype=torch.long)
-    val_metrics = classification_metrics(val_logits, val_y, labels)
-    used_counts = Counter(it.label for it in used["train"])
+        val_logits, val_y = task.empty()
+    thresholds = None
+    if task.multilabel:  # per-class F1-maximising thresholds on validation; 0.5 without it
+        thresholds = tune_thresholds(torch.sigmoid(val_logits), val_y) if len(val_y) else [0.5] * len(labels)
+        thresholds = [round(float(t), 6) for t in thresholds]
+    val_metrics = task.metrics(val_logits, val_y, thresholds)
+    used_counts = Counter(lab for it in used["train"] for lab in task.labels_of(it))
     run_id = uuid.uuid4().hex
     config = {
         "run_id": run_id,
         "vidtune_version": vidtune.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task": "single_label",
+        "task": task.name,
         "labels": labels,
         "model": model_cfg,
         "transform": encoder.cfg.to_dict(),
@@ -338,8 +475,12 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
                      "eval": "centre", "views": cfg.views},
         "train": asdict(cfg),
         "data": {"source": str(data), "train": dict(sorted(used_counts.items())),
-                 "val": dict(sorted(Counter(it.label for it in used["val"]).items()))},
+                 "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
     }
+    if thresholds is not None:
+        config["thresholds"] = thresholds  # one per label, in ``labels`` order
+    if cfg.background is not None:
+        config["background"] = cfg.background
     if lineage:
         config["lineage"] = lineage
     metrics = {
@@ -358,7 +499,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     atomic_write_json(out / "skipped.json", skipped)
     _write_history(history, out / "history.csv")
     plot_learning_curves(history, out / "learning_curves.png")
-    if len(val_y):
+    if len(val_y) and not task.multilabel:
         plot_confusion(val_metrics["confusion"], labels, out / "confusion_matrix.png", "Validation confusion matrix")
     else:  # a rerun without validation must not leave an earlier run's matrix behind
         (out / "confusion_matrix.png").unlink(missing_ok=True)
@@ -397,6 +538,9 @@ def _build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, dict, 
         "grid": cfg.grid or 1, "head": {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth},
     }
     if cfg.temporal == "tsm":
+        if encoder.clip_len > 1:
+            raise VidtuneError(f"--temporal tsm adds time to an image backbone; {cfg.backbone} is a video model that "
+                               "already sees time: use --temporal mean/attention/transformer over its clips")
         within = None if cfg.strategy == "full" else _top_stages(encoder, cfg.unfreeze)
         blocks = add_temporal_shift(encoder, cfg.frames, cfg.tsm_fold_div, within=within)
         model_cfg["tsm"] = {"fold_div": cfg.tsm_fold_div, "blocks": blocks}
@@ -461,43 +605,30 @@ def _prepare_out(out: Path) -> None:
         raise VidtuneError(f"cannot write the run folder {out} ({exc.strerror or exc})") from None
 
 
-def _require_classes(train_items: list[VideoItem], labels: dict[str, int], skipped: list[dict]) -> None:
-    if not train_items:
-        raise DatasetError(f"no readable training videos left ({len(skipped)} skipped; see skipped.json or --json)")
-    present = {it.label for it in train_items}
-    empty = [lab for lab in labels if lab not in present]
-    if empty:
-        raise DatasetError(
-            f"class(es) {', '.join(map(repr, empty))} have no readable training videos after skipping "
-            f"{len(skipped)} file(s); add videos or remove the class"
-        )
-
-
-def _train_linear(model, train_items, val_items, index, cfg, device, cache, progress):
+def _train_linear(model, train_items, val_items, task, cfg, device, cache, progress):
     """Frozen backbone: features once (cached), then a head on tensors: seconds per epoch."""
     encoder, head = model.encoder, model.head
-    tr_feats, tr_skip = extract_features(encoder, train_items, Sampling(cfg.frames, "grid", cfg.views), device=device,
+    tr_feats, tr_skip = extract_features(encoder, train_items, sampling_for(encoder, cfg.frames, "grid", cfg.views), device=device,
                                          cache=cache, workers=cfg.workers, progress=progress,
                                          description="train features")
-    va_feats, va_skip = extract_features(encoder, val_items, Sampling(cfg.frames, "centre"), device=device,
+    va_feats, va_skip = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre"), device=device,
                                          cache=cache, workers=cfg.workers, progress=progress,
                                          description="val features", grid_views=cfg.views) if val_items else ({}, [])
     skipped = tr_skip + va_skip
     tr_idx = sorted(tr_feats)
     va_idx = sorted(va_feats)
     used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
-    _require_classes(used["train"], index, skipped)
+    task.require(used["train"], skipped)
     # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
     # floats is ~1 GB per 1,000 clips); batches move to the device as they are used.
     first = tr_feats[tr_idx[0]]
     x_tr = torch.empty((len(tr_idx), *first.shape), dtype=first.dtype)  # (N, T, V, D)
     for j, i in enumerate(tr_idx):
         x_tr[j] = tr_feats.pop(i)
-    y_tr = torch.tensor([index[train_items[i].label] for i in tr_idx])
+    y_tr = task.targets(used["train"])
     x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
-    y_va = torch.tensor([index[val_items[i].label] for i in va_idx]) if va_idx else None
-    k = len(index)
-    weights = _class_weights(y_tr, k).to(device) if cfg.balance == "loss" else None
+    y_va = task.targets(used["val"]) if va_idx else None
+    weights = task.weights(y_tr).to(device) if cfg.balance == "loss" else None
     head.to(device)
     steps = math.ceil(len(y_tr) / cfg.batch_size)
     fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress)
@@ -509,41 +640,43 @@ def _train_linear(model, train_items, val_items, index, cfg, device, cache, prog
 
     def train_epoch(epoch):
         head.train()
-        order = _epoch_order(y_tr, cfg.balance, gen)
+        order = task.epoch_order(y_tr, cfg.balance, gen)
         # a random cached offset per segment, drawn per position so repeated draws differ too
         view = torch.randint(v, (len(order), t), generator=gen)
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen, scored = 0.0, 0, 0, 0
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
             x = x_flat[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0]
             x = x.view(len(b), t, *tok).to(device)
             y = y_tr[b].to(device)
             logits = head(x)
-            loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
+            loss = task.loss(logits, y, weights)
             fitter.step(loss)
             total += loss.item() * len(b)
-            correct += int((logits.argmax(1) == y).sum())
+            right, counted = task.hits(logits, y)
+            correct += right
             seen += len(b)
-        return total / seen, correct / seen
+            scored += counted
+        return total / seen, correct / max(scored, 1)
 
     @torch.no_grad()
     def evaluate():
         head.eval()
         logits = head(x_va.to(device)).cpu()
-        loss = float(F.cross_entropy(logits, y_va, label_smoothing=cfg.label_smoothing))
-        return {**classification_metrics(logits, y_va, list(index)), "loss": loss}
+        return {**task.metrics(logits, y_va), "loss": float(task.loss(logits, y_va))}
 
     def snapshot():
         return {k_: v_.detach().clone() for k_, v_ in head.state_dict().items()}
 
     torch.manual_seed(cfg.seed)  # dropout masks: identical whether features came from the cache or not
-    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None)
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None, task=task)
     last_state = _full_state(model)
     head.load_state_dict(best)
     head.eval()
     with torch.no_grad():
-        pred = torch.cat([head(x_tr[s : s + 256, :, v // 2].to(device)).argmax(1).cpu() for s in range(0, n, 256)])
-        train_fit = {"n": int(n), "top1": float((pred == y_tr).float().mean())}
+        tr_logits = torch.cat([head(x_tr[s : s + 256, :, v // 2].to(device)).cpu() for s in range(0, n, 256)])
+        right, counted = task.hits(tr_logits, y_tr)
+        train_fit = {"n": int(n), "top1": right / counted if counted else None}
         val_logits = head(x_va.to(device)).cpu() if x_va is not None else None
     model.to("cpu")
     return _Fit(history, best_epoch, val_logits, y_va, train_fit, skipped, used, last_state)
@@ -586,7 +719,7 @@ def _freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def _train_end_to_end(model, train_items, val_items, index, cfg, device, progress):
+def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress):
     """Fine-tune (part of) the backbone with the head, decoding fresh random frames every epoch."""
     enc = model.encoder
     # A quick pass that decodes one frame of each video finds unreadable files before training.
@@ -595,29 +728,29 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
     for name, group in (("train", train_items), ("val", val_items)):
         ds = ClipDataset(group, Sampling(1, "centre"), enc.cfg)
         good = []
-        with progress.task(f"checking {name} videos", total=len(group)) as task:
+        with progress.task(f"checking {name} videos", total=len(group)) as bar:
             for s in clip_loader(ds, cfg.workers):
                 if s["error"] is None:
                     good.append(group[s["index"]])
                 else:
                     probe_skip.append({"path": str(group[s["index"]].path), "reason": s["error"]})
-                task.advance(1)
+                bar.advance(1)
         ok[name] = sorted(good, key=lambda it: it.key())
-    _require_classes(ok["train"], index, probe_skip)
+    task.require(ok["train"], probe_skip)
     skipped = list(probe_skip)
     backbone_groups = _backbone_param_groups(model, cfg)
     model.to(device)
     if device.type == "cuda":
         model.encoder.to(memory_format=torch.channels_last)
     norm = Normalize(enc.cfg).to(device)
-    y_all = torch.tensor([index[it.label] for it in ok["train"]])
-    weights = _class_weights(y_all, len(index)).to(device) if cfg.balance == "loss" else None
+    y_all = task.targets(ok["train"])
+    weights = task.weights(y_all).to(device) if cfg.balance == "loss" else None
     params = _param_groups(model.head, cfg.lr, cfg.weight_decay) + backbone_groups
     steps = math.ceil(math.ceil(len(ok["train"]) / cfg.batch_size) / cfg.accumulate)
     fitter = _Fitter(cfg, params, steps, progress)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    train_ds = ClipDataset(ok["train"], Sampling(cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
-    val_ds = ClipDataset(ok["val"], Sampling(cfg.frames, "centre"), enc.cfg)
+    train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
+    val_ds = ClipDataset(ok["val"], sampling_for(enc, cfg.frames, "centre"), enc.cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     failed: set[str] = set()
 
@@ -636,32 +769,34 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
                         skipped.append({"path": str(it.path), "reason": s["error"]})
                         log.warning("skipping %s: %s", it.path, s["error"])
                     continue
-                good.append((s["frames"], index[it.label]))
+                good.append((s["frames"], task.target(it)))
             if good:
                 x = torch.stack([f for f, _ in good]).to(device, non_blocking=True)  # (B, T, S, S, 3) uint8
-                yield norm(x), torch.tensor([y for _, y in good], device=device)
+                yield norm(x), torch.tensor([y for _, y in good], device=device)  # (B,) or (B, K) multi-hot
 
     def train_epoch(epoch):
         train_ds.epoch = epoch
         model.train()
         if cfg.freeze_bn:
             _freeze_norm_stats(model.encoder)
-        total, correct, seen, micro = 0.0, 0, 0, 0
+        total, correct, seen, scored, micro = 0.0, 0, 0, 0, 0
         fitter.opt.zero_grad(set_to_none=True)
-        for x, y in batches(train_ds, _epoch_order(y_all, cfg.balance, gen)):
+        for x, y in batches(train_ds, task.epoch_order(y_all, cfg.balance, gen)):
             with autocast(device):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+                loss = task.loss(logits.float(), y, weights)
             scaler.scale(loss / cfg.accumulate).backward()
             micro += 1
             if micro % cfg.accumulate == 0:
                 optimiser_step()
             total += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            right, counted = task.hits(logits, y)
+            correct += right
             seen += len(y)
+            scored += counted
         if micro % cfg.accumulate:  # a partial accumulation at the end of the epoch still counts
             optimiser_step()
-        return total / max(seen, 1), correct / max(seen, 1)
+        return total / max(seen, 1), correct / max(scored, 1)
 
     def optimiser_step():
         scaler.step(fitter.opt)
@@ -678,19 +813,19 @@ def _train_end_to_end(model, train_items, val_items, index, cfg, device, progres
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
         if not outs:  # every validation clip failed to decode
-            return torch.zeros(0, len(index)), torch.zeros(0, dtype=torch.long)
+            return task.empty()
         return torch.cat(outs), torch.cat(ys)
 
     def evaluate():
         logits, y = predict_all()
-        loss = float(F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)) if len(y) else float("nan")
-        return {**classification_metrics(logits, y, list(index)), "loss": loss}
+        loss = float(task.loss(logits, y)) if len(y) else float("nan")
+        return {**task.metrics(logits, y), "loss": loss}
 
     def snapshot():
         return _full_state(model)
 
     torch.manual_seed(cfg.seed)
-    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]))
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]), task=task)
     last_state = _full_state(model)
     model.load_state_dict(best)
     val_logits, val_y = predict_all() if ok["val"] else (None, None)
