@@ -126,7 +126,7 @@ def _print_multilabel(title: str, m: dict) -> None:
 def cmd_train(args) -> int:
     from vidtune.train.trainer import train
 
-    result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet))
+    result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet), resume=args.resume)
     if args.json:
         print_json(result)
         return 0
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the 'nothing of interest' label: single-label a normal class that tagging leaves out; "
                         "multi-label a row with only NAME has no positive label")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from RUN_DIR/checkpoint.safetensors (written every epoch); "
+                        "same arguments required")
     common_run_args(p)
     p.set_defaults(func=cmd_train)
 

@@ -11,6 +11,8 @@ import csv
 import io
 import logging
 import math
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -26,7 +28,7 @@ from torch import nn
 import vidtune
 from vidtune.data.manifest import VideoItem, is_multilabel, item_labels, load_dataset, stratified_split
 from vidtune.data.transforms import Normalize
-from vidtune.errors import DatasetError, VidtuneError
+from vidtune.errors import CheckpointError, DatasetError, VidtuneError
 from vidtune.models.backbones import DEFAULT_BACKBONE, create_backbone
 from vidtune.models.classifier import VideoClassifier
 from vidtune.models.heads import TEMPORAL_HEADS
@@ -330,27 +332,72 @@ def _task_for(items: list[VideoItem], cfg: TrainConfig, data) -> _Task:
     return _Task(multilabel, labels, cfg.background, cfg.label_smoothing)
 
 
-class _Fitter:
-    """The shared optimisation loop over an abstract ``train_epoch`` / ``evaluate`` pair."""
+@dataclass
+class _Checkpointing:
+    """End-of-epoch training checkpoints in the run folder and, with ``--resume``, the one to continue."""
 
-    def __init__(self, cfg: TrainConfig, params: list[dict], steps_per_epoch: int, progress: Progress):
+    path: Path
+    fingerprint: dict  # the arguments and data the run depends on; a resume must match them
+    device: str
+    loaded: tuple[dict, dict] | None = None  # (tensors, state) of the checkpoint to resume from
+
+
+# Tests: SIGKILL the process in the middle of epoch N+1 (after its first optimiser step), once the
+# checkpoint of epoch N is on disk. A real crash, at a deterministic point.
+_KILL_ENV = "VIDTUNE_TEST_KILL_AFTER_EPOCH"
+
+
+class _Fitter:
+    """The shared optimisation loop over an abstract ``train_epoch`` / ``evaluate`` pair.
+
+    With ``ckpt`` it writes a resumable checkpoint at the end of every epoch (weights, best
+    weights, optimiser, scheduler, gradient scaler, random generators, history, early-stopping
+    state) and, when ``ckpt.loaded`` holds one, continues from it. Every random stream of an
+    epoch is either restored from the checkpoint (the epoch-order generator, torch's global
+    generator for dropout) or derived from (seed, epoch, draw) (decoded clip offsets, crops and
+    corruptions in :class:`ClipDataset`), so the continuation is bit-identical.
+    """
+
+    def __init__(self, cfg: TrainConfig, params: list[dict], steps_per_epoch: int, progress: Progress,
+                 ckpt: _Checkpointing | None = None):
         self.cfg = cfg
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = steps_per_epoch * cfg.epochs
         warm = int(round(steps_per_epoch * min(cfg.warmup_epochs, cfg.epochs / 4)))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, warm))
         self.progress = progress
+        self.ckpt = ckpt
+        self.epoch = 0
+        self._kill_after = int(os.environ.get(_KILL_ENV) or 0)
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
+        self.after_step()
 
-    def run(self, train_epoch, evaluate, snapshot, has_val: bool, task: _Task) -> tuple[list[dict], dict, int]:
+    def after_step(self) -> None:
+        if self._kill_after and self.epoch == self._kill_after + 1:
+            log.warning("%s=%d: killing the process mid-epoch", _KILL_ENV, self._kill_after)
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    def run(self, train_epoch, evaluate, snapshot, has_val: bool, task: _Task, *, module: nn.Module,
+            gen: torch.Generator, scaler=None, extra=None) -> tuple[list[dict], dict, int]:
+        """``module``: the trained weights (the head, or the whole model); ``gen``: the epoch-order
+        generator; ``extra``: ``(get, set)`` of strategy state to checkpoint as JSON."""
         history, best, best_key, best_epoch, stale = [], snapshot(), None, 0, 0
+        if self.ckpt is not None and self.ckpt.loaded is not None:
+            history, best, best_key, best_epoch, stale = self._restore(module, snapshot, gen, scaler, extra)
+        start = len(history) + 1
+        stop = has_val and stale >= self.cfg.patience  # a checkpoint written as early stopping fired
         with self.progress.task("training", total=self.cfg.epochs) as bar:
-            for epoch in range(1, self.cfg.epochs + 1):
+            if start > 1:
+                bar.advance(start - 1)
+            for epoch in range(start, self.cfg.epochs + 1):
+                if stop:
+                    break
+                self.epoch = epoch
                 t0 = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
                 train_loss, train_top1 = train_epoch(epoch)
@@ -372,10 +419,61 @@ class _Fitter:
                 bar.update(description=f"epoch {epoch}/{self.cfg.epochs}: loss {train_loss:.3f}{val}")
                 bar.advance(1)
                 log.info(_epoch_text(row))
-                if has_val and stale >= self.cfg.patience:
+                stop = has_val and stale >= self.cfg.patience
+                if self.ckpt is not None:
+                    self._save(module, best, gen, scaler, extra, history, best_key, best_epoch, stale)
+                if stop:
                     log.info("early stopping: no validation improvement for %d epochs", stale)
-                    break
         return history, best, best_epoch
+
+    def _save(self, module, best, gen, scaler, extra, history, best_key, best_epoch, stale) -> None:
+        from vidtune.train.resume import pack_optimizer, rng_tensors, save_state
+
+        t0 = time.perf_counter()
+        current = module.state_dict()
+        tensors = {f"model/{k}": v for k, v in current.items()}
+        best_is_model = best_epoch == len(history) and set(best) == set(current)
+        if not best_is_model:
+            tensors.update({f"best/{k}": v for k, v in best.items()})
+        opt_tensors, opt_meta = pack_optimizer(self.opt)
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors(gen))
+        state = {
+            "epoch": len(history), "history": history, "best_key": list(best_key) if best_key is not None else None,
+            "best_epoch": best_epoch, "best_is_model": best_is_model, "stale": stale,
+            "optimizer": opt_meta, "scheduler": self.sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+            "extra": extra[0]() if extra is not None else None,
+            "fingerprint": self.ckpt.fingerprint, "device": self.ckpt.device,
+        }
+        save_state(self.ckpt.path, tensors, state)
+        log.debug("checkpoint of epoch %d written in %.2fs", len(history), time.perf_counter() - t0)
+
+    def _restore(self, module, snapshot, gen, scaler, extra):
+        from vidtune.train.resume import restore_rng, strip, unpack_optimizer
+
+        tensors, state = self.ckpt.loaded
+        try:
+            module.load_state_dict(strip(tensors, "model/"))
+            best = snapshot() if state["best_is_model"] else strip(tensors, "best/")
+            unpack_optimizer(self.opt, tensors, state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            if scaler is not None and scaler.is_enabled() and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            restore_rng(gen, tensors)
+            if extra is not None and state.get("extra") is not None:
+                extra[1](state["extra"])
+            history = list(state["history"])
+            best_key = tuple(state["best_key"]) if state["best_key"] is not None else None
+            best_epoch, stale = int(state["best_epoch"]), int(state["stale"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.ckpt.path} does not fit this run ({str(exc).splitlines()[0][:200]}); "
+                                  "delete it to train from the first epoch") from None
+        if state.get("device") != self.ckpt.device:
+            log.warning("resuming a run checkpointed on %s on %s: the continuation is not bit-identical",
+                        state.get("device"), self.ckpt.device)
+        log.info("resuming after epoch %d of %d", len(history), self.cfg.epochs)
+        return history, best, best_key, best_epoch, stale
 
 
 @dataclass
@@ -418,11 +516,14 @@ def _write_history(history: list[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None = None) -> dict:
+def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None = None, resume: bool = False) -> dict:
     """Train a video classifier on ``data`` (folder per class or manifest) into the run folder ``out``.
 
     Returns ``{"run": ..., "val": {...metrics}, "train": {...}, "skipped": [{"path", "reason"}]}``.
     Raises :class:`DatasetError` when no readable video is left or a class ends up empty.
+    A resumable checkpoint (``checkpoint.safetensors``) is rewritten at the end of every epoch and
+    removed when the run is complete; ``resume=True`` continues from it (same arguments required)
+    and, with the same seed, ends with the same weights and metrics as an uninterrupted run.
     """
     cfg = cfg or TrainConfig()
     progress = progress or NullProgress()
@@ -440,6 +541,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     labels = task.labels
     if cfg.shots is not None:
         train_items = few_shot(train_items, cfg.shots, cfg.seed)
+    ckpt = _checkpointing(out, cfg, task, train_items, val_items, device, resume)
 
     model, model_cfg, lineage = _build(cfg, labels)
     encoder = model.encoder
@@ -449,9 +551,9 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     cache = open_cache(cfg.cache_dir, cfg.use_cache)
 
     if cfg.strategy == "linear":
-        fit = _train_linear(model, train_items, val_items, task, cfg, device, cache, progress)
+        fit = _train_linear(model, train_items, val_items, task, cfg, device, cache, progress, ckpt)
     else:
-        fit = _train_end_to_end(model, train_items, val_items, task, cfg, device, progress)
+        fit = _train_end_to_end(model, train_items, val_items, task, cfg, device, progress, ckpt)
     history, best_epoch, train_fit, skipped, used = fit.history, fit.best_epoch, fit.train_fit, fit.skipped, fit.used
     val_logits, val_y = fit.val_logits, fit.val_y
     if val_y is None:  # no validation set
@@ -503,8 +605,47 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         plot_confusion(val_metrics["confusion"], labels, out / "confusion_matrix.png", "Validation confusion matrix")
     else:  # a rerun without validation must not leave an earlier run's matrix behind
         (out / "confusion_matrix.png").unlink(missing_ok=True)
+    ckpt.path.unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
             "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
+
+
+# Settings that do not change the numbers a run computes: a resume may change them.
+_RESUME_FREE = ("workers", "cache_dir", "use_cache", "device")
+
+
+def _checkpointing(out: Path, cfg: TrainConfig, task: _Task, train_items: list[VideoItem],
+                   val_items: list[VideoItem], device: torch.device, resume: bool) -> _Checkpointing:
+    """Where checkpoints go, what they must match, and (``resume``) the one to continue from."""
+    from vidtune.train.resume import CHECKPOINT, load_state, mismatch
+
+    fingerprint = {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE}
+    fingerprint.update(task=task.name, labels=task.labels, data=stable_hash(
+        [[str(it.path), it.start, it.end, it.label, it.split] for it in train_items + val_items]))
+    ckpt = _Checkpointing(out / CHECKPOINT, fingerprint, str(device))
+    if not resume:
+        if ckpt.path.exists():
+            log.info("%s: starting over (use --resume to continue the interrupted run)", ckpt.path)
+        return ckpt
+    if not ckpt.path.exists():
+        if (out / "metrics.json").is_file() and (out / "model.safetensors").is_file():
+            raise VidtuneError(f"nothing to resume: {out} holds a finished run (no {CHECKPOINT}); "
+                               "drop --resume to train it again, or choose another --out")
+        log.warning("no %s in %s: starting from the first epoch", CHECKPOINT, out)
+        return ckpt
+    tensors, state = load_state(ckpt.path)
+    saved = state.get("fingerprint")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ckpt.path}: damaged training state (no run fingerprint)")
+    diff = mismatch(saved, fingerprint)
+    if diff:
+        shown = [d if not d.startswith("data:") else "data: the train/validation videos or labels differ"
+                 for d in diff]
+        raise CheckpointError(f"{ckpt.path} was written by a run with other arguments or data "
+                              f"({'; '.join(shown[:6])}); --resume needs the same ones. Rerun with the "
+                              f"original arguments, or drop --resume to start over")
+    ckpt.loaded = (tensors, state)
+    return ckpt
 
 
 def few_shot(items: list[VideoItem], shots: int, seed: int) -> list[VideoItem]:
@@ -605,7 +746,7 @@ def _prepare_out(out: Path) -> None:
         raise VidtuneError(f"cannot write the run folder {out} ({exc.strerror or exc})") from None
 
 
-def _train_linear(model, train_items, val_items, task, cfg, device, cache, progress):
+def _train_linear(model, train_items, val_items, task, cfg, device, cache, progress, ckpt=None):
     """Frozen backbone: features once (cached), then a head on tensors: seconds per epoch."""
     encoder, head = model.encoder, model.head
     tr_feats, tr_skip = extract_features(encoder, train_items, sampling_for(encoder, cfg.frames, "grid", cfg.views), device=device,
@@ -631,7 +772,7 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
     weights = task.weights(y_tr).to(device) if cfg.balance == "loss" else None
     head.to(device)
     steps = math.ceil(len(y_tr) / cfg.batch_size)
-    fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress)
+    fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress, ckpt)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, t, v = x_tr.shape[:3]
     tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
@@ -669,7 +810,8 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
         return {k_: v_.detach().clone() for k_, v_ in head.state_dict().items()}
 
     torch.manual_seed(cfg.seed)  # dropout masks: identical whether features came from the cache or not
-    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None, task=task)
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=x_va is not None, task=task,
+                                           module=head, gen=gen)
     last_state = _full_state(model)
     head.load_state_dict(best)
     head.eval()
@@ -719,7 +861,7 @@ def _freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress):
+def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress, ckpt=None):
     """Fine-tune (part of) the backbone with the head, decoding fresh random frames every epoch."""
     enc = model.encoder
     # A quick pass that decodes one frame of each video finds unreadable files before training.
@@ -747,7 +889,7 @@ def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress
     weights = task.weights(y_all).to(device) if cfg.balance == "loss" else None
     params = _param_groups(model.head, cfg.lr, cfg.weight_decay) + backbone_groups
     steps = math.ceil(math.ceil(len(ok["train"]) / cfg.batch_size) / cfg.accumulate)
-    fitter = _Fitter(cfg, params, steps, progress)
+    fitter = _Fitter(cfg, params, steps, progress, ckpt)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
     val_ds = ClipDataset(ok["val"], sampling_for(enc, cfg.frames, "centre"), enc.cfg)
@@ -803,6 +945,7 @@ def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress
         scaler.update()
         fitter.sched.step()
         fitter.opt.zero_grad(set_to_none=True)
+        fitter.after_step()
 
     @torch.no_grad()
     def predict_all():
@@ -825,7 +968,16 @@ def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress
         return _full_state(model)
 
     torch.manual_seed(cfg.seed)
-    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]), task=task)
+    def get_extra():  # files that failed to decode mid-training stay skipped after a resume
+        return {"failed": sorted(failed), "skipped": skipped}
+
+    def set_extra(state):
+        failed.clear()
+        failed.update(state["failed"])
+        skipped[:] = state["skipped"]
+
+    history, best, best_epoch = fitter.run(train_epoch, evaluate, snapshot, has_val=bool(ok["val"]), task=task,
+                                           module=model, gen=gen, scaler=scaler, extra=(get_extra, set_extra))
     last_state = _full_state(model)
     model.load_state_dict(best)
     val_logits, val_y = predict_all() if ok["val"] else (None, None)
