@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.videos import write_indexed_video
@@ -136,6 +136,8 @@ def test_temporal_corruptions_keep_times_inside_and_sorted(duration, n, seed, na
 
 
 # -- decoder fed garbage ---------------------------------------------------------------------------
+# Derandomized: the same examples on every CI run (a 2,000-example random campaign per test found one
+# bug, now fixed and pinned below with @example); explore more with a bigger max_examples locally.
 @contextmanager
 def _hard_timeout(seconds: int):
     """Fail (instead of hanging the suite) if the body runs longer than ``seconds``."""
@@ -173,7 +175,7 @@ _HEADERS = [b"", b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", b"\x1aE\xd
             b"FLV\x01\x05\x00\x00\x00\x09", b"\x89PNG\r\n\x1a\n", b"GIF89a"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=st.sampled_from(_HEADERS), body=st.binary(min_size=0, max_size=6000),
        ext=st.sampled_from([".mp4", ".mkv", ".avi", ".webm", ".ts", ".bin"]))
 def test_random_bytes_raise_vidtune_error(tmp_path, header, body, ext):
@@ -195,11 +197,12 @@ def good_videos(tmp_path_factory) -> dict[str, bytes]:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(["a.mp4", "b.mkv", "c.avi", "d.webm"]),
        edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=16)),
                       min_size=1, max_size=6),
        cut=st.one_of(st.none(), st.floats(0.05, 1)))
+@example(name="d.webm", edits=[(0.17578125, b"\x00")], cut=None)  # found by this test: size changes mid-stream
 def test_damaged_real_videos_raise_vidtune_error_or_decode(tmp_path, good_videos, name, edits, cut):
     """Real files with overwritten bytes (bit rot) and cut short (interrupted copies)."""
     data = bytearray(good_videos[name])

@@ -330,6 +330,10 @@ class PyAVReader(VideoReader):
                 # one reformatter per reader keeps FFmpeg's scaler context (its filters) across frames
                 frame = self._reformatter.reformat(frame, width=w, height=h, format="rgb24",
                                                    interpolation=self._interp)
+        elif (frame.width, frame.height) != self._coded:
+            # the picture size changed mid-stream (adaptive streams, damaged data): one size per clip
+            frame = self._reformatter.reformat(frame, width=self._coded[0], height=self._coded[1], format="rgb24",
+                                               interpolation=self._interp)
         arr = frame.to_ndarray(format="rgb24")
         if rot:
             arr = np.rot90(arr, k=rot // 90)
