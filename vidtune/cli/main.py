@@ -100,7 +100,8 @@ def _train_config(args):
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         grid=args.grid, depth=args.depth, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
-        task=args.task, background=args.background,
+        flip=not args.no_flip,
+        task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
     )
 
 
@@ -278,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer-decay", type=float, default=0.75,
                    help="fine-tuning: learning-rate factor per backbone stage below the top one")
     p.add_argument("--accumulate", type=int, default=1, help="end to end: gradient accumulation steps")
+    p.add_argument("--no-flip", action="store_true",
+                   help="end to end: no random horizontal flips (needed when labels say left/right, "
+                        "e.g. sample-data --kind motion)")
     p.add_argument("--epochs", type=int, default=None, help="default 40 (linear) or 10 (end to end)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-3)")
@@ -294,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the 'nothing of interest' label: single-label a normal class that tagging leaves out; "
                         "multi-label a row with only NAME has no positive label")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default="none",
+                   help="robust: train on randomly corrupted clips too (noise, blur, shake, compression, exposure, "
+                        "frame drops, ... at severities 1-5; vidtune.data.corruptions); validation stays clean")
+    p.add_argument("--augment-views", type=int, default=2,
+                   help="--augment robust: corrupted copies of the cached training grid (linear); a clip is "
+                        "corrupted with probability N/(N+1) per epoch")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from RUN_DIR/checkpoint.safetensors (written every epoch); "
                         "same arguments required")

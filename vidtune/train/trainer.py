@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("linear", "partial", "full")
 TEMPORALS = (*TEMPORAL_HEADS, "tsm")  # tsm: temporal shift inside the backbone + mean consensus
 BALANCE = ("loss", "sampler", "none")
+AUGMENTS = ("none", "robust")
+AUGMENT_SEVERITIES = (1, 2, 3, 4, 5)  # --augment robust draws every corruption at every severity
 TASKS = ("auto", "single_label", "multilabel")
 
 
@@ -98,8 +100,12 @@ class TrainConfig:
     workers: int | None = None  # decoding processes (default: cores - 1, at least 1)
     cache_dir: str | None = None  # feature cache (default ~/.cache/vidtune/features or $VIDTUNE_CACHE)
     use_cache: bool = True
+    flip: bool = True  # end-to-end augmentation: random horizontal flips (off for left/right-dependent labels)
     task: str = "auto"  # single_label | multilabel; auto: multilabel when a manifest row has "a|b" or no label
     background: str | None = None  # "nothing of interest": single-label a class (tagging skips it); multilabel no label
+    augment: str = "none"  # robust: random corruptions (vidtune.data.corruptions) on training clips
+    augment_views: int = 2  # robust: corrupted copies of the cached training grid (linear); a clip is corrupted
+    # with probability augment_views / (augment_views + 1) in both strategies
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,13 +145,15 @@ def _check_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         raise VidtuneError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
     if cfg.balance not in BALANCE:
         raise VidtuneError(f"--balance must be one of {', '.join(BALANCE)}, got {cfg.balance!r}")
+    if cfg.augment not in AUGMENTS:
+        raise VidtuneError(f"--augment must be one of {', '.join(AUGMENTS)}, got {cfg.augment!r}")
     if cfg.task not in TASKS:
         raise VidtuneError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.background is not None and (not cfg.background.strip() or "|" in cfg.background):
         raise VidtuneError(f"--background must be one label name (not empty, no |), got {cfg.background!r}")
     for name, lo in (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0), ("patience", 1),
                      ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1),
-                     ("depth", 1), ("accumulate", 1), ("tsm_fold_div", 3)):
+                     ("depth", 1), ("accumulate", 1), ("tsm_fold_div", 3), ("augment_views", 1)):
         if getattr(cfg, name) < lo:
             raise VidtuneError(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(cfg, name)}")
     if cfg.workers is not None and cfg.workers < 0:
@@ -760,12 +768,19 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
     va_idx = sorted(va_feats)
     used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
     task.require(used["train"], skipped)
+    aug = _corrupted_views(encoder, used["train"], cfg, device, cache, progress)
     # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
-    # floats is ~1 GB per 1,000 clips); batches move to the device as they are used.
+    # floats is ~1 GB per 1,000 clips); batches move to the device as they are used. Corrupted
+    # copies (--augment robust) follow the clean views on the view axis.
     first = tr_feats[tr_idx[0]]
-    x_tr = torch.empty((len(tr_idx), *first.shape), dtype=first.dtype)  # (N, T, V, D)
+    sets = 1 + len(aug)
+    x_tr = torch.empty((len(tr_idx), first.shape[0], first.shape[1] * sets, *first.shape[2:]),
+                       dtype=first.dtype)  # (N, T, V * sets, D)
+    v_clean = first.shape[1]
     for j, i in enumerate(tr_idx):
-        x_tr[j] = tr_feats.pop(i)
+        x_tr[j, :, :v_clean] = tr_feats.pop(i)
+        for a, feats in enumerate(aug, start=1):
+            x_tr[j, :, a * v_clean : (a + 1) * v_clean] = feats.get(j, x_tr[j, :, :v_clean])
     y_tr = task.targets(used["train"])
     x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
     y_va = task.targets(used["val"]) if va_idx else None
@@ -774,9 +789,10 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
     steps = math.ceil(len(y_tr) / cfg.batch_size)
     fitter = _Fitter(cfg, _param_groups(head, cfg.lr, cfg.weight_decay), steps, progress, ckpt)
     gen = torch.Generator().manual_seed(cfg.seed)
-    n, t, v = x_tr.shape[:3]
+    n, t = x_tr.shape[:2]
+    v = v_clean
     tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
-    x_flat = x_tr.view(n, t, v, -1)
+    x_flat = x_tr.view(n, t, v * sets, -1)
     d = x_flat.shape[-1]
 
     def train_epoch(epoch):
@@ -784,6 +800,8 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
         order = task.epoch_order(y_tr, cfg.balance, gen)
         # a random cached offset per segment, drawn per position so repeated draws differ too
         view = torch.randint(v, (len(order), t), generator=gen)
+        if sets > 1:  # --augment robust: per clip, the clean views or one corrupted copy, uniformly
+            view += v * torch.randint(sets, (len(order), 1), generator=gen)
         total, correct, seen, scored = 0.0, 0, 0, 0
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
@@ -822,6 +840,39 @@ def _train_linear(model, train_items, val_items, task, cfg, device, cache, progr
         val_logits = head(x_va.to(device)).cpu() if x_va is not None else None
     model.to("cpu")
     return _Fit(history, best_epoch, val_logits, y_va, train_fit, skipped, used, last_state)
+
+
+def _robust_op(cfg: TrainConfig, copy: int | None = None):
+    """The training corruption: every corruption at every severity, seeded by (seed, copy).
+
+    ``copy`` (linear): one cached corrupted copy of the training grid, every clip corrupted; its
+    seed names it in the feature cache. ``None`` (end to end): on the fly, a clip corrupted with
+    probability ``augment_views / (augment_views + 1)``, the same mix the linear strategy draws.
+    """
+    from vidtune.data.corruptions import RandomCorruption
+
+    if copy is not None:
+        return RandomCorruption(seed=stable_int(f"augment/{cfg.seed}/{copy}"), severities=AUGMENT_SEVERITIES)
+    return RandomCorruption(seed=stable_int(f"augment/{cfg.seed}"), severities=AUGMENT_SEVERITIES,
+                            p=cfg.augment_views / (cfg.augment_views + 1))
+
+
+def _corrupted_views(encoder, items, cfg, device, cache, progress) -> list[dict[int, torch.Tensor]]:
+    """``--augment robust``, linear: features of ``augment_views`` corrupted copies of the training grid
+    (cached under their own keys). A clip whose corrupted copy fails keeps its clean features there."""
+    if cfg.augment != "robust":
+        return []
+    sampling = sampling_for(encoder, cfg.frames, "grid", cfg.views)
+    views = []
+    for a in range(cfg.augment_views):
+        feats, failed = extract_features(encoder, items, sampling, device=device, cache=cache, workers=cfg.workers,
+                                         progress=progress, frame_op=_robust_op(cfg, a),
+                                         description=f"corrupted train features {a + 1}/{cfg.augment_views}")
+        for f in failed:
+            log.warning("corrupted copy %d of %s failed (%s); using its clean features there", a + 1, f["path"],
+                        f["reason"])
+        views.append(feats)
+    return views
 
 
 def _backbone_param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict]:
@@ -891,7 +942,8 @@ def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress
     steps = math.ceil(math.ceil(len(ok["train"]) / cfg.batch_size) / cfg.accumulate)
     fitter = _Fitter(cfg, params, steps, progress, ckpt)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed)
+    train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed,
+                           flip=cfg.flip, frame_op=_robust_op(cfg) if cfg.augment == "robust" else None)
     val_ds = ClipDataset(ok["val"], sampling_for(enc, cfg.frames, "centre"), enc.cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     failed: set[str] = set()
