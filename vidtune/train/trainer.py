@@ -100,7 +100,6 @@ class TrainConfig:
     workers: int | None = None  # decoding processes (default: cores - 1, at least 1)
     cache_dir: str | None = None  # feature cache (default ~/.cache/vidtune/features or $VIDTUNE_CACHE)
     use_cache: bool = True
-    flip: bool = True  # end-to-end augmentation: random horizontal flips (off for left/right-dependent labels)
     task: str = "auto"  # single_label | multilabel; auto: multilabel when a manifest row has "a|b" or no label
     background: str | None = None  # "nothing of interest": single-label a class (tagging skips it); multilabel no label
     augment: str = "none"  # robust: random corruptions (vidtune.data.corruptions) on training clips
@@ -943,7 +942,7 @@ def _train_end_to_end(model, train_items, val_items, task, cfg, device, progress
     fitter = _Fitter(cfg, params, steps, progress, ckpt)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True, seed=cfg.seed,
-                           flip=cfg.flip, frame_op=_robust_op(cfg) if cfg.augment == "robust" else None)
+                           frame_op=_robust_op(cfg) if cfg.augment == "robust" else None)
     val_ds = ClipDataset(ok["val"], sampling_for(enc, cfg.frames, "centre"), enc.cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     failed: set[str] = set()
