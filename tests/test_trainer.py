@@ -1,7 +1,7 @@
 """Training-loop pieces: schedules, balancing, freezing."""
-
 import pickle
 
+import pytest
 import torch
 
 from vidtune.models import VideoClassifier, create_backbone, create_head
@@ -98,3 +98,12 @@ def test_attention_head_width_is_validated():
 
     with pytest.raises(VidtuneError, match="multiple of 4"):
         _check_config(TrainConfig(temporal="attention", head_dim=30), torch.device("cpu"))
+
+
+def test_facade_train_stays_callable_after_the_subpackage_is_imported(tmp_path):
+    import vidtune
+    import vidtune.train.trainer  # binds the name vidtune.train to the subpackage
+
+    assert callable(vidtune.train)
+    with pytest.raises(vidtune.VidtuneError):
+        vidtune.train(tmp_path / "missing", tmp_path / "run")

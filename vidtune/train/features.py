@@ -232,11 +232,12 @@ class ClipDataset(Dataset):
     """Decoded, cropped uint8 clips ``(F, S, S, 3)``; failures come back as ``error`` strings."""
 
     def __init__(self, items: list[VideoItem], sampling: Sampling, cfg: PretrainedConfig,
-                 augment: bool = False, seed: int = 0, frame_op: FrameOp | None = None):
+                 augment: bool = False, seed: int = 0, frame_op: FrameOp | None = None, flip: bool = True):
         self.items = items
         self.sampling = sampling
         self.cfg = cfg
         self.augment = augment
+        self.flip = flip  # off when labels depend on left/right (direction of motion, Something-Something)
         self.seed = seed
         self.frame_op = frame_op
         self.epoch = 0
@@ -270,7 +271,7 @@ class ClipDataset(Dataset):
             log.debug("unexpected error on %s", item.path, exc_info=True)
             return {"index": i, "frames": None, "error": f"unexpected {type(exc).__name__}: {exc}"}
         if self.augment:
-            frames = random_resized_crop(frames, self.cfg.input_size, rng)
+            frames = random_resized_crop(frames, self.cfg.input_size, rng, flip=self.flip)
         else:
             frames = centre_crop(frames, self.cfg.input_size)
         return {"index": i, "frames": torch.from_numpy(frames), "error": None}
