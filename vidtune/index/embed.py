@@ -180,6 +180,15 @@ class Embedder:
         from vidtune.data.transforms import Normalize
 
         self._norm = Normalize(self.encoder.cfg).to(self.device)
+        self._net = None
+
+    def prepare_many(self) -> None:
+        """About to embed many frames: use the traced, frozen TorchScript encoder on CPU (about 1.6x
+        faster, a second to build; see ``vidtune.train.features.inference_encoder``)."""
+        from vidtune.train.features import inference_encoder
+
+        if self._net is None and self.model is None and getattr(self.encoder, "clip_len", 1) == 1:
+            self._net = inference_encoder(self.encoder, self.device, 1 << 20)
 
     # identity ---------------------------------------------------------------------------------
     @property
@@ -218,16 +227,20 @@ class Embedder:
         from vidtune.data.transforms import centre_crop
         from vidtune.train.features import autocast
 
-        net = net or self.encoder
+        net = net or self._net or self.encoder
         crops = centre_crop(frames, self.encoder.cfg.input_size)
+        flip = self.config.tta == "flip"
         out = []
-        for lo in range(0, len(crops), batch):
-            x = self._norm(torch.from_numpy(crops[lo : lo + batch]).to(self.device))
+        step = batch // 2 if flip else batch
+        for lo in range(0, len(crops), step):
+            x = self._norm(torch.from_numpy(crops[lo : lo + step]).to(self.device))
+            if flip:  # frames and their mirrors in one batch
+                x = torch.cat([x, x.flip(-1)])
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device):
                 f = net(x).float()
-                if self.config.tta == "flip":
-                    f = f + net(x.flip(-1).contiguous(memory_format=torch.channels_last)).float()
+            if flip:
+                f = f[: len(f) // 2] + f[len(f) // 2 :]
             out.append(f.cpu().numpy())
         feats = np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
         return l2n(feats)
@@ -246,7 +259,7 @@ class Embedder:
             hit = self.cache.get(key)
             if hit is not None and hit.shape[0] == len(ts):
                 return hit.numpy()
-        net = inference_encoder(self.encoder, self.device, len(ts) * (2 if self.config.tta == "flip" else 1))
+        net = self._net or inference_encoder(self.encoder, self.device, len(ts) * (2 if self.config.tta == "flip" else 1))
         feats = []
         with open_video(path, interpolation=self.encoder.cfg.interpolation) as reader:
             for lo in range(0, len(ts), 64):  # bounded memory for long videos
@@ -359,6 +372,8 @@ def embed_videos(embedder: Embedder, paths, progress=None, description: str = "e
     from vidtune.progress import NullProgress
 
     progress = progress or NullProgress()
+    if len(paths) > 1:
+        embedder.prepare_many()
     results: list[VideoEmbedding] = []
     skipped: list[dict] = []
     with progress.task(f"{description} ({len(paths)} videos)", total=len(paths)) as task:

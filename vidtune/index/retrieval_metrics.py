@@ -171,7 +171,7 @@ def evaluate_retrieval(ground_truth, index_dir=None, predictions=None, k: int = 
         from vidtune.utils import atomic_write_text
 
         lines = []
-        with Searcher(index_dir, device, cache_dir, use_cache) as s, \
+        with Searcher(index_dir, device, cache_dir, use_cache, many=len(gt) > 1) as s, \
                 progress.task(f"searching {len(gt)} queries", total=len(gt)) as task:
             for q in gt:
                 try:

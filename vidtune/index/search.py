@@ -158,9 +158,12 @@ def index_info(index_dir, list_videos: bool = False) -> dict:
 class Searcher:
     """An open index plus the model that made it: answers many queries without reloading either."""
 
-    def __init__(self, index_dir, device: str = "auto", cache_dir=None, use_cache: bool = True):
+    def __init__(self, index_dir, device: str = "auto", cache_dir=None, use_cache: bool = True, many: bool = False):
+        """``many``: about to answer many queries (traced encoder, built once)."""
         self.ix = VideoIndex.open(index_dir)
         self.embedder = embedder_for_index(self.ix, device, cache_dir, use_cache)
+        if many:
+            self.embedder.prepare_many()
         self._paths = {r.id: r.path for r in self.ix.videos()}
 
     def close(self) -> None:

@@ -316,6 +316,7 @@ class _Writer:
         db.execute("BEGIN IMMEDIATE")
         try:
             remove_ids: list[int] = []
+            next_id = None
             for op in self.ops:
                 if op[0] == "remove":
                     ids, _, _ = ix.video_segments(op[1].id)
@@ -338,9 +339,11 @@ class _Writer:
                                  (path, emb.digest, emb.duration, time.time(),
                                   np.ascontiguousarray(emb.video, np.float32).tobytes()))
                 vid = cur.lastrowid
-                first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments").fetchone()[0]
-                first = max(first, int(self._max_faiss_id()) + 1)
-                ids = np.arange(first, first + len(emb.starts), dtype=np.int64)
+                if next_id is None:
+                    next_id = max(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments").fetchone()[0],
+                                  self._max_faiss_id() + 1)
+                ids = np.arange(next_id, next_id + len(emb.starts), dtype=np.int64)
+                next_id += len(emb.starts)
                 db.executemany("INSERT INTO segments (id, video_id, start, end) VALUES (?, ?, ?, ?)",
                                [(int(i), vid, float(a), float(b)) for i, a, b in zip(ids, emb.starts, emb.ends)])
                 self.faiss.add_with_ids(np.ascontiguousarray(emb.segments, np.float32), ids)
