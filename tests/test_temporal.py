@@ -286,3 +286,25 @@ def test_video_backbone_from_a_local_weights_file_trains_and_evaluates(capsys, t
     from vidtune.cli.main import main
 
     assert main(["predict", str(tmp_path / "run"), str(data), "--workers", "0", "-q"]) == 0
+
+
+def test_motion_cues_ignore_appearance_and_see_direction():
+    from vidtune.models.heads import motion_summary
+
+    torch.manual_seed(0)
+    # an "object" feature vector moving across a 2x2 grid, left cells to right cells, on a background
+    obj, bg = torch.randn(64).abs() * 3, torch.randn(64).abs()
+    def clip(path):
+        x = bg.repeat(len(path), 4, 1).clone()  # (T, G, D)
+        for t, cell in enumerate(path):
+            x[t, cell] = obj
+        return x[None]
+    right = clip([0, 0, 1, 1])
+    left = clip([1, 1, 0, 0])
+    m_right, m_left = motion_summary(right), motion_summary(left)
+    assert m_right.shape == (1, 4, 4 + 16)
+    assert not torch.allclose(m_right, m_left)
+    # what the object looks like does not matter: another object with the same path gives the same cues
+    perm = torch.randperm(64)
+    other = clip([0, 0, 1, 1])[..., perm] * 2.0
+    torch.testing.assert_close(motion_summary(other), m_right)

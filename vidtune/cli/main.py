@@ -98,7 +98,7 @@ def _train_config(args):
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         val_split=args.val_split, seed=args.seed, device=args.device, balance=args.balance, patience=args.patience,
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-        grid=args.grid, depth=args.depth, head_dim=args.head_dim, layer_decay=args.layer_decay,
+        grid=args.grid, depth=args.depth, motion_tokens=not args.no_motion_tokens, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
         flip=not args.no_flip,
         task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
@@ -266,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mean | attention | transformer (heads on frame features, cached on CPU) | tsm (temporal "
                         "shift inside the backbone, trained end to end). Default: mean, or the --init run's")
     p.add_argument("--grid", type=int, default=None,
-                   help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame (default 1)")
+                   help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame "
+                        "(default 3 for attention/transformer, else 1)")
     p.add_argument("--depth", type=int, default=2, help="transformer head layers")
+    p.add_argument("--no-motion-tokens", action="store_true",
+                   help="attention/transformer: leave out the per-frame motion cues (feature energy per cell and "
+                        "cell-to-cell correlation between consecutive frames)")
     p.add_argument("--head-dim", type=int, default=256, help="attention/transformer head width")
     p.add_argument("--init", type=Path, default=None,
                    help="start from an earlier vidtune run (its backbone and temporal head; the classifier is "

@@ -68,28 +68,66 @@ class MeanHead(TemporalHead):
         return _tokens(feats).mean(dim=(1, 2))  # (B, D)
 
 
-class _SpaceTimeTokens(nn.Module):
-    """``LN(W x) + p_time + p_space``: projected tokens that know when and where they are."""
+def motion_summary(feats: torch.Tensor) -> torch.Tensor:
+    """Appearance-free motion cues per frame from frozen tokens: ``(B, T, G, D)`` -> ``(B, T, G + G*G)``.
 
-    def __init__(self, in_dim: int, dim: int, frames: int, grid: int):
+    * energy: each cell's feature norm over the clip's mean norm. An object moving from the left
+      cells to the right ones, growing, or fading in shows up here whatever it looks like;
+    * correlation: cosine similarity of every cell of frame ``t`` with every cell of frame ``t + 1``
+      (clip-mean removed), a coarse cost volume as in correlation networks: where content went.
+
+    Frozen features are dominated by what objects look like; a head trained on a few clips latches
+    onto that and overfits. These ``G + G^2`` numbers per frame say only how things change.
+    """
+    x = _tokens(feats).float()
+    norm = x.norm(dim=-1)  # (B, T, G)
+    energy = norm / norm.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    xc = F.normalize(x - x.mean(dim=(1, 2), keepdim=True), dim=-1)
+    corr = torch.einsum("btgd,bthd->btgh", xc[:, :-1], xc[:, 1:]).flatten(2)  # (B, T-1, G*G)
+    corr = torch.cat([corr, torch.zeros_like(corr[:, :1])], dim=1)  # the last frame has no successor
+    return torch.cat([energy, corr], dim=-1).to(feats.dtype)
+
+
+class _SpaceTimeTokens(nn.Module):
+    """``LN(W x) + p_time + p_space``: projected tokens that know when and where they are, plus (with
+    ``motion``) one token per frame of :func:`motion_summary` cues, ``LN(W' m) + p_time``."""
+
+    def __init__(self, in_dim: int, dim: int, frames: int, grid: int, motion: bool = True,
+                 appearance_drop: float = 0.5):
         super().__init__()
+        self.appearance_drop = appearance_drop
         self.proj = nn.Linear(in_dim, dim)
         self.norm_in = nn.LayerNorm(dim)
         self.pos = nn.Parameter(torch.zeros(frames, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
+        g = grid * grid
         if grid > 1:
-            self.spos = nn.Parameter(torch.zeros(grid * grid, dim))
+            self.spos = nn.Parameter(torch.zeros(g, dim))
             nn.init.trunc_normal_(self.spos, std=0.02)
+        if motion:
+            self.motion = nn.Sequential(nn.Linear(g + g * g, dim), nn.LayerNorm(dim))
+            self.mtype = nn.Parameter(torch.zeros(dim))  # tells motion tokens from appearance ones
+            nn.init.trunc_normal_(self.mtype, std=0.02)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # -> (B, T * G, E)
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # -> (B, T * G [+ T], E)
         x = _tokens(feats)
         b, t, g, _ = x.shape
-        x = self.norm_in(self.proj(x)) + _resample_positions(self.pos, t)[None, :, None]
+        pos = _resample_positions(self.pos, t)
+        tokens = self.norm_in(self.proj(x)) + pos[None, :, None]
         if hasattr(self, "spos"):
             if self.spos.shape[0] != g:
                 raise ValueError(f"head expects {self.spos.shape[0]} spatial tokens per frame, got {g}")
-            x = x + self.spos[None, None]
-        return x.flatten(1, 2)
+            tokens = tokens + self.spos[None, None]
+        tokens = tokens.flatten(1, 2)
+        if hasattr(self, "motion") and self.training and self.appearance_drop > 0:
+            # modality dropout: some clips train on motion cues alone, so the head cannot get by on
+            # memorising what a few training objects look like
+            keep = torch.rand(b, 1, 1, device=tokens.device) >= self.appearance_drop
+            tokens = tokens * keep
+        if hasattr(self, "motion"):
+            m = self.motion(motion_summary(x)) + pos[None] + self.mtype  # (B, T, E)
+            tokens = torch.cat([tokens, m], dim=1)
+        return tokens
 
 
 def _resample_positions(pos: torch.Tensor, t: int) -> torch.Tensor:
@@ -109,11 +147,11 @@ class AttentionHead(TemporalHead):
     the head small enough for few-shot training on frozen features.
     """
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4):
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, motion=True):
         super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
         if dim % heads:
             raise ValueError(f"attention head width {dim} must be a multiple of its {heads} heads")
-        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid)
+        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion)
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.query, std=0.02)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
@@ -138,11 +176,11 @@ class TransformerHead(TemporalHead):
     clips on frozen features.
     """
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2):
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2, motion=True):
         super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
         if dim % heads:
             raise ValueError(f"transformer head width {dim} must be a multiple of its {heads} heads")
-        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid)
+        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, activation="gelu",

@@ -75,6 +75,7 @@ class TrainConfig:
     frames: int = 8  # TSN segments = frames per clip
     grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
     depth: int = 2  # transformer head: layers
+    motion_tokens: bool = True  # attention/transformer: add per-frame motion cues (energy + correlation)
     tsm_fold_div: int = 8  # tsm: 1/fold_div of the channels shift each way
     init: str | None = None  # a vidtune run folder to start from (source -> target transfer)
     shots: int | None = None  # few-shot: train on K videos per class (seeded choice)
@@ -685,7 +686,7 @@ def _build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, dict, 
     model_cfg = {
         "backbone": cfg.backbone, "source": encoder.source, "arch": encoder.arch,
         "feature_dim": encoder.num_features, "temporal": cfg.temporal, "frames": cfg.frames,
-        "grid": cfg.grid or 1, "head": {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth},
+        "grid": cfg.grid or default_grid(cfg.temporal, encoder), "head": _head_options(cfg),
     }
     if cfg.temporal == "tsm":
         if encoder.clip_len > 1:
@@ -713,7 +714,7 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     model_cfg = {**src_model, "temporal": temporal, "frames": cfg.frames}
     keep_head = temporal == src_model["temporal"]
     if not keep_head:
-        model_cfg["head"] = {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth}
+        model_cfg["head"] = _head_options(cfg)
     model = assemble(source.encoder, model_cfg, len(labels), shift=False)
     carried = ["encoder"]
     if keep_head:
@@ -735,6 +736,26 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     }
     log.info("initialised from %s: %s", cfg.init, ", ".join(carried))
     return model, model_cfg, lineage
+
+
+def default_grid(temporal: str | None, encoder=None) -> int:
+    """Token grid when ``--grid`` is not given: 3x3 for heads that attend over tokens (where things
+    are is what tells motion apart; bench/transfer.py measures it), one vector otherwise, and for
+    backbones without a spatial feature map (video models, ViTs)."""
+    if temporal not in ("attention", "transformer"):
+        return 1
+    if encoder is not None:
+        try:
+            encoder.set_grid(3)
+        except VidtuneError:
+            return 1
+        finally:
+            encoder.grid = 1
+    return 3
+
+
+def _head_options(cfg: TrainConfig) -> dict:
+    return {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth, "motion": cfg.motion_tokens}
 
 
 def _top_stages(encoder, n: int) -> list[nn.Module]:
