@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -308,3 +310,25 @@ def test_motion_cues_ignore_appearance_and_see_direction():
     perm = torch.randperm(64)
     other = clip([0, 0, 1, 1])[..., perm] * 2.0
     torch.testing.assert_close(motion_summary(other), m_right)
+
+
+@pytest.mark.slow
+def test_order_aware_head_beats_mean_on_the_motion_task(capsys, tmp_path):
+    """End to end on real encoded clips with the real frozen backbone: left vs right differ only in
+    frame order, so mean pooling is at chance while the transformer head learns the direction."""
+    from vidtune.cli.main import main
+    from vidtune.data.sample import write_sample_dataset
+
+    write_sample_dataset(tmp_path / "train", classes=2, per_class=12, seed=0, kind="motion")
+    write_sample_dataset(tmp_path / "test", classes=2, per_class=10, seed=1, kind="motion")
+    top1 = {}
+    for head in ("mean", "transformer"):
+        # one 3x3 token cache serves both heads (mean averages the cells: a pooled vector)
+        args = ["train", tmp_path / "train", "--out", tmp_path / head, "--temporal", head, "--grid", "3",
+                "--val-split", "0", "--epochs", "60", "--workers", "1", "-q"]
+        assert main([str(a) for a in args]) == 0
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / head), str(tmp_path / "test"), "--workers", "1", "-q", "--json"]) == 0
+        top1[head] = json.loads(capsys.readouterr().out)["top1"]
+    assert top1["mean"] <= 0.7, top1  # chance is 0.5
+    assert top1["transformer"] >= 0.85 and top1["transformer"] >= top1["mean"] + 0.25, top1
