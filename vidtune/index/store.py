@@ -60,7 +60,7 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 40
-        inner.hnsw.efSearch = 128
+        inner.hnsw.efSearch = 512  # recall@10 0.93 on 1M clustered vectors (bench/copydetect.py)
     else:
         raise IndexError_(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
     return faiss.IndexIDMap2(inner)
