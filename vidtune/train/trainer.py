@@ -584,7 +584,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "model": model_cfg,
         "transform": encoder.cfg.to_dict(),
         "sampling": {"frames": cfg.frames, "train": "grid" if cfg.strategy == "linear" else "random",
-                     "eval": "centre", "views": cfg.views},
+                     "eval": "centre", "views": cfg.views, "clip_seconds": _clip_seconds(used["train"])},
         "train": asdict(cfg),
         "data": {"source": str(data), "train": dict(sorted(used_counts.items())),
                  "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
@@ -736,6 +736,27 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     }
     log.info("initialised from %s: %s", cfg.init, ", ".join(carried))
     return model, model_cfg, lineage
+
+
+def _clip_seconds(items: list[VideoItem]) -> float | None:
+    """Median length of (up to 32 evenly spread) training clips: what a clip means to this run.
+    ``vidtune tag`` uses it as its default window."""
+    from statistics import median
+
+    from vidtune.io import probe
+
+    lengths = []
+    for it in items[:: max(1, len(items) // 32)][:32]:
+        if it.start is not None and it.end is not None:
+            lengths.append(float(it.end) - float(it.start))
+            continue
+        try:
+            d = probe(it.path, scan_packets=False).duration
+        except VidtuneError:
+            continue
+        if d and d > 0:
+            lengths.append(float(d) - float(it.start or 0.0))
+    return round(median(lengths), 3) if lengths else None
 
 
 def default_grid(temporal: str | None, encoder=None) -> int:
