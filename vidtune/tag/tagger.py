@@ -253,6 +253,8 @@ def tag_video(model, config: dict, path, options: TagOptions | None = None, devi
     labels = list(config["labels"])
     task = run_task(config)
     background = opts.background if opts.background is not None else config.get("background")
+    if task == "multilabel" and background is not None and background not in labels:
+        background = None  # multi-label: the background is "no label", never a class to leave out
     if background is not None and background not in labels:
         raise DatasetError(f"background label {background!r} is not one of the run's labels: {', '.join(labels)}")
     thresholds = None
