@@ -169,7 +169,29 @@ def main():
     ap.add_argument("--test", type=int, default=10, help="test videos per class")
     ap.add_argument("--quick", action="store_true", help="K=4,16, one seed, no tsm")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--combine", nargs="+", type=Path, default=None,
+                    help="only merge these transfer.csv files (e.g. tasks run in parallel) into --out's CSV, PNG "
+                         "and summary")
     args = ap.parse_args()
+    if args.combine:
+        rows = []
+        for path in args.combine:
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    for k in ("grid", "shots", "seed"):
+                        r[k] = int(r[k])
+                    for k in ("top1", "mean_class_accuracy", "train_seconds"):
+                        r[k] = float(r[k])
+                    r["direction_accuracy"] = float(r["direction_accuracy"]) if r["direction_accuracy"] else None
+                    rows.append(r)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "transfer.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        plot(rows, args.out / "transfer.png")
+        _summary(rows)
+        return
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.shots, args.seeds, args.heads = "4,16", 1, args.heads.replace(",tsm", "")
@@ -214,7 +236,7 @@ def main():
                 ks = [int(k) for k in args.tsm_shots.split(",")] if h == "tsm" else shots
                 for k in ks:
                     for seed in range(1 if h == "tsm" else args.seeds):
-                        r = run_cell(data, root / "runs" / "cell", h, g, init, k, seed, sources, n_classes, cache_dir, flip)
+                        r = run_cell(data, root / "runs" / f"{task}-cell", h, g, init, k, seed, sources, n_classes, cache_dir, flip)
                         row = {"task": task, "head": h, "grid": g, "init": init, "shots": k, "seed": seed, **r}
                         rows.append(row)
                         dirn = f", direction {r['direction_accuracy']:.3f}" if r["direction_accuracy"] is not None else ""
