@@ -272,3 +272,27 @@ def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> 
 
 def label_counts(items: list[VideoItem]) -> Counter:
     return Counter(it.label for it in items)
+
+
+def median_clip_seconds(items: list[VideoItem], sample: int = 32) -> float | None:
+    """Median length in seconds of up to ``sample`` evenly spread clips (their start/end, else the
+    video's duration from its header); None when none can be measured. A run's clip length, and the
+    default window ``vidtune tag`` slides over long videos."""
+    from statistics import median
+
+    from vidtune.errors import VidtuneError
+    from vidtune.io import probe
+
+    lengths = []
+    for it in items[:: max(1, len(items) // sample)][:sample]:
+        start = float(it.start or 0.0)
+        if it.end is not None:
+            end = float(it.end)
+        else:
+            try:
+                end = float(probe(it.path, scan_packets=False).duration)
+            except VidtuneError:
+                continue
+        if end - start > 0:
+            lengths.append(end - start)
+    return round(float(median(lengths)), 3) if lengths else None

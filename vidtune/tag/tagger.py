@@ -12,7 +12,6 @@ window by window through :func:`vidtune.train.inference.run_clips`.
 from __future__ import annotations
 
 import logging
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,23 +112,9 @@ def training_clip_seconds(config: dict) -> float | None:
     if not src or not Path(src).exists():
         return None
     try:
-        from vidtune.data.manifest import load_dataset
-        from vidtune.io import probe
+        from vidtune.data.manifest import load_dataset, median_clip_seconds
 
-        items = load_dataset(src)
-        lengths = []
-        for it in items[:: max(1, len(items) // 32)][:32]:
-            if it.start is not None and it.end is not None:
-                lengths.append(float(it.end) - float(it.start))
-                continue
-            try:
-                dur = probe(it.path, scan_packets=False).duration
-            except VidtuneError:
-                continue
-            lengths.append(min(dur, float(it.end)) - float(it.start or 0.0) if it.end is not None
-                           else dur - float(it.start or 0.0))
-        lengths = [x for x in lengths if x > 0]
-        return float(statistics.median(lengths)) if lengths else None
+        return median_clip_seconds(load_dataset(src))
     except (VidtuneError, OSError, ValueError) as exc:
         log.info("could not measure training clip length from %s: %s", src, exc)
         return None

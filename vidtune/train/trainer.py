@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import vidtune
-from vidtune.data.manifest import VideoItem, is_multilabel, item_labels, load_dataset, stratified_split
+from vidtune.data.manifest import (
+    VideoItem,
+    is_multilabel,
+    item_labels,
+    load_dataset,
+    median_clip_seconds,
+    stratified_split,
+)
 from vidtune.data.transforms import Normalize
 from vidtune.errors import CheckpointError, DatasetError, VidtuneError
 from vidtune.models.backbones import DEFAULT_BACKBONE, create_backbone
@@ -584,7 +591,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
         "model": model_cfg,
         "transform": encoder.cfg.to_dict(),
         "sampling": {"frames": cfg.frames, "train": "grid" if cfg.strategy == "linear" else "random",
-                     "eval": "centre", "views": cfg.views, "clip_seconds": _clip_seconds(used["train"])},
+                     "eval": "centre", "views": cfg.views, "clip_seconds": median_clip_seconds(used["train"])},
         "train": asdict(cfg),
         "data": {"source": str(data), "train": dict(sorted(used_counts.items())),
                  "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
@@ -736,27 +743,6 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     }
     log.info("initialised from %s: %s", cfg.init, ", ".join(carried))
     return model, model_cfg, lineage
-
-
-def _clip_seconds(items: list[VideoItem]) -> float | None:
-    """Median length of (up to 32 evenly spread) training clips: what a clip means to this run.
-    ``vidtune tag`` uses it as its default window."""
-    from statistics import median
-
-    from vidtune.io import probe
-
-    lengths = []
-    for it in items[:: max(1, len(items) // 32)][:32]:
-        if it.start is not None and it.end is not None:
-            lengths.append(float(it.end) - float(it.start))
-            continue
-        try:
-            d = probe(it.path, scan_packets=False).duration
-        except VidtuneError:
-            continue
-        if d and d > 0:
-            lengths.append(float(d) - float(it.start or 0.0))
-    return round(median(lengths), 3) if lengths else None
 
 
 def default_grid(temporal: str | None, encoder=None) -> int:
