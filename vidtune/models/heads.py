@@ -138,26 +138,33 @@ def _resample_positions(pos: torch.Tensor, t: int) -> torch.Tensor:
     return F.interpolate(pos.t()[None], size=t, mode="linear", align_corners=False)[0].t()
 
 
-@register_head("attention")
-class AttentionHead(TemporalHead):
-    """Attention pooling with a learned query over projected frame tokens plus temporal positions.
+class _TokenHead(TemporalHead):
+    """Shared by heads over space-time (+ motion) tokens: projection, positions, output layers."""
 
-    Tokens are ``LN(W x_t) + p_t``, so the pooled vector depends on which frame came when, not only
-    on the set of frames (a mean cannot tell "opening" from "closing"). Projecting to ``dim`` keeps
-    the head small enough for few-shot training on frozen features.
-    """
-
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, motion=True):
+    def __init__(self, in_dim, num_classes, frames, dropout, dim, grid, heads, motion):
         super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
         if dim % heads:
-            raise ValueError(f"attention head width {dim} must be a multiple of its {heads} heads")
+            raise ValueError(f"{self.kind} head width {dim} must be a multiple of its {heads} heads")
         self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion)
-        self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.query, std=0.02)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
         self.norm_out = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
+
+
+@register_head("attention")
+class AttentionHead(_TokenHead):
+    """Attention pooling with a learned query over space-time and motion tokens.
+
+    Tokens carry temporal (and spatial) position embeddings, so the pooled vector depends on which
+    frame came when, not only on the set of frames (a mean cannot tell "opening" from "closing").
+    Projecting to ``dim`` keeps the head small enough for few-shot training on frozen features.
+    """
+
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, motion=True):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion)
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.query, std=0.02)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
 
     def pool(self, feats):
         tokens = self.tokens(feats)  # (B, T * G, E)
@@ -168,7 +175,7 @@ class AttentionHead(TemporalHead):
 
 
 @register_head("transformer")
-class TransformerHead(TemporalHead):
+class TransformerHead(_TokenHead):
     """A small pre-norm transformer over space-time tokens with a class token (ViViT's late fusion).
 
     Self-attention between tokens lets it compare frames (where was the object before, where is it
@@ -177,18 +184,12 @@ class TransformerHead(TemporalHead):
     """
 
     def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2, motion=True):
-        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
-        if dim % heads:
-            raise ValueError(f"transformer head width {dim} must be a multiple of its {heads} heads")
-        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion)
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm_out = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(dim, num_classes)
 
     def pool(self, feats):
         tokens = self.tokens(feats)  # (B, T * G, E)
