@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vidtune.data.sample import write_sample_dataset
-from vidtune.train.inference import evaluate
+from vidtune.runs.inference import evaluate
 from vidtune.train.trainer import TrainConfig, train
 
 

@@ -32,7 +32,7 @@ from transfer import make_data  # noqa: E402
 from vidtune.data.manifest import load_dataset  # noqa: E402
 from vidtune.models.backbones import create_backbone  # noqa: E402
 from vidtune.models.heads import create_head, motion_summary  # noqa: E402
-from vidtune.train.features import extract_features, open_cache, sampling_for  # noqa: E402
+from vidtune.runs.features import extract_features, open_cache, sampling_for  # noqa: E402
 
 
 def load(grid: int):

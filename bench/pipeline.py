@@ -24,7 +24,7 @@ from vidtune.data.manifest import load_dataset  # noqa: E402
 from vidtune.data.sample import write_sample_dataset  # noqa: E402
 from vidtune.data.transforms import Normalize  # noqa: E402
 from vidtune.models.backbones import create_backbone  # noqa: E402
-from vidtune.train.features import (  # noqa: E402
+from vidtune.runs.features import (  # noqa: E402
     ClipDataset,
     Sampling,
     default_workers,

@@ -104,7 +104,7 @@ def backbone_fps(model, n: int) -> float:
     """The run's encoder alone on ``n`` random 224 px frames in batches of 32 (the tagger's batch)."""
     import torch
 
-    from vidtune.train.features import inference_encoder
+    from vidtune.runs.features import inference_encoder
 
     net = inference_encoder(model.encoder.eval(), torch.device("cpu"), n)
     x = torch.randn(32, 3, 224, 224).contiguous(memory_format=torch.channels_last)
@@ -127,11 +127,12 @@ def main() -> None:
 
     import torch
 
+    from vidtune.runs.store import load_run
     from vidtune.tag.evaluate import evaluate_results
     from vidtune.tag.shots import match_boundaries
     from vidtune.tag.tagger import TagOptions, tag_video
-    from vidtune.train.checkpoint import load_run
-    from vidtune.train.trainer import TrainConfig, train
+    from vidtune.train.config import TrainConfig
+    from vidtune.train.trainer import train
 
     torch.set_num_threads(args.threads)
     root = CACHE / "tagging"

@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CACHE  # noqa: E402
 
 from vidtune.data.sample import write_sample_dataset  # noqa: E402
-from vidtune.train.inference import evaluate  # noqa: E402
-from vidtune.train.trainer import TrainConfig, train  # noqa: E402
+from vidtune.runs.inference import evaluate  # noqa: E402
+from vidtune.train.config import TrainConfig  # noqa: E402
+from vidtune.train.trainer import train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = {

@@ -12,8 +12,10 @@ from vidtune.data.manifest import load_dataset
 from vidtune.data.sample import write_sample_dataset
 from vidtune.models.backbones import create_backbone
 from vidtune.progress import NullProgress
-from vidtune.train.features import ClipDataset, Sampling, extract_features, open_cache
-from vidtune.train.trainer import TrainConfig, _corrupted_views, _robust_op
+from vidtune.runs.features import ClipDataset, Sampling, extract_features, open_cache
+from vidtune.train.config import TrainConfig
+from vidtune.train.linear import corrupted_views as _corrupted_views
+from vidtune.train.linear import robust_op as _robust_op
 
 TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "2", "--workers", "0", "--epochs", "2"]
 

@@ -76,7 +76,7 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
     assert history[0].startswith("epoch,train_loss") and len(history) >= 2
 
     # A second run with another head and learning rate is served from the feature cache: no decoding.
-    import vidtune.train.features as features
+    import vidtune.runs.features as features
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded a video although its features are cached")

@@ -21,7 +21,7 @@ from vidtune.data.corruptions import (
     parse_severities,
 )
 from vidtune.errors import VidtuneError
-from vidtune.train.features import FrameOp
+from vidtune.runs.features import FrameOp
 
 PIXEL = [n for n in CORRUPTIONS if n not in TEMPORAL]
 TIMES = np.arange(6) / 3.0  # 6 frames over 2 s
@@ -207,7 +207,7 @@ def test_temporal_corruptions_through_the_decoder(tmp_path):
     """ClipDataset calls retime before decoding: frame_drop returns earlier frames, repeated."""
     from vidtune.data.manifest import VideoItem
     from vidtune.models.backbones import PretrainedConfig
-    from vidtune.train.features import ClipDataset, Sampling
+    from vidtune.runs.features import ClipDataset, Sampling
 
     path = write_indexed_video(tmp_path / "v.mp4", 100, h=48, w=64, fps=25)
     cfg = PretrainedConfig(input_size=48, crop_pct=1.0)

@@ -7,7 +7,7 @@ import torch
 from vidtune.data.manifest import VideoItem
 from vidtune.models import create_backbone
 from vidtune.models.backbones import PretrainedConfig
-from vidtune.train.features import FeatureCache, Sampling, cache_key, extract_features
+from vidtune.runs.features import FeatureCache, Sampling, cache_key, extract_features
 
 
 def test_cache_key_changes_with_every_input(tmp_path):

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from vidtune.cli.main import main
+from vidtune.errors import ModelMismatchError
 from vidtune.index import EmbedConfig, add_to_index, build_index, index_info, remove_from_index, search
 from vidtune.index.align import align
 from vidtune.index.copies import Copy, brightness_contrast, crop, hflip, write_copy
 from vidtune.index.embed import frame_times, segment_spans
 from vidtune.index.retrieval_metrics import micro_ap, retrieval_metrics
-from vidtune.index.store import ModelMismatchError, VideoIndex
+from vidtune.index.store import VideoIndex
 
 TINY = EmbedConfig(backbone="test_efficientnet", pretrained=False, window=2.0, stride=1.0, fps=2.0)
 

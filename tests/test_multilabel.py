@@ -12,8 +12,8 @@ from tests.test_cli import TINY, run, run_json
 from vidtune.data.manifest import is_multilabel, item_labels, load_dataset, parse_labels, stratified_split
 from vidtune.data.sample import write_sample_dataset
 from vidtune.errors import DatasetError
-from vidtune.train.metrics import average_precision, best_f1_threshold, multilabel_metrics, tune_thresholds
-from vidtune.train.trainer import _Task
+from vidtune.runs.metrics import average_precision, best_f1_threshold, multilabel_metrics, tune_thresholds
+from vidtune.train.task import Task as _Task
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from vidtune.data.sample import write_sample_dataset
 from vidtune.errors import DatasetError
 from vidtune.io import open_video, probe
 from vidtune.models.backbones import PretrainedConfig
-from vidtune.train.features import ClipDataset, Sampling
+from vidtune.runs.features import ClipDataset, Sampling
 
 TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "3", "--epochs", "2", "--workers", "1"]
 CFG = PretrainedConfig(input_size=32, crop_pct=0.875)  # decoded at short side 36, cropped to 32

@@ -26,7 +26,7 @@ from vidtune.data.manifest import load_dataset
 from vidtune.data.sampling import clip_span
 from vidtune.errors import DatasetError, VideoDecodeError, VidtuneError
 from vidtune.io import open_video, probe
-from vidtune.train.features import Sampling
+from vidtune.runs.features import Sampling
 
 # -- manifests -------------------------------------------------------------------------------------
 # Text a user could type into a cell: any printable character, commas, quotes, unicode, inner spaces.
@@ -241,7 +241,7 @@ def test_decode_time_limit_raises_video_decode_error(tmp_path, monkeypatch):
 def test_slow_file_is_skipped_by_the_dataset_not_fatal(tmp_path, monkeypatch):
     from vidtune.data.manifest import VideoItem
     from vidtune.models.backbones import PretrainedConfig
-    from vidtune.train.features import ClipDataset
+    from vidtune.runs.features import ClipDataset
 
     path = write_indexed_video(tmp_path / "v.mp4", 30, h=32, w=48)
     monkeypatch.setenv("VIDTUNE_DECODE_TIMEOUT", "1e-9")

@@ -9,7 +9,7 @@ import torch
 
 from vidtune.cli.main import main
 from vidtune.data.sample import write_sample_dataset
-from vidtune.train.robustness import summarize
+from vidtune.runs.robustness import summarize
 
 TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "3", "--epochs", "2", "--workers", "1"]
 
@@ -47,13 +47,13 @@ def tiny_run(tmp_path_factory):
 
 def test_report_arithmetic_through_the_pipeline(tiny_run, monkeypatch):
     """Fake logits per pass: the report must turn them into exactly the expected cells, mPC and rPC."""
-    import vidtune.train.inference as inference
-    from vidtune.train.robustness import robustness_report
+    import vidtune.runs.inference as inference
+    from vidtune.runs.robustness import robustness_report
 
     calls = []
 
     def fake_run_clips(model, config, items, *, frame_op=None, **kw):
-        labels = config["labels"]
+        labels = config.labels
         truth = [labels.index(it.label) for it in items]
         calls.append(None if frame_op is None else frame_op.cache_id)
         # clean: all right. noise s1: first half right; s3: none right. blur: one clip fails to decode
@@ -116,8 +116,8 @@ def test_cli_json_table_and_heat_map(capsys, tiny_run, tmp_path):
 def test_corruptions_change_the_models_outputs(tiny_run):
     from vidtune.data.corruptions import get_corruption
     from vidtune.data.manifest import load_dataset
-    from vidtune.train.checkpoint import load_run
-    from vidtune.train.inference import run_clips
+    from vidtune.runs.inference import run_clips
+    from vidtune.runs.store import load_run
 
     model, config = load_run(tiny_run / "run")
     items = load_dataset(tiny_run / "test")[:3]

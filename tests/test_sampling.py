@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidtune.data.sampling import clip_span, segment_centres, segment_grid, segment_random
-from vidtune.train.features import Sampling
+from vidtune.runs.features import Sampling
 
 durations = st.floats(min_value=0.01, max_value=36_000, allow_nan=False)
 

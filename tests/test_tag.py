@@ -35,7 +35,8 @@ def make_run(path, labels, task="single_label", thresholds=None, background=None
     from vidtune.models.backbones import create_backbone
     from vidtune.models.classifier import VideoClassifier
     from vidtune.models.heads import create_head
-    from vidtune.train.checkpoint import save_config, save_weights
+    from vidtune.runs.config import RunConfig
+    from vidtune.runs.store import save_weights
 
     torch.manual_seed(seed)
     enc = create_backbone("test_efficientnet", pretrained=False)
@@ -53,7 +54,7 @@ def make_run(path, labels, task="single_label", thresholds=None, background=None
         config["background"] = background
     path.mkdir(parents=True, exist_ok=True)
     save_weights(model, path / "model.safetensors", run_id)
-    save_config(config, path / "config.json")
+    RunConfig.from_dict(config).save(path / "config.json")
     return path
 
 
@@ -278,8 +279,8 @@ def test_stream_pictures_equal_random_access_frames(scenes):
 
 def test_streaming_scores_equal_clip_by_clip_scores(run4, scenes):
     """The shared-grid path gives the logits run_clips gives for each window on its own."""
+    from vidtune.runs.store import load_run
     from vidtune.tag.tagger import TagOptions, _scores_by_clips, tag_video
-    from vidtune.train.checkpoint import load_run
 
     _, video = scenes
     model, config = load_run(run4)
@@ -347,8 +348,8 @@ def test_multilabel_run_tags_overlapping_segments_with_its_thresholds(tmp_path, 
 
 def test_eval_segments(tmp_path, run4, scenes, capsys):
     from vidtune.cli.main import main
+    from vidtune.runs.store import load_run
     from vidtune.tag.tagger import TagOptions, tag_video
-    from vidtune.train.checkpoint import load_run
 
     _, video = scenes
     run = run4
@@ -377,7 +378,7 @@ def test_memory_stays_bounded_on_a_long_video(tmp_path, run4):
         from tests.videos import write_video
         from pathlib import Path
         from vidtune.tag.tagger import TagOptions, tag_video
-        from vidtune.train.checkpoint import load_run
+        from vidtune.runs.store import load_run
         torch.set_num_threads(1)
         seconds, out, run = float(sys.argv[1]), Path(sys.argv[2]), sys.argv[4]
         fps = 4

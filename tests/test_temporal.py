@@ -9,7 +9,8 @@ import torch
 
 from vidtune.models import VideoClassifier, create_backbone, create_head
 from vidtune.models.temporal_shift import add_temporal_shift, residual_branches, temporal_shift
-from vidtune.train.checkpoint import assemble
+from vidtune.runs.config import ModelSpec
+from vidtune.runs.store import assemble
 
 HEADS = ("mean", "attention", "transformer")
 
@@ -116,7 +117,8 @@ def test_tsm_only_shifts_trainable_stages_when_asked():
 def test_assemble_rebuilds_a_saved_tsm_and_token_model():
     enc = create_backbone("test_resnet", pretrained=False)
     blocks = add_temporal_shift(enc, 4, 8)
-    cfg = {"temporal": "tsm", "frames": 4, "grid": 1, "tsm": {"fold_div": 8, "blocks": blocks}, "head": {}}
+    cfg = ModelSpec(backbone="test_resnet", temporal="tsm", frames=4, grid=1,
+                    tsm={"fold_div": 8, "blocks": blocks}, head={})
     model = assemble(enc, cfg, 3, shift=False).eval()
     again = assemble(create_backbone("test_resnet", pretrained=False), cfg, 3).eval()
     again.load_state_dict(model.state_dict())
@@ -126,7 +128,8 @@ def test_assemble_rebuilds_a_saved_tsm_and_token_model():
         torch.testing.assert_close(again(x), model(x))
     x = x[..., :64, :64]
     tok = assemble(create_backbone("test_efficientnet", pretrained=False),
-                   {"temporal": "transformer", "frames": 4, "grid": 2, "head": {"dim": 16, "depth": 1}}, 3)
+                   ModelSpec(backbone="test_efficientnet", temporal="transformer", frames=4, grid=2,
+                             head={"dim": 16, "depth": 1}), 3)
     assert tok(x).shape == (1, 3)
 
 
@@ -161,7 +164,7 @@ def _config(run):
 
 
 def test_transformer_on_space_time_tokens_trains_from_cached_features(capsys, tiny_data, tmp_path):
-    from vidtune.train.checkpoint import load_run
+    from vidtune.runs.store import load_run
 
     _train(capsys, tiny_data, "--out", tmp_path / "run", "--backbone", "test_efficientnet",
            "--temporal", "transformer", "--grid", "2", "--depth", "1", "--head-dim", "32")
@@ -195,7 +198,8 @@ def test_init_carries_weights_and_maps_a_different_label_set(capsys, tiny_data, 
 
     from safetensors.torch import load_file
 
-    from vidtune.train.trainer import TrainConfig, _build_from_run
+    from vidtune.train.build import _build_from_run
+    from vidtune.train.config import TrainConfig
 
     _train(capsys, tiny_data, "--out", tmp_path / "src", "--backbone", "test_efficientnet",
            "--temporal", "attention", "--head-dim", "32")
@@ -248,7 +252,7 @@ def test_shots_pick_k_per_class_nested_and_seeded():
 def test_clip_sampling_takes_consecutive_frames_at_the_weights_rate():
     import numpy as np
 
-    from vidtune.train.features import Sampling
+    from vidtune.runs.features import Sampling
 
     s = Sampling(2, "centre", clip_len=4, step=0.1)
     ts = s.timestamps(4.0, None, None)

@@ -5,14 +5,11 @@ import pytest
 import torch
 
 from vidtune.models import VideoClassifier, create_backbone, create_head
-from vidtune.train.features import ClipDataset, Sampling, clip_loader
-from vidtune.train.trainer import (
-    TrainConfig,
-    _backbone_param_groups,
-    _class_weights,
-    _epoch_order,
-    _lr_lambda,
-)
+from vidtune.runs.features import ClipDataset, Sampling, clip_loader
+from vidtune.train.config import TrainConfig
+from vidtune.train.end_to_end import backbone_param_groups as _backbone_param_groups
+from vidtune.train.fitter import lr_lambda as _lr_lambda
+from vidtune.train.task import _class_weights, _epoch_order
 
 
 def test_lr_warmup_then_cosine_to_zero():
@@ -93,11 +90,11 @@ def test_torchvision_stages_open_up_single_containers():
 def test_attention_head_width_is_validated():
     import pytest
 
-    from vidtune.errors import VidtuneError
-    from vidtune.train.trainer import _check_config
+    from vidtune.errors import ConfigError
 
-    with pytest.raises(VidtuneError, match="multiple of 4"):
-        _check_config(TrainConfig(temporal="attention", head_dim=30), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="multiple of 4") as exc:
+        TrainConfig(temporal="attention", head_dim=30)
+    assert exc.value.field == "head_dim"
 
 
 def test_facade_train_stays_callable_after_the_subpackage_is_imported(tmp_path):

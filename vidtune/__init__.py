@@ -1,7 +1,7 @@
 """vidtune: transfer learning for video analysis.
 
 The public facade: ``open_video``/``probe`` (I/O), ``train``/``evaluate``/``predict`` (classification),
-``load_run`` (rebuild a trained model), ``create_backbone`` (pretrained frame encoders).
+``load_run`` (rebuild a trained model with its validated :class:`RunConfig`), ``create_backbone`` (pretrained frame encoders).
 """
 
 __version__ = "0.1.0"
@@ -19,13 +19,13 @@ def __getattr__(name):  # lazy facade: `import vidtune` stays fast, torch loads 
 
         return getattr(trainer, name)
     if name in ("evaluate", "predict"):
-        from vidtune.train import inference
+        from vidtune.runs import inference
 
         return getattr(inference, name)
-    if name == "load_run":
-        from vidtune.train.checkpoint import load_run
+    if name in ("load_run", "RunConfig"):
+        from vidtune import runs
 
-        return load_run
+        return getattr(runs, name)
     if name == "create_backbone":
         from vidtune.models.backbones import create_backbone
 
@@ -37,5 +37,5 @@ def __getattr__(name):  # lazy facade: `import vidtune` stays fast, torch loads 
     raise AttributeError(f"module 'vidtune' has no attribute {name!r}")
 
 
-__all__ = ["VidtuneError", "open_video", "probe", "train", "TrainConfig", "evaluate", "predict", "load_run",
+__all__ = ["VidtuneError", "open_video", "probe", "train", "TrainConfig", "evaluate", "predict", "load_run", "RunConfig",
            "create_backbone", "write_sample_dataset"]

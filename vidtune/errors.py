@@ -36,3 +36,36 @@ class WeightsError(VidtuneError):
 
 class CheckpointError(VidtuneError):
     """A run directory or checkpoint is missing, foreign or tampered with."""
+
+
+class ConfigError(VidtuneError, ValueError):
+    """A configuration field has a value it cannot take.
+
+    The library speaks in field names (``grid``, ``stride``); the CLI shows the matching flag
+    (``--grid``) through :func:`vidtune.cli.flags.flag_for`. ``problem`` completes the sentence
+    "<field> ...", e.g. ``"must be between 1 and 7, got 9"``.
+    """
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
+
+
+class IndexStoreError(VidtuneError):
+    """An index folder is missing, damaged, or incompatible with the request."""
+
+
+IndexError_ = IndexStoreError  # the name it had in vidtune.index.store
+
+
+class ModelMismatchError(IndexStoreError):
+    """Vectors from another model (or other embedding parameters) than the index was built with."""
+
+
+class SampleDataError(VidtuneError, ValueError):
+    """Invalid arguments for :func:`vidtune.data.sample.write_sample_dataset` (a ``ValueError``)."""
+
+
+class SampleDataExistsError(VidtuneError, FileExistsError):
+    """The output folder already holds files and ``overwrite`` was not given."""

@@ -93,3 +93,8 @@ def stable_hash(obj) -> str:
     """Short hash of a JSON-serialisable object, independent of dict order."""
     text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def stable_int(text: str) -> int:
+    """A 32-bit integer from ``text`` that is the same in every process and Python version (seeds)."""
+    return int(stable_hash(text)[:8], 16)

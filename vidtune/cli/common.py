@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.console import err, fmt_pct, out
-from vidtune.errors import VidtuneError
+from vidtune.errors import ConfigError, VidtuneError
 
 
 def print_skipped(skipped: list[dict]) -> None:
@@ -56,10 +56,47 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def common_run_args(p: argparse.ArgumentParser) -> None:
+# -- options every command family shares, declared once ------------------------------------------------
+def output_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    """``--json`` (one JSON object on stdout) and, for commands with progress bars, ``-q``."""
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: cores - 1)")
+
+
+def cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def common_run_args(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that run a model over videos: device, workers, cache, output."""
+    device_arg(p)
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: cores - 1)")
+    cache_args(p)
+    output_args(p)
+
+
+# -- library field names -> the flags that set them ---------------------------------------------------------
+# The library raises ConfigError(field, problem); the CLI names the flag. A field not listed here is
+# shown as --field-with-dashes.
+FLAGS = {
+    "pretrained": "--no-pretrained", "motion_tokens": "--no-motion-tokens", "flip": "--no-flip",
+    "use_cache": "--no-cache", "k": "-k", "dropout": "dropout (no flag)", "tsm": "the run's tsm settings",
+    "labels": "the run's labels", "thresholds": "the run's thresholds", "task": "--task",
+}
+
+
+def flag_for(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def error_text(exc: VidtuneError) -> str:
+    """The message a user sees: a :class:`ConfigError` names the flag instead of the field."""
+    if isinstance(exc, ConfigError):
+        return f"{flag_for(exc.field)} {exc.problem}"
+    return str(exc)

@@ -15,8 +15,16 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import common_run_args, parse_size, print_metrics, print_skipped
+from vidtune.cli.common import (
+    common_run_args,
+    error_text,
+    output_args,
+    parse_size,
+    print_metrics,
+    print_skipped,
+)
 from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging
+from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
 log = logging.getLogger("vidtune.cli")
@@ -90,7 +98,7 @@ def cmd_sample_data(args) -> int:
 
 
 def _train_config(args):
-    from vidtune.train.trainer import TrainConfig
+    from vidtune.train.config import TrainConfig
 
     return TrainConfig(
         backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained, temporal=args.temporal,
@@ -145,7 +153,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from vidtune.train.inference import evaluate
+    from vidtune.runs.inference import evaluate
 
     result = evaluate(args.run, args.data, split=args.split, device=args.device, cache_dir=args.cache_dir,
                       use_cache=not args.no_cache, workers=args.workers, progress=RichProgress(not args.quiet))
@@ -162,7 +170,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from vidtune.train.inference import predict
+    from vidtune.runs.inference import predict
 
     result = predict(args.run, args.videos, k=args.k, device=args.device, cache_dir=args.cache_dir,
                      use_cache=not args.no_cache, workers=args.workers, progress=RichProgress(not args.quiet))
@@ -234,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="probe videos: duration, fps (variable?), frames, size, rotation, audio")
     p.add_argument("videos", nargs="+", type=Path)
     p.add_argument("--fast", action="store_true", help="header only: skip the packet scan (frame count, VFR)")
-    p.add_argument("--json", action="store_true")
+    output_args(p, quiet=False)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("sample-data", help="write the built-in labelled sample dataset of real encoded videos")
@@ -251,14 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest class size ratio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the clips of an earlier run in OUT")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    output_args(p)
     p.set_defaults(func=cmd_sample_data)
 
     p = sub.add_parser("train", help="train a video classifier on a folder per class or a CSV/JSONL manifest")
     p.add_argument("data", type=Path, help="folder with one sub-folder per class, or a .csv/.jsonl manifest")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--backbone", default="efficientnet_lite0",
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
                    help="registered name (offline), any timm model, or tv/<torchvision model>")
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or state dict) for the backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation (baseline)")
@@ -330,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list backbones (registered offline ones; --all for every name)")
     p.add_argument("--all", action="store_true")
-    p.add_argument("--json", action="store_true")
+    output_args(p, quiet=False)
     p.set_defaults(func=cmd_backbones)
 
     for module in COMMAND_MODULES:
@@ -345,9 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VidtuneError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        text = error_text(exc)
+        err.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False)
         if getattr(args, "json", False):  # scripts reading stdout get a parseable answer too
-            print_json({"error": str(exc)})
+            print_json({"error": text})
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

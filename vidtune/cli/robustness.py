@@ -13,7 +13,7 @@ from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 
 def cmd_robustness(args) -> int:
     from vidtune.data.corruptions import parse_corruptions, parse_severities
-    from vidtune.train.robustness import robustness_report
+    from vidtune.runs.robustness import robustness_report
 
     names = parse_corruptions(args.corruptions)
     levels = parse_severities(args.severities)

@@ -8,15 +8,16 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import print_skipped
+from vidtune.cli.common import cache_args, device_arg, output_args, print_skipped
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
 
 def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)
     g = p.add_argument_group("embedding model")
-    g.add_argument("--backbone", default=d("efficientnet_lite0"),
+    g.add_argument("--backbone", default=d(DEFAULT_BACKBONE),
                    help="frame encoder: registered name (offline), timm model or tv/<torchvision model>")
     g.add_argument("--weights", default=None, help="local weights file for the backbone")
     g.add_argument("--no-pretrained", action="store_true", help="random initialisation (a baseline)")
@@ -28,25 +29,22 @@ def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
 
 
 def _device_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    device_arg(p)
+    cache_args(p)
+    output_args(p)
 
 
-def _config(args, base=None):
+def _options(args) -> dict:
+    """The embedding options given on the command line (None: not given)."""
+    opts = {name: getattr(args, name, None) for name in ("backbone", "weights", "run", "window", "stride", "fps", "tta")}
+    opts["pretrained"] = False if getattr(args, "no_pretrained", False) else None
+    return opts
+
+
+def _config(args):
     from vidtune.index.embed import EmbedConfig
 
-    base = base or EmbedConfig()
-    kw = {}
-    for name in ("backbone", "weights", "run", "window", "stride", "fps", "tta"):
-        v = getattr(args, name, None)
-        if v is not None:
-            kw[name] = v
-    if getattr(args, "no_pretrained", False):
-        kw["pretrained"] = False
-    return EmbedConfig(**{**base.to_dict(), **kw})
+    return EmbedConfig().with_options(**_options(args))
 
 
 def _common(args) -> dict:
@@ -56,7 +54,7 @@ def _common(args) -> dict:
 # -- embed ------------------------------------------------------------------------------------------
 def cmd_embed(args) -> int:
     from vidtune.index.embed import Embedder, embed_videos, save_embeddings
-    from vidtune.train.inference import expand_video_args
+    from vidtune.runs.inference import expand_video_args
 
     paths = expand_video_args(args.videos)
     emb = Embedder(_config(args), **_common(args))
@@ -104,17 +102,8 @@ def cmd_index_build(args) -> int:
 def cmd_index_add(args) -> int:
     from vidtune.index.search import add_to_index
 
-    stated = any(getattr(args, n) is not None for n in ("backbone", "weights", "run", "window", "stride", "fps", "tta"))
-    config = None
-    if stated or args.no_pretrained:
-        from vidtune.index.search import VideoIndex, embedder_for_index
-
-        with VideoIndex.open(args.index) as ix:  # missing options default to the index's own
-            base = embedder_for_index(ix, **_common(args)).config
-        if args.backbone or args.weights:
-            base = type(base)(**{**base.to_dict(), "run": None})
-        config = _config(args, base)
-    result = add_to_index(args.index, args.videos, config, progress=RichProgress(not args.quiet), **_common(args))
+    result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
+                          **_common(args))
     if args.json:
         print_json(result)
     else:
@@ -265,12 +254,12 @@ def register(sub) -> None:
     q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+")
-    q.add_argument("--json", action="store_true")
+    output_args(q, quiet=False)
     q.set_defaults(func=cmd_index_remove)
     q = isub.add_parser("info", help="size, model and parameters of an index")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("--videos", action="store_true", help="also list every video")
-    q.add_argument("--json", action="store_true")
+    output_args(q, quiet=False)
     q.set_defaults(func=cmd_index_info)
 
     p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")

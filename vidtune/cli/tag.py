@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from vidtune.cli.common import device_arg, output_args
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
-from vidtune.errors import VideoDecodeError, VidtuneError
+from vidtune.errors import VidtuneError
 
 
 def _seconds(text: str) -> float:
@@ -37,40 +38,22 @@ def _tag_args(p: argparse.ArgumentParser) -> None:
                    help="label left out of segments (default: the run's background label, if any)")
     g.add_argument("--min-score", type=float, default=0.0,
                    help="single-label: windows whose top score is below this count as background")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    device_arg(p)
+    output_args(p)
 
 
 def _options(args):
     from vidtune.tag.tagger import TagOptions
 
-    if args.stride <= 0:
-        raise VidtuneError("--stride must be more than 0 seconds")
-    if args.window is not None and args.window <= 0:
-        raise VidtuneError("--window must be more than 0 seconds")
     return TagOptions(window=args.window, stride=args.stride, smooth=args.smooth, min_segment=args.min_segment,
                       snap=args.snap, background=args.background, min_score=args.min_score)
 
 
 def _tag_all(args, videos):
     """Tag every video; unreadable ones come back as ``{"path", "error"}``."""
-    from vidtune.tag.tagger import tag_video
-    from vidtune.train.checkpoint import load_run
-    from vidtune.train.inference import expand_video_args
-    from vidtune.train.trainer import resolve_device
+    from vidtune.tag.tagger import tag_videos
 
-    opts = _options(args)
-    model, config = load_run(args.run)
-    device = resolve_device(args.device)
-    progress = RichProgress(not args.quiet)
-    results, errors = [], []
-    for path in expand_video_args(videos):
-        try:
-            results.append(tag_video(model, config, path, opts, device=device, progress=progress))
-        except VideoDecodeError as exc:  # one unreadable video never stops the others
-            errors.append({"path": str(path), "error": exc.reason})
-    return results, errors
+    return tag_videos(args.run, videos, _options(args), device=args.device, progress=RichProgress(not args.quiet))
 
 
 def _per_video_path(target: Path, video: str, suffix: str, many: bool) -> Path:
@@ -150,7 +133,7 @@ def cmd_shots(args) -> int:
     from vidtune.tag.shots import ShotConfig, detect_shots
 
     cfg = ShotConfig(cut_threshold=args.threshold, min_shot=args.min_shot)
-    from vidtune.train.inference import expand_video_args
+    from vidtune.runs.inference import expand_video_args
 
     results, failed = [], 0
     for path in expand_video_args(args.videos):
@@ -240,7 +223,7 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.25,
                    help="least frame change for a boundary (histogram + block luma; default 0.25)")
     p.add_argument("--min-shot", type=_seconds, default=0.6, help="shortest shot in seconds (default 0.6)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    output_args(p, quiet=False)
     p.set_defaults(func=cmd_shots)
 
     p = sub.add_parser("eval-segments",

@@ -1,6 +1,6 @@
 """Video corruptions at five severities, for robustness evaluation and robust training.
 
-Each corruption is a :class:`vidtune.train.features.FrameOp`: it gets the decoded uint8 frames
+Each corruption is a :class:`vidtune.runs.features.FrameOp`: it gets the decoded uint8 frames
 ``(T, H, W, 3)`` of one clip, their times in seconds and a random generator, and returns frames of the
 same shape. Temporal corruptions (``frame_drop``, ``frame_rate``) instead change *which* frames are
 decoded through ``retime(ts, duration, rng)``. Everything is deterministic given the generator and
@@ -142,7 +142,7 @@ def line_kernel(length: float, angle_deg: float) -> np.ndarray:
 class Corruption:
     """Base class: one corruption at one severity (1-5), seeded.
 
-    ``__call__(frames, times, rng)`` is the :class:`~vidtune.train.features.FrameOp` interface;
+    ``__call__(frames, times, rng)`` is the :class:`~vidtune.runs.features.FrameOp` interface;
     ``apply(frames, times=None)`` runs it with only the op's own seed.
     """
 
@@ -484,7 +484,7 @@ class RandomCorruption:
     """Training augmentation: per clip, with probability ``p``, one corruption drawn uniformly from
     ``names`` at a severity drawn uniformly from ``severities``; otherwise the clip stays clean.
 
-    A :class:`~vidtune.train.features.FrameOp`. The choice depends only on the ``rng`` handed in
+    A :class:`~vidtune.runs.features.FrameOp`. The choice depends only on the ``rng`` handed in
     (and ``seed``), so ``retime`` and ``__call__`` of one clip agree, and the same clip, epoch and
     seed give the same corruption in any worker process.
     """

@@ -45,7 +45,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidtune.errors import VidtuneError
+from vidtune.errors import SampleDataError, SampleDataExistsError
 
 __all__ = [
     "DESIGNS",
@@ -71,14 +71,6 @@ _CODECS = {
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
 _SEED_SALT = 0x5EED_DA7A  # namespaces the sample-data random streams
 _BT601, _LIMITED_RANGE = 6, 1  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG (the frames are BT.601 "TV" range)
-
-
-class SampleDataError(VidtuneError, ValueError):
-    """Invalid arguments for :func:`write_sample_dataset` (a ``ValueError``)."""
-
-
-class SampleDataExistsError(VidtuneError, FileExistsError):
-    """The output folder already holds files and ``overwrite`` was not given."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ features inside its window. Overlapping windows therefore share the decoding and
 work: with a 2 s window and 1 s stride every frame is decoded once instead of twice.
 
 Run path (``run=RUN_DIR``): each segment is a clip given to
-:func:`vidtune.train.inference.run_clips` (``output="embedding"``), i.e. the run's fine-tuned
+:func:`vidtune.runs.inference.run_clips` (``output="embedding"``), i.e. the run's fine-tuned
 backbone and its temporal head's pooled vector.
 
 Per-frame features of the backbone path are cached in the feature cache, keyed by the video's
@@ -21,11 +21,16 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from vidtune.errors import VidtuneError
+from vidtune.defaults import DEFAULT_BACKBONE
+from vidtune.errors import ConfigError, VidtuneError
+
+if TYPE_CHECKING:
+    from vidtune.runs.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class EmbedConfig:
             twice the backbone work), ``none`` uses the frame alone.
     """
 
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
     pretrained: bool = True
     run: str | None = None
@@ -66,12 +71,24 @@ class EmbedConfig:
         for name in ("window", "stride", "fps"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise VidtuneError(f"--{name} must be a positive number of seconds/frames, got {v!r}")
+                raise ConfigError(name, f"must be a positive number of seconds/frames, got {v!r}")
         if self.stride > self.window:
-            raise VidtuneError(f"--stride ({self.stride} s) must not exceed --window ({self.window} s): "
-                               "parts of the video would have no segment")
+            raise ConfigError("stride", f"({self.stride} s) must not exceed the window ({self.window} s): "
+                                        "parts of the video would have no segment")
         if self.tta not in TTA_MODES:
-            raise VidtuneError(f"--tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+            raise ConfigError("tta", f"must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+
+    def with_options(self, **options) -> EmbedConfig:
+        """This config with the given fields changed; ``None`` values keep this config's. Naming a
+        backbone or weights file drops a ``run`` (it would override them)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = set(given) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], "is not an embedding option")
+        base = self.to_dict()
+        if given.get("backbone") or given.get("weights"):
+            base["run"] = None
+        return EmbedConfig(**{**base, **given})
 
     def params(self) -> dict:
         """What makes two embeddings comparable besides the weights (stored in an index)."""
@@ -156,16 +173,16 @@ class Embedder:
 
     def __init__(self, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
                  use_cache: bool = True):
-        from vidtune.train.features import open_cache
-        from vidtune.train.trainer import resolve_device
+        from vidtune.runs.device import resolve_device
+        from vidtune.runs.features import open_cache
 
         self.config = config or EmbedConfig()
         self.device = resolve_device(device)
         self.cache = open_cache(cache_dir, use_cache)
-        self.run_config: dict | None = None
+        self.run_config: RunConfig | None = None
         self.model = None
         if self.config.run:
-            from vidtune.train.checkpoint import load_run
+            from vidtune.runs.store import load_run
 
             self.model, self.run_config = load_run(self.config.run)
             self.encoder = self.model.encoder
@@ -184,8 +201,8 @@ class Embedder:
 
     def prepare_many(self) -> None:
         """About to embed many frames: use the traced, frozen TorchScript encoder on CPU (about 1.6x
-        faster, a second to build; see ``vidtune.train.features.inference_encoder``)."""
-        from vidtune.train.features import inference_encoder
+        faster, a second to build; see ``vidtune.runs.features.inference_encoder``)."""
+        from vidtune.runs.features import inference_encoder
 
         if self._net is None and self.model is None and getattr(self.encoder, "clip_len", 1) == 1:
             self._net = inference_encoder(self.encoder, self.device, 1 << 20)
@@ -195,8 +212,8 @@ class Embedder:
     def model_id(self) -> str:
         """Identity of the weights that make the vectors: an index refuses vectors from any other."""
         if self.run_config is not None:
-            head = self.run_config.get("model", {}).get("temporal", "?")
-            return f"run:{self.run_config.get('run_id', '?')}:{self.encoder.fingerprint()}:{head}"
+            head = self.run_config.model.temporal
+            return f"run:{self.run_config.run_id or '?'}:{self.encoder.fingerprint()}:{head}"
         return f"{self.encoder.name}:{self.encoder.fingerprint()}"
 
     @property
@@ -211,7 +228,7 @@ class Embedder:
     @property
     def dim(self) -> int:
         if self.model is not None:
-            frames = int(self.run_config["model"]["frames"])
+            frames = self.run_config.frames
             with torch.no_grad():
                 x = torch.zeros(1, frames, self.encoder.num_features, device=self.device)
                 return int(self.model.head.eval().to(self.device).pool(x).shape[-1])
@@ -225,7 +242,7 @@ class Embedder:
         Centre crop, normalise, backbone (plus the mirrored frame with ``tta='flip'``), L2-normalise.
         """
         from vidtune.data.transforms import centre_crop
-        from vidtune.train.features import autocast
+        from vidtune.runs.features import autocast
 
         net = net or self._net or self.encoder
         crops = centre_crop(frames, self.encoder.cfg.input_size)
@@ -248,7 +265,7 @@ class Embedder:
     def _frame_features(self, path: Path, digest: str, ts: np.ndarray, info_duration: float) -> np.ndarray:
         from vidtune.data.transforms import transform_id
         from vidtune.io import open_video
-        from vidtune.train.features import inference_encoder, precision
+        from vidtune.runs.features import inference_encoder, precision
         from vidtune.utils import stable_hash
 
         key = None
@@ -306,7 +323,7 @@ class Embedder:
     def _run_segments(self, path: Path, spans) -> np.ndarray:
         from vidtune.data.manifest import VideoItem
         from vidtune.errors import VideoDecodeError
-        from vidtune.train.inference import run_clips
+        from vidtune.runs.inference import run_clips
 
         items = [VideoItem(path=path, label="", start=a, end=b) for a, b in spans]
         out, skipped = run_clips(self.model, self.run_config, items, device=self.device, output="embedding",
@@ -321,7 +338,7 @@ class Embedder:
         """Video (3D) backbones: each segment is one clip around its centre, through the cached feature path."""
         from vidtune.data.manifest import VideoItem
         from vidtune.errors import VideoDecodeError
-        from vidtune.train.features import Sampling, extract_features
+        from vidtune.runs.features import Sampling, extract_features
 
         items = [VideoItem(path=path, label="", start=a, end=b) for a, b in spans]
         feats, skipped = extract_features(self.encoder, items, Sampling(1, "centre"), device=self.device,
@@ -352,7 +369,7 @@ class Embedder:
                                "query with a video or use an index built with an image backbone")
         if self.model is None:
             return self.embed_frames(arr[None])[0]
-        frames = int(self.run_config["model"]["frames"])
+        frames = self.run_config.frames
         raw = self._raw_frame_features(arr[None])  # (1, D): what the run's head was trained on
         with torch.no_grad():
             pooled = self.model.head.eval().to(self.device).pool(raw[None].expand(1, frames, -1))

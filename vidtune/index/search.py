@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import VidtuneError
+from vidtune.defaults import DEFAULT_BACKBONE
+from vidtune.errors import IndexError_, ModelMismatchError, VidtuneError
 from vidtune.index.align import align
 from vidtune.index.embed import EmbedConfig, Embedder, embed_videos, is_image_path
-from vidtune.index.store import IndexError_, ModelMismatchError, VideoIndex
+from vidtune.index.store import VideoIndex
 from vidtune.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def _display_path(p) -> str:
 
 
 def _expand(videos) -> list[Path]:
-    from vidtune.train.inference import expand_video_args
+    from vidtune.runs.inference import expand_video_args
 
     return expand_video_args(videos)
 
@@ -44,7 +45,7 @@ def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use
     """Rebuild the model an index was made with, and check it still is that model."""
     desc = ix.meta("model") or {}
     params = ix.params
-    cfg = EmbedConfig(backbone=desc.get("backbone") or "efficientnet_lite0", weights=desc.get("weights"),
+    cfg = EmbedConfig(backbone=desc.get("backbone") or DEFAULT_BACKBONE, weights=desc.get("weights"),
                       pretrained=bool(desc.get("pretrained", True)), run=desc.get("run"),
                       window=params["window"], stride=params["stride"], fps=params.get("fps", 2.0),
                       tta=params.get("tta", "flip"))
@@ -57,15 +58,18 @@ def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use
 
 
 def add_to_index(index_dir, videos, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
-                 use_cache: bool = True, progress: Progress | None = None) -> dict:
+                 use_cache: bool = True, progress: Progress | None = None, options: dict | None = None) -> dict:
     """Add new or changed ``videos``; files already indexed with the same content are not embedded again.
 
     ``config`` (optional) states the model the caller expects; an index built with another model
-    refuses it instead of mixing vectors.
+    refuses it instead of mixing vectors. ``options`` states only some of its fields (``None``
+    values are not stated); the others default to the index's own.
     """
     paths = _expand(videos)
     with VideoIndex.open(index_dir) as ix:
         embedder = embedder_for_index(ix, device, cache_dir, use_cache)
+        if config is None and options and any(v is not None for v in options.values()):
+            config = embedder.config.with_options(**options)
         if config is not None:
             wanted = Embedder(config, device=device, cache_dir=cache_dir, use_cache=use_cache)
             ix.check_compatible(wanted.model_id, wanted.config.params())

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import VidtuneError
+from vidtune.errors import IndexError_, ModelMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ FORMAT = "vidtune-index"
 VERSION = 1
 KINDS = ("flat", "hnsw")
 DB_NAME = "index.sqlite"
-
-
-class IndexError_(VidtuneError):
-    """An index folder is missing, damaged, or incompatible with the request."""
-
-
-class ModelMismatchError(IndexError_):
-    """Vectors from another model (or other embedding parameters) than the index was built with."""
 
 
 def _faiss():

