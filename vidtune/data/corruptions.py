@@ -31,7 +31,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from vidtune.errors import VidtuneError
+from vidtune.errors import ConfigError, VidtuneError
 
 log = logging.getLogger(__name__)
 
@@ -471,10 +471,10 @@ def parse_severities(text: str | None) -> list[int]:
             elif part:
                 out.add(int(part))
     except ValueError:
-        raise VidtuneError(f"--severities must look like 1,2,3 or 1-5, got {text!r}") from None
+        raise ConfigError("severities", f"must look like 1,2,3 or 1-5, got {text!r}") from None
     bad = sorted(s for s in out if s not in SEVERITIES)
     if bad or not out:
-        raise VidtuneError(f"--severities must be between 1 and 5, got {text!r}")
+        raise ConfigError("severities", f"must be between 1 and 5, got {text!r}")
     return sorted(out)
 
 

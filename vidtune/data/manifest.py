@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import DatasetError
+from vidtune.errors import ConfigError, DatasetError
 from vidtune.io.base import is_video_path
 
 VIDEO_EXTENSIONS_SHOWN = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -248,7 +248,7 @@ def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> 
             out["train"], out["val"] = rest["train"], rest["val"]
         return out
     if not 0 <= val_fraction < 1:
-        raise DatasetError(f"--val-split must be in [0, 1), got {val_fraction}")
+        raise ConfigError("val_split", f"must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     freq = Counter(lab for it in items for lab in parse_labels(it.label))
     by_class: dict[str, list[VideoItem]] = defaultdict(list)

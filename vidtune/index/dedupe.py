@@ -13,7 +13,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from vidtune.errors import DatasetError, VidtuneError
+from vidtune.errors import ConfigError, DatasetError
 from vidtune.progress import NullProgress, Progress
 
 POLICIES = ("drop", "same-split")
@@ -26,7 +26,7 @@ def find_duplicates(index_dir, threshold: float = 0.8, device: str = "auto", cac
 
     progress = progress or NullProgress()
     if not -1.0 <= threshold <= 1.0:
-        raise VidtuneError(f"--threshold is a similarity between -1 and 1, got {threshold}")
+        raise ConfigError("threshold", f"is a similarity between -1 and 1, got {threshold}")
     pairs: dict[tuple[int, int], dict] = {}
     with Searcher(index_dir, device, cache_dir, use_cache) as s:
         videos = s.ix.videos()
@@ -104,10 +104,10 @@ def write_dedup_manifest(data, out, groups: list[list[str]], policy: str = "drop
     from vidtune.utils import atomic_write_text
 
     if policy not in POLICIES:
-        raise VidtuneError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        raise ConfigError("policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".jsonl"):
-        raise VidtuneError(f"--write-manifest {out}: use a .csv or .jsonl file name")
+        raise ConfigError("write_manifest", f"{out}: use a .csv or .jsonl file name")
     items = load_dataset(data)
     group_of: dict[str, int] = {}
     for g, members in enumerate(groups):

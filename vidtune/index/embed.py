@@ -418,7 +418,7 @@ def save_embeddings(out_dir, embs: list[VideoEmbedding], model_id: str, params: 
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise VidtuneError(f"--out {out} exists and is not a folder")
+        raise ConfigError("out", f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     dim = embs[0].segments.shape[1] if embs else 0
     seg = np.concatenate([e.segments for e in embs]) if embs else np.zeros((0, dim), np.float32)

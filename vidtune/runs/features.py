@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sampling import clip_span, segment_centres, segment_grid, segment_random
 from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop, transform_id
-from vidtune.errors import VidtuneError
+from vidtune.errors import ConfigError, VidtuneError
 from vidtune.io import open_video
 from vidtune.models.backbones import FrameEncoder, PretrainedConfig
 from vidtune.progress import NullProgress, Progress
@@ -175,7 +175,7 @@ def open_cache(cache_dir, enabled: bool = True) -> FeatureCache | None:
         return None
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     if root.exists() and not root.is_dir():
-        raise VidtuneError(f"--cache-dir {root} exists and is not a folder; pick a folder or use --no-cache")
+        raise ConfigError("cache_dir", f"{root} exists and is not a folder; pick a folder or turn the cache off")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

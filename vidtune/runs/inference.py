@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, stratified_split, walk_videos
-from vidtune.errors import DatasetError
+from vidtune.errors import ConfigError, DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.config import RunConfig
 from vidtune.runs.device import resolve_device
@@ -76,7 +76,7 @@ def select_split(items: list[VideoItem], split: str | None, config: RunConfig | 
     if split == "all":
         return items
     if split not in SPLITS:
-        raise DatasetError(f"--split must be one of {', '.join(SPLITS)} or all, got {split!r}")
+        raise ConfigError("split", f"must be one of {', '.join(SPLITS)} or all, got {split!r}")
     train_cfg = config.train if config is not None else {}
     chosen = stratified_split(items, float(train_cfg.get("val_split", 0.2)), int(train_cfg.get("seed", 0)))[split]
     if not chosen:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtune.data.manifest import VideoItem, is_multilabel, item_labels
-from vidtune.errors import DatasetError
+from vidtune.errors import ConfigError, DatasetError
 from vidtune.runs.metrics import classification_metrics, multilabel_metrics
 from vidtune.train.config import TrainConfig
 
@@ -170,6 +170,6 @@ def task_for(items: list[VideoItem], cfg: TrainConfig, data) -> Task:
         if len(labels) < 2:
             raise DatasetError(f"{data}: need at least 2 classes to train a classifier, found {labels}")
         if cfg.background is not None and cfg.background not in labels:
-            raise DatasetError(f"--background {cfg.background!r} is not a class of {data}; its classes are: "
+            raise ConfigError("background", f"{cfg.background!r} is not a class of {data}; its classes are: "
                                f"{', '.join(labels[:20])}")
     return Task(multilabel, labels, cfg.background, cfg.label_smoothing)

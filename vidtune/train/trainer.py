@@ -197,7 +197,7 @@ def few_shot(items: list[VideoItem], shots: int, seed: int) -> list[VideoItem]:
 def _prepare_out(out: Path) -> None:
     """Fail before hours of work, not after: the run folder must be creatable and writable."""
     if out.exists() and not out.is_dir():
-        raise VidtuneError(f"--out {out} exists and is not a folder; choose a folder path for the run")
+        raise ConfigError("out", f"{out} exists and is not a folder; choose a folder path for the run")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".vidtune-write-test"

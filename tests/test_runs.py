@@ -1,0 +1,147 @@
+"""The runs layer: typed run config, old run folders, layering, field errors shown as flags."""
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vidtune.errors import CheckpointError, ConfigError
+from vidtune.runs.config import ModelSpec, RunConfig
+
+OLD_RUN = Path(__file__).parent / "data" / "run_v0_1"  # written by vidtune 0.1.0 before the runs layer existed
+# `vidtune predict --json` of that run at the time it was written
+OLD_SCORES = {"ball_000.mp4": {"checkerboard": 0.628203, "ball": 0.371797},
+              "checkerboard_000.mp4": {"checkerboard": 0.625161, "ball": 0.374839}}
+
+
+def test_a_run_folder_written_before_the_runs_layer_loads_and_predicts_the_same(tmp_path):
+    from vidtune.runs.inference import predict
+    from vidtune.runs.store import load_run
+
+    model, config = load_run(OLD_RUN)
+    assert isinstance(config, RunConfig) and config.labels == ["ball", "checkerboard"]
+    assert config.task == "single_label" and not config.multilabel and config.frames == 3
+    assert config.model.temporal == "attention" and config.model.grid == 3 and config.views == 3
+    assert config.clip_seconds == 1.0
+    videos = sorted(OLD_RUN.glob("*.mp4"))
+    out = predict(OLD_RUN, videos, use_cache=False, workers=0)
+    for r in out["results"]:
+        want = OLD_SCORES[Path(r["path"]).name]
+        got = {p["label"]: p["score"] for p in r["predictions"]}
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_older_configs_without_task_grid_or_sampling(tmp_path):
+    raw = json.loads((OLD_RUN / "config.json").read_text())
+    raw["task"] = "single"  # what runs before multi-label support did not write or wrote this way
+    for key in ("sampling", "train"):
+        raw.pop(key)
+    raw["model"].pop("grid")
+    raw["model"]["temporal"] = "mean"
+    cfg = RunConfig.from_dict(raw)
+    assert cfg.task == "single_label" and cfg.model.grid == 1 and cfg.views is None and cfg.clip_seconds is None
+    assert cfg.label_thresholds() == [0.5, 0.5] and cfg.background_class is None
+
+
+def test_run_config_round_trips_and_writes_the_documented_shape(tmp_path):
+    cfg = RunConfig.read(OLD_RUN)
+    cfg.save(tmp_path / "config.json")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    old = json.loads((OLD_RUN / "config.json").read_text())
+    assert raw == old  # the same file, field for field
+    assert RunConfig.from_dict(raw) == cfg
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"thresholds": [0.5]}, "thresholds"),
+    ({"labels": ["a", "a"]}, "labels"),
+    ({"task": "regression"}, "task"),
+    ({"background": "nothing"}, "background"),
+])
+def test_a_damaged_config_is_one_clear_error_naming_the_file(tmp_path, change, fragment):
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    raw = json.loads((run / "config.json").read_text())
+    raw.update(change)
+    (run / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=fragment) as exc:
+        RunConfig.read(run)
+    assert "config.json" in str(exc.value)
+
+
+def test_model_spec_validates_itself():
+    with pytest.raises(ConfigError) as exc:
+        ModelSpec(backbone="x", temporal="lstm", frames=4)
+    assert exc.value.field == "temporal"
+    with pytest.raises(ConfigError) as exc:
+        ModelSpec(backbone="x", temporal="mean", frames=4, grid=9)
+    assert exc.value.field == "grid"
+
+
+def test_train_config_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
+    from vidtune.cli.main import main
+    from vidtune.train.config import TrainConfig
+
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig(grid=9)
+    assert exc.value.field == "grid" and "--" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig(lr=float("nan"))
+    assert exc.value.field == "lr"
+    code = main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--grid", "9", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "--grid must be between 1 and 7" in captured.err
+    assert json.loads(captured.out)["error"].startswith("--grid must be between 1 and 7")
+    code = main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--no-motion-tokens", "--epochs", "0"])
+    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("runs", ("vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("tag", ("vidtune.train", "vidtune.index", "vidtune.cli")),
+    ("index", ("vidtune.train", "vidtune.tag", "vidtune.cli")),
+    ("train", ("vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("models", ("vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("data", ("vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+])
+def test_layers_import_only_downwards(package, forbidden):
+    root = Path(__file__).parents[1] / "vidtune" / package
+    bad = sorted(f"{p.name}: {m}" for p in root.rglob("*.py") for m in _imports(p)
+                 if any(m == f or m.startswith(f + ".") for f in forbidden))
+    assert not bad, f"vidtune/{package} imports a layer above or beside it: {bad}"
+
+
+def test_every_user_facing_error_type_lives_in_errors_py():
+    root = Path(__file__).parents[1] / "vidtune"
+    stray = []
+    for p in root.rglob("*.py"):
+        if p.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith("Error") for b in node.bases):
+                stray.append(f"{p.relative_to(root)}: {node.name}")
+    assert not stray, stray
+
+
+def test_backbones_say_whether_they_support_a_token_grid():
+    from vidtune.models.backbones import ClipEncoder, create_backbone
+    from vidtune.train.build import default_grid
+
+    enc = create_backbone("test_efficientnet", pretrained=False)
+    assert enc.supports_grid and default_grid("attention", enc) == 3 and enc.grid == 1
+    assert ClipEncoder.supports_grid is False
+    assert default_grid("mean", enc) == 1
