@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from vidtune.data.manifest import load_dataset, stratified_split
+from vidtune.data.manifest import load_dataset
+from vidtune.data.splits import stratified_split
 from vidtune.errors import DatasetError
 
 

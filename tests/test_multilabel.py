@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tests.test_cli import TINY, run, run_json
-from vidtune.data.manifest import is_multilabel, item_labels, load_dataset, parse_labels, stratified_split
+from vidtune.data.manifest import is_multilabel, item_labels, load_dataset, parse_labels
 from vidtune.data.sample import write_sample_dataset
+from vidtune.data.splits import stratified_split
 from vidtune.errors import DatasetError
 from vidtune.runs.metrics import average_precision, best_f1_threshold, multilabel_metrics, tune_thresholds
 from vidtune.train.task import Task as _Task

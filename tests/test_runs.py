@@ -145,3 +145,33 @@ def test_backbones_say_whether_they_support_a_token_grid():
     assert enc.supports_grid and default_grid("attention", enc) == 3 and enc.grid == 1
     assert ClipEncoder.supports_grid is False
     assert default_grid("mean", enc) == 1
+
+
+def test_eval_reports_test_clips_the_run_trained_on(tmp_path, capsys):
+    """split.json records the training clips; eval names test clips that share a file or content."""
+    from vidtune.cli.main import main
+
+    data = tmp_path / "data"
+    for label, video in (("ball", "ball_000.mp4"), ("checkerboard", "checkerboard_000.mp4")):
+        (data / label).mkdir(parents=True)
+        for i in range(3):
+            shutil.copy(OLD_RUN / video, data / label / f"{i}.mp4")
+            with open(data / label / f"{i}.mp4", "ab") as fh:  # distinct contents, same pictures
+                fh.write(bytes([i]))
+    run = tmp_path / "run"
+    args = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "2", "--epochs", "1", "--workers", "0",
+            "-q", "--json"]
+    assert main(["train", str(data), "--out", str(run), *args]) == 0
+    capsys.readouterr()
+    record = json.loads((run / "split.json").read_text())
+    assert len(record["train"]) + len(record["val"]) == 6 and all(r["digest"] for r in record["train"])
+    test = tmp_path / "test"
+    (test / "ball").mkdir(parents=True)
+    shutil.copy(data / "ball" / "0.mp4", test / "ball" / "renamed_copy.mp4")  # same content, other name
+    shutil.copy(OLD_RUN / "ball_000.mp4", test / "ball" / "fresh.mp4")  # content the run never saw
+    assert main(["eval", str(run), str(test), "--workers", "0", "-q", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(Path(s["path"]).name, s["how"]) for s in out["shared_with_training"]] == [("renamed_copy.mp4", "same content")]
+    assert main(["eval", str(run), str(data), "--workers", "0", "-q", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["shared_with_training"]) == 6 and {s["how"] for s in out["shared_with_training"]} == {"same file"}

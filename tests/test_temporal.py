@@ -237,7 +237,7 @@ def test_init_carries_weights_and_maps_a_different_label_set(capsys, tiny_data, 
 
 def test_shots_pick_k_per_class_nested_and_seeded():
     from vidtune.data.manifest import VideoItem
-    from vidtune.train.trainer import few_shot
+    from vidtune.data.splits import few_shot
 
     items = [VideoItem(path=f"/v/{c}{i}.mp4", label=c) for c in "abc" for i in range(10)]
     two, four = few_shot(items, 2, 0), few_shot(items, 4, 0)

@@ -1,7 +1,8 @@
 """Datasets as lists of :class:`VideoItem`: from a folder per class or a CSV/JSONL manifest.
 
 Manifest columns: ``path,label`` required; ``split`` (train/val/test), ``start`` and ``end``
-(seconds) optional. Relative paths resolve against the manifest's folder. Several labels in one
+(seconds) and ``group`` (the source a clip shares with others: splits never divide a group; default:
+the file) optional. Relative paths resolve against the manifest's folder. Several labels in one
 cell are separated by ``|`` (multi-label tasks: see :func:`parse_labels`); in a multi-label manifest
 an empty cell means "no positive label".
 """
@@ -11,14 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from vidtune.errors import ConfigError, DatasetError
+from vidtune.errors import DatasetError
 from vidtune.io.base import is_video_path
 
 VIDEO_EXTENSIONS_SHOWN = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -66,9 +66,18 @@ class VideoItem:
     split: str | None = None
     start: float | None = None
     end: float | None = None
+    group: str | None = None  # clips of one source (a manifest's group column; default: the file)
 
     def key(self) -> tuple:
         return (str(self.path), self.start, self.end)
+
+    def sort_key(self) -> tuple:
+        """A total order (a whole-file row has no start: it sorts first)."""
+        return (str(self.path), -1.0 if self.start is None else self.start, -1.0 if self.end is None else self.end)
+
+    def group_key(self) -> str:
+        """The source this clip shares with others: its group, else its file (segments of one video)."""
+        return f"group:{self.group}" if self.group else f"file:{self.path}"
 
 
 def load_dataset(source, multilabel: bool | None = None) -> list[VideoItem]:
@@ -183,14 +192,18 @@ def _parse_row(row: dict, where: str, base: Path, notes: _Notes) -> VideoItem:
             times[k] = float(v)
         except (TypeError, ValueError):
             raise DatasetError(f"{where}: {k} must be a number of seconds, got {v!r}") from None
+        if not math.isfinite(times[k]):
+            raise DatasetError(f"{where}: {k} must be a finite number of seconds, got {v!r}")
         if times[k] < 0:
             raise DatasetError(f"{where}: {k} must be >= 0, got {v!r}")
     if times["start"] is not None and times["end"] is not None and times["end"] <= times["start"]:
         raise DatasetError(f"{where}: end ({times['end']}) must be after start ({times['start']})")
+    group = row.get("group")
+    group = None if group is None or not str(group).strip() else str(group).strip()
     p = Path(path).expanduser()
     if not p.is_absolute():
         p = base / p
-    return VideoItem(path=p, label=label, split=split, start=times["start"], end=times["end"])
+    return VideoItem(path=p, label=label, split=split, start=times["start"], end=times["end"], group=group)
 
 
 def _read_text_lines(path: Path) -> list[str]:
@@ -232,42 +245,6 @@ def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
             raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
         items.append(_parse_row(row, f"{path}:{i}", path.parent, notes))
     return items
-
-
-def stratified_split(items: list[VideoItem], val_fraction: float, seed: int) -> dict[str, list[VideoItem]]:
-    """Train/val(/test) lists. A manifest's ``split`` column wins; otherwise a seeded stratified split.
-
-    Each class with at least two videos gets at least one validation video. Multi-label items are
-    stratified by their rarest label (items with none form their own group), so every label with
-    two or more videos reaches validation; for single-label data this is the plain per-class split.
-    """
-    if any(it.split for it in items):
-        out = {s: [it for it in items if (it.split or "train") == s] for s in SPLITS}
-        if not out["val"] and val_fraction > 0:
-            rest = stratified_split(out["train"], val_fraction, seed)
-            out["train"], out["val"] = rest["train"], rest["val"]
-        return out
-    if not 0 <= val_fraction < 1:
-        raise ConfigError("val_split", f"must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    freq = Counter(lab for it in items for lab in parse_labels(it.label))
-    by_class: dict[str, list[VideoItem]] = defaultdict(list)
-    for it in items:
-        labs = parse_labels(it.label)
-        key = it.label if len(labs) < 2 else min(labs, key=lambda lab: (freq[lab], lab))
-        by_class[key].append(it)
-    train, val = [], []
-    for label in sorted(by_class):
-        group = sorted(by_class[label], key=lambda it: it.key())
-        order = rng.permutation(len(group))
-        n_val = int(round(len(group) * val_fraction))
-        if val_fraction > 0 and len(group) >= 2:
-            n_val = min(max(n_val, 1), len(group) - 1)
-        else:
-            n_val = 0
-        val.extend(group[i] for i in order[:n_val])
-        train.extend(group[i] for i in order[n_val:])
-    return {"train": train, "val": val, "test": []}
 
 
 def label_counts(items: list[VideoItem]) -> Counter:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
-from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, stratified_split, walk_videos
+from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, walk_videos
+from vidtune.data.splits import stratified_split
 from vidtune.errors import ConfigError, DatasetError
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.config import RunConfig
 from vidtune.runs.device import resolve_device
 from vidtune.runs.features import extract_features, open_cache, sampling_for
+from vidtune.runs.leakage import shared_with_training
 from vidtune.runs.metrics import average_precision, classification_metrics, multilabel_metrics
 from vidtune.runs.store import load_run
+
+log = logging.getLogger(__name__)
 
 
 def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch.device, output: str = "logits",
@@ -112,6 +117,11 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     items = select_split(load_dataset(data, multilabel=multilabel or None), split, config)
     _check_labels(items, config)
     dev = resolve_device(device)
+    shared = [] if split in ("train", "val") else shared_with_training(run_dir, items, open_cache(cache_dir, use_cache))
+    if shared:
+        log.warning("%d of the %d evaluation clips were in the run's training or validation data (e.g. %s: %s as "
+                    "%s); the scores are optimistic. Evaluate on clips from other sources", len(shared), len(items),
+                    shared[0]["path"], shared[0]["how"], shared[0]["seen_as"])
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="eval features")
     if not out:
@@ -124,7 +134,8 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
             for lab in item_labels(items[i], config.background):
                 y[row, labels.index(lab)] = 1.0
         m = multilabel_metrics(logits, y, labels, config.label_thresholds())
-        return {"run": str(run_dir), "task": "multilabel", "labels": labels, **m, "skipped": skipped}
+        return {"run": str(run_dir), "task": "multilabel", "labels": labels, **m, "skipped": skipped,
+                "shared_with_training": shared}
     y = torch.tensor([labels.index(items[i].label) for i in idx])
     m = classification_metrics(logits, y, labels)
     probs = logits.softmax(-1)
@@ -132,7 +143,8 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     valid = [v for v in aps.values() if v == v]  # classes with positives (AP is NaN without)
     m["mAP"] = sum(valid) / len(valid) if valid else None
     m["per_class_ap"] = {lab: (v if v == v else None) for lab, v in aps.items()}
-    return {"run": str(run_dir), "task": "single_label", "labels": labels, **m, "skipped": skipped}
+    return {"run": str(run_dir), "task": "single_label", "labels": labels, **m, "skipped": skipped,
+            "shared_with_training": shared}
 
 
 def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, use_cache=True,

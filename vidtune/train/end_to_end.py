@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from vidtune.data.manifest import VideoItem
 from vidtune.data.transforms import Normalize
 from vidtune.models.classifier import VideoClassifier
 from vidtune.runs.device import amp_dtype, autocast
@@ -102,7 +103,7 @@ class EndToEndStrategy:
                     else:
                         skipped.append({"path": str(group[s["index"]].path), "reason": s["error"]})
                     bar.advance(1)
-            ok[name] = sorted(good, key=lambda it: it.key())
+            ok[name] = sorted(good, key=VideoItem.sort_key)
         return ok, skipped
 
     def _batches(self, ds: ClipDataset, order):

@@ -20,12 +20,14 @@ from pathlib import Path
 import torch
 
 import vidtune
-from vidtune.data.manifest import VideoItem, load_dataset, median_clip_seconds, stratified_split
+from vidtune.data.manifest import VideoItem, load_dataset, median_clip_seconds
+from vidtune.data.splits import few_shot, stratified_split
 from vidtune.errors import CheckpointError, ConfigError, VidtuneError
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.config import RunConfig
 from vidtune.runs.device import resolve_device
 from vidtune.runs.features import open_cache
+from vidtune.runs.leakage import SPLIT_FILE, split_record
 from vidtune.runs.metrics import tune_thresholds
 from vidtune.runs.store import save_weights
 from vidtune.train.build import build
@@ -35,7 +37,7 @@ from vidtune.train.fitter import Checkpointing
 from vidtune.train.linear import LinearStrategy
 from vidtune.train.plots import plot_confusion, plot_learning_curves
 from vidtune.train.task import Task, task_for
-from vidtune.utils import atomic_write_json, atomic_write_text, stable_hash, stable_int
+from vidtune.utils import atomic_write_json, atomic_write_text, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     config.save(out / "config.json")
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "skipped.json", skipped)
+    atomic_write_json(out / SPLIT_FILE, split_record(used, open_cache(cfg.cache_dir, cfg.use_cache)))
     _write_history(history, out / "history.csv")
     plot_learning_curves(history, out / "learning_curves.png")
     if len(val_y) and not task.multilabel:
@@ -173,25 +176,6 @@ def _checkpointing(out: Path, cfg: TrainConfig, task: Task, train_items: list[Vi
                               f"original arguments, or drop --resume to start over")
     ckpt.loaded = (tensors, state)
     return ckpt
-
-
-def few_shot(items: list[VideoItem], shots: int, seed: int) -> list[VideoItem]:
-    """``shots`` videos per class, a seeded choice that does not depend on the input order.
-
-    Choices are nested: the 4-shot set contains the 2-shot set, so a K sweep only adds videos.
-    """
-    by_class: dict[str, list[VideoItem]] = {}
-    for it in sorted(items, key=lambda it: it.key()):
-        by_class.setdefault(it.label, []).append(it)
-    chosen = []
-    for label, group in sorted(by_class.items()):
-        rng = torch.Generator().manual_seed(seed * 1_000_003 + stable_int(label))
-        perm = torch.randperm(len(group), generator=rng).tolist()
-        if len(group) < shots:
-            log.warning("class %r has only %d training videos (--shots %d); using all of them", label, len(group), shots)
-        chosen += [group[i] for i in perm[:shots]]
-    return chosen
-
 
 
 def _prepare_out(out: Path) -> None:
