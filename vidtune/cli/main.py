@@ -105,6 +105,7 @@ def _train_config(args):
         frames=args.frames, strategy=args.strategy, unfreeze=args.unfreeze, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         val_split=args.val_split, seed=args.seed, device=args.device, balance=args.balance, patience=args.patience,
+        min_steps=args.min_steps, select=args.select, ema=args.ema,
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         grid=args.grid, depth=args.depth, motion_tokens=not args.no_motion_tokens, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
@@ -299,8 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--val-split", type=float, default=0.2, help="held-out fraction per class (no split column)")
-    p.add_argument("--balance", default="loss", help="loss (class weights) | sampler | none")
+    p.add_argument("--balance", default="loss",
+                   help="loss (class weights) | sampler (class-balanced sampling) | logit_adjust (the loss sees "
+                        "logits + log class prior; predictions use the raw logits) | none")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--min-steps", type=int, default=0,
+                   help="at least this many optimiser steps: more epochs when the data is tiny, and no early "
+                        "stop before them")
+    p.add_argument("--select", default="accuracy",
+                   help="weights kept: accuracy (best validation mean class accuracy / mAP, then loss) | loss "
+                        "(lowest smoothed validation loss) | last (the last epoch's)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="evaluate and keep an exponential moving average of the weights with this decay "
+                        "(e.g. 0.99; 0: off)")
     p.add_argument("--views", type=int, default=3, help="linear: cached temporal offsets per segment")
     p.add_argument("--task", default="auto",
                    help="single_label | multilabel (sigmoid + BCE, per-class thresholds tuned on validation); "
