@@ -96,3 +96,25 @@ def test_logit_adjustment_adds_the_log_prior_in_training_only():
     prior = torch.tensor([0.9, 0.1]).log()
     torch.testing.assert_close(task.train_loss(logits, target), task.loss(logits + prior, target))
     assert task.train_loss(logits, target) != task.loss(logits, target)
+
+
+def test_time_reversal_plays_paired_clips_backwards_with_the_partner_label():
+    from vidtune.errors import ConfigError
+
+    labels = ["backward", "forward", "still"]
+    cfg = TrainConfig(reverse_pairs="forward:backward")
+    task = Task(False, labels, None, 0.0)
+    task.set_reversal(cfg.reverse_map(labels))
+    x = torch.arange(64 * 4, dtype=torch.float32).reshape(64, 4, 1)  # (B, T, D): frame index order per clip
+    y = torch.tensor([0, 1, 2, 1] * 16)
+    xr, yr = task.time_reverse(x, y, torch.Generator().manual_seed(0))
+    flipped = (xr[:, 0, 0] != x[:, 0, 0])
+    assert 10 < int(flipped.sum()) < 40 and not flipped[y == 2].any()  # about half of the paired clips
+    torch.testing.assert_close(xr[flipped], x[flipped].flip(1))
+    assert (yr[flipped] == 1 - y[flipped]).all() and (yr[~flipped] == y[~flipped]).all()
+    import pytest
+
+    with pytest.raises(ConfigError, match="labels the data does not have"):
+        TrainConfig(reverse_pairs="up:down").reverse_map(labels)
+    with pytest.raises(ConfigError):
+        TrainConfig(reverse_pairs="up")

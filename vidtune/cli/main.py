@@ -109,7 +109,7 @@ def _train_config(args):
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         grid=args.grid, depth=args.depth, motion_tokens=not args.no_motion_tokens, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
-        flip=not args.no_flip,
+        flip=not args.no_flip, reverse_pairs=args.reverse_pairs,
         task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
     )
 
@@ -291,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer-decay", type=float, default=0.75,
                    help="fine-tuning: learning-rate factor per backbone stage below the top one")
     p.add_argument("--accumulate", type=int, default=1, help="end to end: gradient accumulation steps")
+    p.add_argument("--reverse-pairs", default=None, metavar="A:B,C:D",
+                   help="classes that are each other played backwards (zoom_in:zoom_out, forward:backward): "
+                        "training plays half of their clips backwards with the partner label, so the head "
+                        "must read frame order, not what the frames show")
     p.add_argument("--no-flip", action="store_true",
                    help="end to end: no random horizontal flips (needed when labels say left/right, "
                         "e.g. sample-data --kind motion)")

@@ -72,6 +72,8 @@ class TrainConfig:
     flip: bool = True  # end-to-end augmentation: random horizontal flips (off for left/right-dependent labels)
     task: str = "auto"  # single_label | multilabel; auto: multilabel when a manifest row has "a|b" or no label
     background: str | None = None  # "nothing of interest": single-label a class (tagging skips it); multilabel no label
+    reverse_pairs: str | None = None  # "a:b,c:d": a clip of a played backwards is a clip of b (and back);
+    # training plays half of those clips backwards with the partner label (time-reversal augmentation)
     augment: str = "none"  # robust: random corruptions (vidtune.data.corruptions) on training clips
     augment_views: int = 2  # robust: corrupted copies of the cached training grid (linear); a clip is corrupted
     # with probability augment_views / (augment_views + 1) in both strategies
@@ -113,10 +115,27 @@ class TrainConfig:
         if self.temporal in ("attention", "transformer") and self.head_dim % 4:
             raise ConfigError("head_dim", f"must be a multiple of 4 (the {self.temporal} head has 4 heads), "
                                           f"got {self.head_dim}")
+        if self.reverse_pairs is not None:
+            parse_reverse_pairs(self.reverse_pairs)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError("epochs", f"must be >= 1, got {self.epochs}")
+
+    def reverse_map(self, labels: list[str]) -> list[int] | None:
+        """Per class index, the index of the class its clips become when played backwards (-1: none)."""
+        if not self.reverse_pairs:
+            return None
+        pairs = parse_reverse_pairs(self.reverse_pairs)
+        unknown = sorted({x for p in pairs for x in p} - set(labels))
+        if unknown:
+            raise ConfigError("reverse_pairs", f"names labels the data does not have: {', '.join(unknown)} "
+                                               f"(labels: {', '.join(labels[:20])})")
+        partner = [-1] * len(labels)
+        for a, b in pairs:
+            partner[labels.index(a)] = labels.index(b)
+            partner[labels.index(b)] = labels.index(a)
+        return partner
 
     def resolved(self, device_type: str) -> TrainConfig:
         """A copy with the machine-dependent defaults filled in for a ``device_type`` (cpu/cuda) run."""
@@ -134,3 +153,22 @@ class TrainConfig:
         if cfg.workers is None:
             cfg.workers = default_workers()
         return replace(cfg)  # validated again, now with every default filled in
+
+
+def parse_reverse_pairs(text: str) -> list[tuple[str, str]]:
+    """``"zoom_in:zoom_out, forward:backward"`` -> pairs; ``"still:still"`` names a class that stays
+    itself when played backwards."""
+    pairs, seen = [], set()
+    for part in str(text).split(","):
+        if not part.strip():
+            continue
+        names = [x.strip() for x in part.split(":")]
+        if len(names) != 2 or not all(names):
+            raise ConfigError("reverse_pairs", f"must look like a:b,c:d, got {text!r}")
+        if seen & set(names):
+            raise ConfigError("reverse_pairs", f"names a label twice: {text!r}")
+        seen.update(names)
+        pairs.append((names[0], names[1]))
+    if not pairs:
+        raise ConfigError("reverse_pairs", f"must look like a:b,c:d, got {text!r}")
+    return pairs

@@ -79,6 +79,7 @@ class EndToEndStrategy:
         self.norm = Normalize(enc.cfg).to(device)
         self.y_all = task.targets(ok["train"])
         task.balance_for(self.y_all, cfg.balance, device)
+        task.set_reversal(cfg.reverse_map(task.labels))
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
         self.train_ds = ClipDataset(ok["train"], sampling_for(enc, cfg.frames, "random"), enc.cfg, augment=True,
                                     seed=cfg.seed, flip=cfg.flip,
@@ -135,6 +136,7 @@ class EndToEndStrategy:
             freeze_norm_stats(model.encoder)
         total, correct, seen, scored = 0.0, 0, 0, 0
         for x, y in self._batches(self.train_ds, task.epoch_order(self.y_all, self.cfg.balance, self.gen)):
+            x, y = task.time_reverse(x, y, self.gen)
             with autocast(self.device):
                 logits = model(x)
                 loss = task.train_loss(logits.float(), y)

@@ -108,6 +108,7 @@ class LinearStrategy:
         self.y_va = task.targets(self.used["val"]) if va_idx else None
         self.has_val = self.x_va is not None
         task.balance_for(self.y_tr, cfg.balance, device)
+        task.set_reversal(cfg.reverse_map(task.labels))
         self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
         self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -128,8 +129,9 @@ class LinearStrategy:
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
             x = self.x_flat[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0]
-            x = x.view(len(b), t, *self.tok).to(self.device)
-            y = self.y_tr[b].to(self.device)
+            x = x.view(len(b), t, *self.tok)
+            x, y = task.time_reverse(x, self.y_tr[b], gen)
+            x, y = x.to(self.device), y.to(self.device)
             logits = head(x)
             loss = task.train_loss(logits, y)
             self.fitter.backward(loss)

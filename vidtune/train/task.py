@@ -86,6 +86,28 @@ class Task:
             counts = torch.bincount(y, minlength=len(self.labels)).float().clamp(min=1)
             self.log_prior = (counts / counts.sum()).log().to(device)
 
+    def set_reversal(self, partner: list[int] | None) -> None:
+        """Time-reversal augmentation: ``partner[c]`` is the class a clip of ``c`` becomes when played
+        backwards (-1: not paired). Single-label only."""
+        if partner is not None and self.multilabel:
+            raise ConfigError("reverse_pairs", "is for single-label tasks")
+        self.partner = torch.tensor(partner) if partner is not None else None
+
+    def time_reverse(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        """Play about half of the paired clips of a batch ``x (B, T, ...)`` backwards, relabelled."""
+        partner = getattr(self, "partner", None)
+        if partner is None:
+            return x, y
+        flip = torch.rand(len(y), generator=gen) < 0.5
+        to = partner[y.cpu()]
+        flip &= to >= 0
+        if flip.any():
+            x = x.clone()
+            idx = flip.nonzero()[:, 0].to(x.device)
+            x[idx] = x[idx].flip(1)
+            y = torch.where(flip.to(y.device), to.to(y.device), y)
+        return x, y
+
     def train_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The loss training minimises (with the balancing set by :meth:`balance_for`)."""
         weights = getattr(self, "train_weights", None)
