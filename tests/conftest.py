@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 # Tests never touch the network or the user's cache: a failed weights download must fail fast
-# (huggingface_hub reads this at import), and features go to a throw-away cache.
+# (huggingface_hub reads this at import), and features go to a throw-away cache. Always a fresh one,
+# even when the shell exports VIDTUNE_CACHE: features and digests left there by earlier sessions (or
+# by the user's own runs) would otherwise decide which tests decode and what they get from the cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("VIDTUNE_CACHE", tempfile.mkdtemp(prefix="vidtune-test-cache-"))
+os.environ["VIDTUNE_CACHE"] = tempfile.mkdtemp(prefix="vidtune-test-cache-")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
