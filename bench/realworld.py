@@ -42,7 +42,8 @@ from vidtune.train.config import TrainConfig  # noqa: E402
 from vidtune.train.trainer import train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHOTS = {"camera": (2, 4, 8, 14), "arrow": (2, 4, 8, 16), "scenes": (2, 4, 8, 16)}
+# K clips per class; 0: every training clip (scenes: the imbalanced set as it is, 40 vs 8)
+SHOTS = {"camera": (2, 4, 8, 14), "arrow": (2, 4, 8, 16), "scenes": (2, 4, 8, 0)}
 # Training recipes compared on every task (TrainConfig fields); "default" is what `vidtune train` does.
 VARIANTS = {
     "default": {},
@@ -54,7 +55,14 @@ VARIANTS = {
     "logit_adjust": {"balance": "logit_adjust"},
     "none_balance": {"balance": "none"},
     "robust": {"augment": "robust"},
+    "flow": {"flow": True},
+    "reverse": {"reverse_pairs": True},
+    "flow_reverse": {"flow": True, "reverse_pairs": True},
+    "flow_reverse_steps": {"flow": True, "reverse_pairs": True, "min_steps": 300},
 }
+# classes that are each other played backwards (--reverse-pairs), for the variants that use them
+PAIRS = {"camera": "zoom_in:zoom_out,pan_left:pan_right,rotate_cw:rotate_ccw,fade_in:fade_out",
+         "arrow": "forward:backward", "scenes": None}
 
 
 def build(task: str, root: Path) -> Path:
@@ -68,9 +76,12 @@ def build(task: str, root: Path) -> Path:
     raise SystemExit(f"unknown task {task!r}")
 
 
-def run_cell(manifest: Path, out: Path, head: str, variant: str, shots: int, seed: int, cache: Path) -> dict:
+def run_cell(manifest: Path, out: Path, head: str, variant: str, shots: int, seed: int, cache: Path,
+             pairs: str | None) -> dict:
     opts = dict(VARIANTS[variant])
-    cfg = TrainConfig(temporal=head, shots=shots, seed=seed, cache_dir=str(cache), **opts)
+    if opts.get("reverse_pairs"):
+        opts["reverse_pairs"] = pairs
+    cfg = TrainConfig(temporal=head, shots=shots or None, seed=seed, cache_dir=str(cache), **opts)
     t0 = time.perf_counter()
     res = train(manifest, out, cfg)
     seconds = time.perf_counter() - t0
@@ -140,7 +151,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="camera,arrow,scenes")
     ap.add_argument("--heads", default="mean,attention,transformer")
     ap.add_argument("--variants", default="default")
-    ap.add_argument("--shots", default=None, help="K values (default per task: camera 2,4,8,14; others 2,4,8,16)")
+    ap.add_argument("--shots", default=None, help="K values, 0 for all (default per task: camera 2,4,8,14; "
+                                                   "arrow 2,4,8,16; scenes 2,4,8,0)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--robustness", action="store_true", help="vidtune robustness (severities 1,3,5) on scenes")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -162,7 +174,7 @@ def main() -> None:
                 for k in shots:
                     for seed in range(args.seeds):
                         out = CACHE / "realworld-runs" / f"{task}-{head}-{variant}-k{k}-s{seed}"
-                        r = run_cell(manifest, out, head, variant, k, seed, cache)
+                        r = run_cell(manifest, out, head, variant, k, seed, cache, PAIRS[task])
                         row = {"task": task, "head": head, "variant": variant, "shots": k, "seed": seed, **r}
                         rows.append(row)
                         print(f"[{task}] {head:11s} {variant:12s} K={k:2d} seed {seed}: top-1 {r['top1']:.3f} "

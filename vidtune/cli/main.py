@@ -109,7 +109,7 @@ def _train_config(args):
         views=args.views, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         grid=args.grid, depth=args.depth, motion_tokens=not args.no_motion_tokens, head_dim=args.head_dim, layer_decay=args.layer_decay,
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
-        flip=not args.no_flip, reverse_pairs=args.reverse_pairs,
+        flip=not args.no_flip, reverse_pairs=args.reverse_pairs, flow=args.flow,
         task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
     )
 
@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame "
                         "(default 3 for attention/transformer, else 1)")
     p.add_argument("--depth", type=int, default=2, help="transformer head layers")
+    p.add_argument("--flow", action="store_true",
+                   help="optical-flow cues: how content moves between consecutive sampled frames (3x3 cells of "
+                        "dense flow + brightness change), cached with the features and read as one token per "
+                        "frame; appearance-free, so heads cannot get by on what the frames show (linear only)")
     p.add_argument("--no-motion-tokens", action="store_true",
                    help="attention/transformer: leave out the per-frame motion cues (feature energy per cell and "
                         "cell-to-cell correlation between consecutive frames)")

@@ -3,7 +3,9 @@
 Registered by name for ``--temporal``; each takes the frame features the encoder (or the feature
 cache) produces, so the same head trains on cached features or end to end. Features are pooled
 vectors ``(B, T, D)`` or space-time tokens ``(B, T, G, D)``: a coarse ``g x g`` grid of the last
-feature map per frame (``G = g * g``), which keeps where things are and how big they are.
+feature map per frame (``G = g * g``), which keeps where things are and how big they are. A head
+built with ``flow=C`` reads the last ``C`` channels of every token as the frame's optical-flow cues
+(:mod:`vidtune.data.flow`): a flow token per frame for the token heads, their clip mean for ``mean``.
 """
 
 from __future__ import annotations
@@ -33,12 +35,19 @@ class TemporalHead(nn.Module):
     order_aware = True  # False: the clip embedding ignores frame order
 
     def __init__(self, in_dim: int, num_classes: int, frames: int, dropout: float = 0.2, dim: int = 256,
-                 grid: int = 1):
+                 grid: int = 1, flow: int = 0):
         super().__init__()
-        self.in_dim = in_dim
+        self.in_dim = in_dim  # appearance channels (the encoder's features)
         self.num_classes = num_classes
         self.frames = frames
         self.grid = grid
+        self.flow = flow  # trailing flow channels per token (0: none)
+
+    def split_flow(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(appearance features, flow cues (B, T, C) or None)``."""
+        if not self.flow:
+            return feats, None
+        return feats[..., : -self.flow], _tokens(feats)[:, :, 0, -self.flow :]
 
     def pool(self, feats: torch.Tensor) -> torch.Tensor:
         """Clip embedding ``(B, E)`` before the classifier."""
@@ -59,13 +68,15 @@ class MeanHead(TemporalHead):
 
     order_aware = False
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1):
-        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, flow=0):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, flow)
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_dim, num_classes)
+        self.fc = nn.Linear(in_dim + flow, num_classes)
 
     def pool(self, feats):
-        return _tokens(feats).mean(dim=(1, 2))  # (B, D)
+        x, flow = self.split_flow(feats)
+        pooled = _tokens(x).mean(dim=(1, 2))  # (B, D)
+        return pooled if flow is None else torch.cat([pooled, flow.mean(dim=1)], dim=-1)  # (B, D [+ C])
 
 
 def motion_summary(feats: torch.Tensor) -> torch.Tensor:
@@ -93,8 +104,13 @@ class _SpaceTimeTokens(nn.Module):
     ``motion``) one token per frame of :func:`motion_summary` cues, ``LN(W' m) + p_time``."""
 
     def __init__(self, in_dim: int, dim: int, frames: int, grid: int, motion: bool = True,
-                 appearance_drop: float = 0.5):
+                 appearance_drop: float = 0.5, flow: int = 0):
         super().__init__()
+        self.flow = flow
+        if flow:  # one token per frame from its optical-flow cues
+            self.flow_proj = nn.Sequential(nn.Linear(flow, dim), nn.LayerNorm(dim))
+            self.ftype = nn.Parameter(torch.zeros(dim))
+            nn.init.trunc_normal_(self.ftype, std=0.02)
         self.appearance_drop = appearance_drop
         self.proj = nn.Linear(in_dim, dim)
         self.norm_in = nn.LayerNorm(dim)
@@ -109,7 +125,11 @@ class _SpaceTimeTokens(nn.Module):
             self.mtype = nn.Parameter(torch.zeros(dim))  # tells motion tokens from appearance ones
             nn.init.trunc_normal_(self.mtype, std=0.02)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # -> (B, T * G [+ T], E)
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # -> (B, T * G [+ T] [+ T], E)
+        flow = None
+        if self.flow:
+            flow = _tokens(feats)[:, :, 0, -self.flow :]  # (B, T, C)
+            feats = feats[..., : -self.flow]
         x = _tokens(feats)
         b, t, g, _ = x.shape
         pos = _resample_positions(self.pos, t)
@@ -127,6 +147,8 @@ class _SpaceTimeTokens(nn.Module):
         if hasattr(self, "motion"):
             m = self.motion(motion_summary(x)) + pos[None] + self.mtype  # (B, T, E)
             tokens = torch.cat([tokens, m], dim=1)
+        if flow is not None:
+            tokens = torch.cat([tokens, self.flow_proj(flow) + pos[None] + self.ftype], dim=1)  # (B, T, E) more
         return tokens
 
 
@@ -141,11 +163,11 @@ def _resample_positions(pos: torch.Tensor, t: int) -> torch.Tensor:
 class _TokenHead(TemporalHead):
     """Shared by heads over space-time (+ motion) tokens: projection, positions, output layers."""
 
-    def __init__(self, in_dim, num_classes, frames, dropout, dim, grid, heads, motion):
-        super().__init__(in_dim, num_classes, frames, dropout, dim, grid)
+    def __init__(self, in_dim, num_classes, frames, dropout, dim, grid, heads, motion, flow=0):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, flow)
         if dim % heads:
             raise ValueError(f"{self.kind} head width {dim} must be a multiple of its {heads} heads")
-        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion)
+        self.tokens = _SpaceTimeTokens(in_dim, dim, frames, grid, motion, flow=flow)
         self.norm_out = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
@@ -160,8 +182,8 @@ class AttentionHead(_TokenHead):
     Projecting to ``dim`` keeps the head small enough for few-shot training on frozen features.
     """
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, motion=True):
-        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion)
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, motion=True, flow=0):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion, flow)
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.query, std=0.02)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
@@ -183,8 +205,9 @@ class TransformerHead(_TokenHead):
     clips on frozen features.
     """
 
-    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2, motion=True):
-        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion)
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, heads=4, depth=2, motion=True,
+                 flow=0):
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, heads, motion, flow)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.1, activation="gelu",

@@ -66,6 +66,11 @@ class ModelSpec:
         return "mean" if self.temporal == "tsm" else self.temporal
 
     @property
+    def flow(self) -> int:
+        """Optical-flow channels the head reads after each token's features (0: none)."""
+        return int(self.head.get("flow", 0))
+
+    @property
     def per_frame(self) -> bool:
         """Frame features do not depend on the other frames (no temporal shift inside the backbone)."""
         return self.temporal != "tsm"

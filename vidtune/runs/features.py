@@ -51,6 +51,7 @@ class Sampling:
     views: int = 1
     clip_len: int = 1
     step: float = 0.0
+    flow: bool = False  # also optical-flow cues between consecutive sampled frames (vidtune.data.flow)
 
     def timestamps(self, duration: float, start, end, rng: np.random.Generator | None = None) -> np.ndarray:
         s, e = clip_span(duration, start, end)
@@ -76,14 +77,23 @@ class Sampling:
         if self.clip_len == 1:  # keys of frame-encoder features stay what they were
             d.pop("clip_len")
             d.pop("step")
+        if self.flow:  # what the cues are, so a change to them never serves stale ones
+            from vidtune.data.flow import FLOW_ID
+
+            d["flow"] = FLOW_ID
+        else:
+            d.pop("flow")
         return d
 
 
-def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1) -> Sampling:
-    """The sampling an encoder needs: single frames, or clips at the frame rate of its weights."""
+def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1, flow: bool = False) -> Sampling:
+    """The sampling an encoder needs: single frames, or clips at the frame rate of its weights;
+    ``flow``: with optical-flow cues (frame encoders only)."""
     clip_len = int(getattr(encoder, "clip_len", 1))
     step = 1.0 / float(getattr(encoder, "clip_fps", 0) or 1) if clip_len > 1 else 0.0
-    return Sampling(frames, mode, views, clip_len, step)
+    if flow and clip_len > 1:
+        raise ConfigError("flow", f"is for image backbones; {encoder.name} is a video model that sees motion itself")
+    return Sampling(frames, mode, views, clip_len, step, flow)
 
 
 def default_cache_dir() -> Path:
@@ -192,11 +202,18 @@ def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConf
     }
     if frame_op is not None:
         key["frame_op"] = frame_op.cache_id
+        key["op_clip"] = op_identity(item)  # what seeds the op's draw for this clip
     return stable_hash(key)
 
 
 
 
+
+
+def op_identity(item: VideoItem) -> str:
+    """What seeds a frame op's random draw for a clip: its file name and segment, so the same clip
+    gets the same corruption wherever the dataset lies (and whatever temporary folder a test uses)."""
+    return f"{Path(item.path).name}|{item.start}|{item.end}"
 
 
 @runtime_checkable
@@ -242,10 +259,11 @@ class ClipDataset(Dataset):
         try:
             with open_video(item.path, interpolation=self.cfg.interpolation) as reader:
                 ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
-                # Seeded by the file, not its position: a corrupted clip must not depend on which
-                # other clips were already cached.
+                # Seeded by the clip (file name and segment), not by its position in the list nor by the
+                # folder it lies in: a corrupted clip must not depend on which other clips were already
+                # cached, nor change when the dataset moves (its cache key records the same name).
                 op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
-                                                zlib.crc32(f"{item.path}|{item.start}|{item.end}".encode())])
+                                                zlib.crc32(op_identity(item).encode())])
                 if self.frame_op is not None and hasattr(self.frame_op, "retime"):
                     ts = self.frame_op.retime(ts, reader.info.duration, op_rng)
                 frames = reader.frames_at(ts, short_side=self.cfg.resize_size)
@@ -262,7 +280,13 @@ class ClipDataset(Dataset):
             frames = random_resized_crop(frames, self.cfg.input_size, rng, flip=self.flip)
         else:
             frames = centre_crop(frames, self.cfg.input_size)
-        return {"index": i, "frames": torch.from_numpy(frames), "error": None}
+        sample = {"index": i, "frames": torch.from_numpy(frames), "error": None}
+        if self.sampling.flow:
+            from vidtune.data.flow import clip_flow
+
+            views = self.sampling.views if self.sampling.mode == "grid" else 1
+            sample["flow"] = torch.from_numpy(clip_flow(frames, self.sampling.frames, views))  # (F, V, C)
+        return sample
 
 
 _JIT_MIN_FRAMES = 256  # below this, tracing (about a second) costs more than it saves
@@ -318,6 +342,15 @@ def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, o
                   "persistent_workers": False}
     return DataLoader(dataset, batch_size=batch_size, sampler=order, generator=torch.Generator().manual_seed(0),
                       collate_fn=_as_list if batch_size else None, pin_memory=pin_memory, **kwargs)
+
+
+def with_flow(feats: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Frame features ``(F, V, D)`` or tokens ``(F, V, G, D)`` with each frame's flow cues ``(F, V, C)``
+    appended to every token: ``(F, V[, G], D + C)``. Heads built with ``flow=C`` split them off again."""
+    flow = flow.to(feats.dtype)
+    if feats.dim() == 4:
+        flow = flow[:, :, None].expand(-1, -1, feats.shape[2], -1)
+    return torch.cat([feats, flow], dim=-1)
 
 
 def default_workers() -> int:
@@ -382,23 +415,23 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     net = inference_encoder(encoder, device, len(todo) * sampling.per_clip)
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
 
     clip_len = sampling.clip_len
 
     def flush():
         if not pending:
             return
-        x = torch.cat([f for _, f in pending]).to(device, non_blocking=True)
+        x = torch.cat([f for _, f, _ in pending]).to(device, non_blocking=True)
         x = norm(x).contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
         pos = 0
-        for j, f in pending:
+        for j, f, flow in pending:
             n = f.shape[0] // clip_len
             clip = out[pos : pos + n].view(sampling.frames, views, *out.shape[1:])  # grid order: (frame, view)
             pos += n
-            feats[j] = clip.clone()
+            feats[j] = clip.clone() if flow is None else with_flow(clip, flow)
             if cache is not None:
                 cache.put(keys[j], feats[j])
         pending.clear()
@@ -411,8 +444,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 skipped.append({"path": str(items[j].path), "reason": sample["error"]})
                 log.warning("skipping %s: %s", items[j].path, sample["error"])
             else:
-                pending.append((j, sample["frames"]))
-                if sum(f.shape[0] for _, f in pending) >= batch_frames:
+                pending.append((j, sample["frames"], sample.get("flow")))
+                if sum(f.shape[0] for _, f, _ in pending) >= batch_frames:
                     flush()
             task.advance(1)
         flush()

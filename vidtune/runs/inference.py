@@ -37,7 +37,8 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
     if output not in ("logits", "embedding", "frames"):
         raise ValueError(f"output must be logits, embedding or frames, not {output!r}")
     cache = open_cache(cache_dir, use_cache)
-    feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, config.frames, "centre"),
+    feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, config.frames, "centre",
+                                                                                flow=config.model.flow > 0),
                                       device=device, cache=cache, workers=workers, progress=progress,
                                       description=description, grid_views=config.views, frame_op=frame_op, seed=seed)
     if output == "frames" or not feats:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from vidtune.data.flow import FLOW_CHANNELS
 from vidtune.errors import ConfigError
 from vidtune.models.backbones import create_backbone
 from vidtune.models.classifier import VideoClassifier
@@ -92,7 +93,10 @@ def default_grid(temporal: str | None, encoder=None) -> int:
 
 
 def _head_options(cfg: TrainConfig) -> dict:
-    return {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth, "motion": cfg.motion_tokens}
+    opts = {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth, "motion": cfg.motion_tokens}
+    if cfg.flow:
+        opts["flow"] = FLOW_CHANNELS
+    return opts
 
 
 def _top_stages(encoder, n: int) -> list[nn.Module]:

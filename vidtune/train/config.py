@@ -40,6 +40,7 @@ class TrainConfig:
     grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
     depth: int = 2  # transformer head: layers
     motion_tokens: bool = True  # attention/transformer: add per-frame motion cues (energy + correlation)
+    flow: bool = False  # optical-flow cues per frame (vidtune.data.flow), cached with the features; linear only
     tsm_fold_div: int = 8  # tsm: 1/fold_div of the channels shift each way
     init: str | None = None  # a vidtune run folder to start from (source -> target transfer)
     shots: int | None = None  # few-shot: train on K videos per class (seeded choice)
@@ -92,6 +93,8 @@ class TrainConfig:
             raise ConfigError("temporal", "tsm shifts channels inside the backbone, so it must be trained end to "
                                           "end: use the partial (or full) strategy, or a head on frozen features "
                                           "(attention/transformer)")
+        if self.flow and (self.strategy in ("partial", "full") or self.temporal == "tsm"):
+            raise ConfigError("flow", "is computed with the cached features, so it needs the linear strategy")
         if self.init and self.weights:
             raise ConfigError("weights", "is not needed with init: the --init run already brings the backbone")
         if self.shots is not None and self.shots < 1:
@@ -145,7 +148,8 @@ class TrainConfig:
         if cfg.temporal is None and not cfg.init:
             cfg.temporal = "mean"
         if cfg.strategy == "auto":  # tsm changes the backbone itself, so it has no frozen-feature path
-            cfg.strategy = "partial" if device_type != "cpu" or cfg.temporal == "tsm" else "linear"
+            end_to_end = (device_type != "cpu" and not cfg.flow) or cfg.temporal == "tsm"
+            cfg.strategy = "partial" if end_to_end else "linear"
         if cfg.epochs is None:
             cfg.epochs = 40 if cfg.strategy == "linear" else 10
         if cfg.lr is None:

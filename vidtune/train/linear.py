@@ -33,12 +33,13 @@ def robust_op(cfg: TrainConfig, copy: int | None = None):
                             p=cfg.augment_views / (cfg.augment_views + 1))
 
 
-def corrupted_views(encoder, items, cfg: TrainConfig, device, cache, progress) -> list[dict[int, torch.Tensor]]:
+def corrupted_views(encoder, items, cfg: TrainConfig, device, cache, progress,
+                    flow: bool = False) -> list[dict[int, torch.Tensor]]:
     """``--augment robust``: features of ``augment_views`` corrupted copies of the training grid
     (cached under their own keys). A clip whose corrupted copy fails keeps its clean features."""
     if cfg.augment != "robust":
         return []
-    sampling = sampling_for(encoder, cfg.frames, "grid", cfg.views)
+    sampling = sampling_for(encoder, cfg.frames, "grid", cfg.views, flow=flow)
     views = []
     for a in range(cfg.augment_views):
         feats, failed = extract_features(encoder, items, sampling, device=device, cache=cache, workers=cfg.workers,
@@ -80,16 +81,18 @@ class LinearStrategy:
         self.ckpt = ckpt
         encoder = model.encoder
         common = dict(device=device, cache=cache, workers=cfg.workers, progress=progress)
-        tr_feats, tr_skip = extract_features(encoder, train_items, sampling_for(encoder, cfg.frames, "grid", cfg.views),
+        flow = model.head.flow > 0
+        tr_feats, tr_skip = extract_features(encoder, train_items,
+                                             sampling_for(encoder, cfg.frames, "grid", cfg.views, flow=flow),
                                              description="train features", **common)
-        va_feats, va_skip = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre"),
+        va_feats, va_skip = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre", flow=flow),
                                              description="val features", grid_views=cfg.views,
                                              **common) if val_items else ({}, [])
         self.skipped = tr_skip + va_skip
         tr_idx, va_idx = sorted(tr_feats), sorted(va_feats)
         self.used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
         task.require(self.used["train"], self.skipped)
-        aug = corrupted_views(encoder, self.used["train"], cfg, device, cache, progress)
+        aug = corrupted_views(encoder, self.used["train"], cfg, device, cache, progress, flow=flow)
         # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
         # floats is ~1 GB per 1,000 clips); batches move to the device as they are used. Corrupted
         # copies (--augment robust) follow the clean views on the view axis.
@@ -108,7 +111,7 @@ class LinearStrategy:
         self.y_va = task.targets(self.used["val"]) if va_idx else None
         self.has_val = self.x_va is not None
         task.balance_for(self.y_tr, cfg.balance, device)
-        task.set_reversal(cfg.reverse_map(task.labels))
+        task.set_reversal(cfg.reverse_map(task.labels), flow=model.head.flow)
         self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
         self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
         self.gen = torch.Generator().manual_seed(cfg.seed)

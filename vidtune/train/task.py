@@ -86,12 +86,14 @@ class Task:
             counts = torch.bincount(y, minlength=len(self.labels)).float().clamp(min=1)
             self.log_prior = (counts / counts.sum()).log().to(device)
 
-    def set_reversal(self, partner: list[int] | None) -> None:
+    def set_reversal(self, partner: list[int] | None, flow: int = 0) -> None:
         """Time-reversal augmentation: ``partner[c]`` is the class a clip of ``c`` becomes when played
-        backwards (-1: not paired). Single-label only."""
+        backwards (-1: not paired). ``flow``: trailing optical-flow channels of the features, which
+        reverse too (motion from frame t to t+1 becomes the opposite motion). Single-label only."""
         if partner is not None and self.multilabel:
             raise ConfigError("reverse_pairs", "is for single-label tasks")
         self.partner = torch.tensor(partner) if partner is not None else None
+        self.flow = flow
 
     def time_reverse(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
         """Play about half of the paired clips of a batch ``x (B, T, ...)`` backwards, relabelled."""
@@ -105,6 +107,11 @@ class Task:
             x = x.clone()
             idx = flip.nonzero()[:, 0].to(x.device)
             x[idx] = x[idx].flip(1)
+            if self.flow:  # flow row t described t -> t+1; backwards it is the opposite of row t+1's
+                fl = x[idx][..., -self.flow :]
+                rev = torch.zeros_like(fl)
+                rev[:, :-1] = -fl[:, 1:]
+                x[idx, ..., -self.flow :] = rev
             y = torch.where(flip.to(y.device), to.to(y.device), y)
         return x, y
 
