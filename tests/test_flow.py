@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.videos import write_video
 from vidtune.data.flow import FLOW_CHANNELS, FLOW_GRID, clip_flow, flow_descriptor
 from vidtune.data.manifest import VideoItem
 from vidtune.models import create_backbone
 from vidtune.runs.features import FeatureCache, extract_features, sampling_for
-from tests.videos import write_video
 
 G2 = FLOW_GRID * FLOW_GRID
 
