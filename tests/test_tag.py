@@ -30,8 +30,9 @@ from vidtune.tag.windows import plan_windows
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def make_run(path, labels, task="single_label", thresholds=None, background=None, frames=4, seed=0):
-    """A run folder with a tiny random-init encoder and a mean head (no training needed)."""
+def make_run(path, labels, task="single_label", thresholds=None, background=None, frames=4, seed=0, flow=0):
+    """A run folder with a tiny random-init encoder and a mean head (no training needed); ``flow``:
+    the head also reads that many optical-flow channels."""
     from vidtune.models.backbones import create_backbone
     from vidtune.models.classifier import VideoClassifier
     from vidtune.models.heads import create_head
@@ -40,12 +41,12 @@ def make_run(path, labels, task="single_label", thresholds=None, background=None
 
     torch.manual_seed(seed)
     enc = create_backbone("test_efficientnet", pretrained=False)
-    head = create_head("mean", enc.num_features, len(labels), frames)
+    head = create_head("mean", enc.num_features, len(labels), frames, flow=flow)
     model = VideoClassifier(enc, head)
     run_id = uuid.uuid4().hex
     config = {"run_id": run_id, "task": task, "labels": list(labels),
               "model": {"backbone": "test_efficientnet", "temporal": "mean", "frames": frames,
-                        "head": {"dropout": 0.0, "dim": 32}},
+                        "head": {"dropout": 0.0, "dim": 32, **({"flow": flow} if flow else {})}},
               "transform": enc.cfg.to_dict(), "sampling": {"frames": frames, "eval": "centre", "clip_seconds": 2.0},
               "data": {"source": "nowhere"}}
     if thresholds is not None:
@@ -291,6 +292,24 @@ def test_streaming_scores_equal_clip_by_clip_scores(run4, scenes):
     assert res.scores.shape == (7, 4) and np.allclose(res.scores.sum(1), 1, atol=1e-5)
     assert [t.kind for t in res.shots.transitions] == ["cut", "cut", "cut"]
     assert [round(b, 2) for b in res.shots.boundaries] == [2.0, 4.0, 6.0]
+
+
+def test_streaming_flow_cues_equal_clip_by_clip_ones(tmp_path, scenes):
+    """A run that reads optical-flow cues tags in one streaming pass too, with each window's cues
+    exactly as run_clips computes them for the window alone (the last frame has none)."""
+    from vidtune.data.flow import FLOW_CHANNELS
+    from vidtune.runs.store import load_run
+    from vidtune.tag.tagger import TagOptions, _scores_by_clips, _streaming, tag_video
+
+    _, video = scenes
+    model, config = load_run(make_run(tmp_path / "flowrun", ["r", "g", "b", "y"], flow=FLOW_CHANNELS, seed=3))
+    with torch.no_grad():
+        model.head.fc.weight[:, -FLOW_CHANNELS:] *= 50  # make the scores hinge on the flow cues
+    assert config.model.flow == FLOW_CHANNELS and _streaming(model, config)
+    res = tag_video(model, config, video, TagOptions(window=2.0, stride=1.0, smooth=0))
+    ref, spans, _ = _scores_by_clips(model, config, video, res.plan, torch.device("cpu"), "single")
+    assert np.allclose(spans, res.spans)
+    assert np.allclose(res.scores, ref, atol=2e-4)
 
 
 def test_tag_cli_outputs(tmp_path, run4, scenes, capsys):

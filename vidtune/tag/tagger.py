@@ -127,7 +127,7 @@ def _streaming(model, config: RunConfig) -> bool:
 
     enc = getattr(model, "encoder", None)
     return (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder) and hasattr(model, "head")
-            and config.model.per_frame and not config.model.flow)
+            and config.model.per_frame)
 
 
 def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -144,6 +144,9 @@ def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts:
     enc = model.encoder.eval().to(device)
     head = model.head.eval().to(device)
     cfg = enc.cfg
+    use_flow = getattr(head, "flow", 0) > 0
+    flows: list[np.ndarray] = []  # use_flow: flow cues from grid frame `base + i` to the next one
+    prev_crop: list[np.ndarray] = []  # the last grid picture, cropped (flow pairs span encode batches)
     norm = Normalize(cfg).to(device)
     net = inference_encoder(enc, device, plan.grid)
     stream = FrameStream(path, grid_step=plan.step, short_side=cfg.resize_size, interpolation=cfg.interpolation)
@@ -159,7 +162,14 @@ def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts:
     def encode() -> None:
         nonlocal base, next_window
         if pending:
-            x = torch.from_numpy(centre_crop(np.stack(pending), cfg.input_size)).to(device)
+            crops = centre_crop(np.stack(pending), cfg.input_size)
+            if use_flow:
+                from vidtune.data.flow import flow_descriptor
+
+                seq = np.concatenate([np.stack(prev_crop), crops]) if prev_crop else crops
+                flows.extend(flow_descriptor(seq)[:-1])  # row j: grid frame j -> j + 1
+                prev_crop[:] = [crops[-1]]
+            x = torch.from_numpy(crops).to(device)
             x = norm(x).contiguous(memory_format=torch.channels_last)
             with autocast(device):
                 f = net(x).float()
@@ -172,12 +182,21 @@ def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts:
             next_window += 1
         if ready:
             clip = torch.stack([torch.stack(feats[s - base : s - base + plan.frames]) for s in ready])  # (B, T, D)
+            if use_flow:  # as in training: each frame's motion to the next, none after the window's last
+                from vidtune.runs.features import with_flow
+
+                fl = np.zeros((len(ready), plan.frames, len(flows[0]) if flows else 0), np.float32)
+                for b, s in enumerate(ready):
+                    fl[b, :-1] = np.stack(flows[s - base : s - base + plan.frames - 1])
+                fl = torch.from_numpy(fl).to(clip.device)
+                clip = torch.stack([with_flow(c[:, None], f[:, None])[:, 0] for c, f in zip(clip, fl)])
             with autocast(device):
                 logits = head(clip).float()
             out_scores.append(_probabilities(logits, task).cpu().numpy())
         keep_from = starts[next_window] if next_window < len(starts) else have
         if keep_from > base:  # features no later window needs
             del feats[: keep_from - base]
+            del flows[: keep_from - base]
             base = keep_from
 
     for f in stream:
