@@ -56,6 +56,7 @@ VARIANTS = {
     "none_balance": {"balance": "none"},
     "robust": {"augment": "robust"},
     "flow": {"flow": True},
+    "no_flow": {"flow": False},
     "reverse": {"reverse_pairs": True},
     "flow_reverse": {"flow": True, "reverse_pairs": True},
     "flow_reverse_steps": {"flow": True, "reverse_pairs": True, "min_steps": 300},

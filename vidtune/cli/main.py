@@ -277,10 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame "
                         "(default 3 for attention/transformer, else 1)")
     p.add_argument("--depth", type=int, default=2, help="transformer head layers")
-    p.add_argument("--flow", action="store_true",
+    p.add_argument("--flow", action=argparse.BooleanOptionalAction, default=None,
                    help="optical-flow cues: how content moves between consecutive sampled frames (3x3 cells of "
                         "dense flow + brightness change), cached with the features and read as one token per "
-                        "frame; appearance-free, so heads cannot get by on what the frames show (linear only)")
+                        "frame; appearance-free, so heads cannot get by on what the frames show (linear only). "
+                        "Default: on for attention/transformer over an image backbone, off otherwise")
     p.add_argument("--no-motion-tokens", action="store_true",
                    help="attention/transformer: leave out the per-frame motion cues (feature energy per cell and "
                         "cell-to-cell correlation between consecutive frames)")

@@ -40,7 +40,8 @@ class TrainConfig:
     grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
     depth: int = 2  # transformer head: layers
     motion_tokens: bool = True  # attention/transformer: add per-frame motion cues (energy + correlation)
-    flow: bool = False  # optical-flow cues per frame (vidtune.data.flow), cached with the features; linear only
+    flow: bool | None = None  # optical-flow cues per frame (vidtune.data.flow), cached with the features, linear
+    # only; None: on for attention/transformer heads over an image backbone (bench/realworld.py), else off
     tsm_fold_div: int = 8  # tsm: 1/fold_div of the channels shift each way
     init: str | None = None  # a vidtune run folder to start from (source -> target transfer)
     shots: int | None = None  # few-shot: train on K videos per class (seeded choice)
