@@ -134,19 +134,13 @@ class EndToEndStrategy:
         model.train()
         if self.cfg.freeze_bn:
             freeze_norm_stats(model.encoder)
-        total, correct, seen, scored = 0.0, 0, 0, 0
         for x, y in self._batches(self.train_ds, task.epoch_order(self.y_all, self.cfg.balance, self.gen)):
             x, y = task.time_reverse(x, y, self.gen)
             with autocast(self.device):
                 logits = model(x)
                 loss = task.train_loss(logits.float(), y)
-            self.fitter.backward(loss)
-            total += loss.item() * len(y)
-            right, counted = task.hits(logits, y)
-            correct += right
-            seen += len(y)
-            scored += counted
-        return total / max(seen, 1), correct / max(scored, 1)
+            self.fitter.learn(loss, logits, y, task)
+        return self.fitter.epoch_stats()
 
     @torch.no_grad()
     def predict_all(self) -> tuple[torch.Tensor, torch.Tensor]:

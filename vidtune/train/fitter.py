@@ -162,6 +162,21 @@ class Fitter:
     def start_epoch(self) -> None:
         self.opt.zero_grad(set_to_none=True)
         self._micro = 0
+        self._seen = [0.0, 0, 0, 0]  # loss sum, right, clips, clips scored (for the epoch's numbers)
+
+    def learn(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, task: Task) -> None:
+        """:meth:`backward` on a batch's loss, and count it into the epoch's loss and top-1."""
+        self.backward(loss)
+        right, counted = task.hits(logits, y)
+        self._seen[0] += loss.item() * len(y)
+        self._seen[1] += right
+        self._seen[2] += len(y)
+        self._seen[3] += counted
+
+    def epoch_stats(self) -> tuple[float, float]:
+        """(mean training loss, training top-1) of the batches :meth:`learn` saw this epoch."""
+        total, right, seen, scored = self._seen
+        return total / max(seen, 1), right / max(scored, 1)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate ``loss``'s gradients; every ``accumulate``-th call takes an optimiser step."""

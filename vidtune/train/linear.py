@@ -128,7 +128,6 @@ class LinearStrategy:
         view = torch.randint(self.v, (len(order), t), generator=gen)
         if self.sets > 1:  # --augment robust: per clip, the clean views or one corrupted copy, uniformly
             view += self.v * torch.randint(self.sets, (len(order), 1), generator=gen)
-        total, correct, seen, scored = 0.0, 0, 0, 0
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
             x = self.x_flat[b].gather(2, view[s : s + len(b), :, None, None].expand(-1, -1, 1, d))[:, :, 0]
@@ -136,14 +135,8 @@ class LinearStrategy:
             x, y = task.time_reverse(x, self.y_tr[b], gen)
             x, y = x.to(self.device), y.to(self.device)
             logits = head(x)
-            loss = task.train_loss(logits, y)
-            self.fitter.backward(loss)
-            total += loss.item() * len(b)
-            right, counted = task.hits(logits, y)
-            correct += right
-            seen += len(b)
-            scored += counted
-        return total / seen, correct / max(scored, 1)
+            self.fitter.learn(task.train_loss(logits, y), logits, y, task)
+        return self.fitter.epoch_stats()
 
     @torch.no_grad()
     def evaluate(self) -> dict:
