@@ -103,7 +103,7 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
             for e in embs:
                 w.add(e, _display_path(e.path))
             for key, src in copies:
-                w.add(_stored_embedding(ix, src), key)
+                w.add(ix.stored_embedding(src), key)
                 copied.append(key)
             w.commit()
         info = ix.info()
@@ -115,14 +115,6 @@ def _digest(p) -> str:
     from vidtune.utils import file_digest
 
     return file_digest(p)
-
-
-def _stored_embedding(ix: VideoIndex, video_id: int):
-    from vidtune.index.embed import VideoEmbedding
-
-    row = ix.db.execute("SELECT path, digest, duration, vector FROM videos WHERE id = ?", (video_id,)).fetchone()
-    ids, starts, ends = ix.video_segments(video_id)
-    return VideoEmbedding(row[0], row[1], row[2], starts, ends, ix.vectors(ids), np.frombuffer(row[3], np.float32))
 
 
 def remove_from_index(index_dir, videos) -> dict:

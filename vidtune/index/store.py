@@ -199,6 +199,15 @@ class VideoIndex:
         a = np.array(rows, dtype=np.float64).reshape(-1, 3)
         return a[:, 0].astype(np.int64), a[:, 1], a[:, 2]
 
+    def stored_embedding(self, video_id: int):
+        """A video's embedding as stored (segments, their spans, the pooled vector), to copy it."""
+        from vidtune.index.embed import VideoEmbedding
+
+        row = self.db.execute("SELECT path, digest, duration, vector FROM videos WHERE id = ?", (video_id,)).fetchone()
+        ids, starts, ends = self.video_segments(video_id)
+        return VideoEmbedding(row[0], row[1], row[2], starts, ends, self.vectors(ids),
+                              np.frombuffer(row[3], np.float32))
+
     def segment_videos(self, ids) -> dict[int, int]:
         """Segment id -> video id."""
         ids = [int(i) for i in ids if i >= 0]
