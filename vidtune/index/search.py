@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.defaults import DEFAULT_BACKBONE
-from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VidtuneError
+from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VideoDecodeError, VidtuneError
 from vidtune.index.align import align
 from vidtune.index.embed import EmbedConfig, Embedder, embed_videos, is_image_path
-from vidtune.index.store import VideoIndex
+from vidtune.index.store import VideoIndex, py_path
 from vidtune.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
                 except OSError as exc:
                     skipped.append({"path": key, "reason": f"cannot read file ({exc.strerror or exc})"})
                     continue
+                except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
+                    skipped.append({"path": key, "reason": exc.reason})
+                    continue
                 if key in known and known[key].digest == digest:
                     unchanged.append(key)
                 elif digest in by_digest:  # same content under another name: reuse its vectors
@@ -122,7 +125,7 @@ def _stored_embedding(ix: VideoIndex, video_id: int):
 
     row = ix.db.execute("SELECT path, digest, duration, vector FROM videos WHERE id = ?", (video_id,)).fetchone()
     ids, starts, ends = ix.video_segments(video_id)
-    return VideoEmbedding(row[0], row[1], row[2], starts, ends, ix.vectors(ids), np.frombuffer(row[3], np.float32))
+    return VideoEmbedding(py_path(row[0]), row[1], row[2], starts, ends, ix.vectors(ids), np.frombuffer(row[3], np.float32))
 
 
 def remove_from_index(index_dir, videos) -> dict:
