@@ -76,8 +76,10 @@ class SpecialFileError(VideoDecodeError):
     by type before anything reads it."""
 
 
-class OutputWriteError(VidtuneError):
-    """An output file or folder could not be written (disk full, read-only, a folder in the way...)."""
+class OutputWriteError(VidtuneError, OSError):
+    """An output file or folder could not be written (disk full, read-only, a folder in the way...).
+
+    An ``OSError`` too, so code that caught the underlying error still catches it."""
 
     def __init__(self, path, reason: str, hint: str = ""):
         self.path = str(path)
