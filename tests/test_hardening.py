@@ -398,9 +398,8 @@ def _enospc_under(monkeypatch, folder: Path):
 
 
 def test_disk_full(world, capsys, tmp_path, monkeypatch):
-    from safetensors import SafetensorError
-
     import safetensors.torch
+    from safetensors import SafetensorError
 
     # the feature cache costs only itself: a full disk there (a SafetensorError) and training goes on
     real_save = safetensors.torch.save_file
