@@ -69,3 +69,27 @@ class SampleDataError(VidtuneError, ValueError):
 
 class SampleDataExistsError(VidtuneError, FileExistsError):
     """The output folder already holds files and ``overwrite`` was not given."""
+
+
+class SpecialFileError(VideoDecodeError):
+    """A path names a FIFO, a device or a socket: reading it could block or never end, so it is refused
+    by type before anything reads it."""
+
+
+class OutputWriteError(VidtuneError, OSError):
+    """An output file or folder could not be written (disk full, read-only, a folder in the way...).
+
+    An ``OSError`` too, so code that caught the underlying error still catches it."""
+
+    def __init__(self, path, reason: str, hint: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write {self.path}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+class BusyError(VidtuneError):
+    """Another vidtune process is writing the same run folder or index (its lock file is held)."""
+
+
+class TrainingDivergedError(VidtuneError):
+    """The training loss became NaN or infinite: the numbers can no longer mean anything."""

@@ -1,13 +1,48 @@
-"""Small shared helpers: atomic file writes, content hashing, JSON."""
+"""Small shared helpers: atomic file writes, content hashing, JSON, file-type and text safety."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
+
+from vidtune.errors import BusyError, OutputWriteError, SpecialFileError, VideoDecodeError
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(mode: int) -> str | None:
+    """``"a FIFO (named pipe)"``, ``"a character device"``, ... for a non-regular, non-folder mode; else None."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, name in _SPECIAL_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_regular_file(path, st: os.stat_result | None = None) -> os.stat_result:
+    """``os.stat`` + ``S_ISREG``: refuse FIFOs, devices and sockets *by type*, before anything reads them
+    (reading ``/dev/zero`` never ends, a FIFO blocks until a writer comes). Raises :class:`SpecialFileError`
+    (a :class:`VideoDecodeError`) for those, ``VideoDecodeError`` for a folder, ``OSError`` when the path
+    cannot be stat'ed (missing file, no permission)."""
+    st = os.stat(path) if st is None else st
+    if stat.S_ISDIR(st.st_mode):
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise SpecialFileError(path, f"is {kind}, not a regular file: it is refused unread (reading it could "
+                                     "block or never end); give the path of a video file (save a stream to a "
+                                     "file first)")
+    return st
 
 
 def _umask() -> int:
@@ -25,10 +60,17 @@ def atomic_path(path):
 
     A crash or exception leaves any previous ``path`` untouched and removes the temporary file.
     The temporary name keeps the suffix, so writers that infer a format from it still work.
+    An ``OSError`` (disk full, read-only, a folder in the way, a parent that is a file) or a writer
+    library's I/O error while writing becomes an :class:`OutputWriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -36,29 +78,126 @@ def atomic_path(path):
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) or is_io_error(exc):
+            raise output_error(path, exc) from None
         raise
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """An exception of a writer library (safetensors, FAISS, SQLite, matplotlib) that reports a failed write."""
+    text = str(exc)
+    return (type(exc).__name__ in ("SafetensorError", "RuntimeError", "OperationalError")
+            and any(s in text for s in ("IoError", "No space", "StorageFull", "disk is full", "fwrite",
+                                        "Read-only", "ReadOnly", "Permission denied", "PermissionDenied")))
+
+
+_HINTS = {
+    errno.ENOSPC: "no space left on the device; free some space or write somewhere else",
+    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.EACCES: "permission denied; write somewhere you may write",
+    errno.EPERM: "permission denied; write somewhere you may write",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EEXIST: "a part of the path is a file, not a folder; choose another path",
+}
+
+
+def output_error(path, exc: BaseException) -> OutputWriteError:
+    """A clear :class:`OutputWriteError` for a failed write of ``path``."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code is None and any(s in text for s in ("No space", "StorageFull", "disk is full")):
+        code = errno.ENOSPC
+    reason = _HINTS.get(code) or getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0][:200]
+    return OutputWriteError(path, reason)
 
 
 def atomic_write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+        Path(tmp).write_text(text, encoding="utf-8", errors="surrogateescape")  # a file name as its own bytes
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(obj) + "\n")
+
+
+def finite(obj):
+    """``obj`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj):
     if isinstance(obj, Path):
-        return str(obj)
+        return os.fspath(obj)
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return finite(obj.tolist())
     if hasattr(obj, "item"):
-        return obj.item()
+        return finite(obj.item())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _json_default_str(obj):
+    try:
+        return _json_default(obj)
+    except TypeError:
+        return str(obj)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(obj, indent: int | None = 2, strict: bool = True) -> str:
+    """JSON that is always valid, UTF-8-encodable JSON.
+
+    NaN and infinities become ``null``. File names that are not UTF-8 reach Python as ``os.fsdecode``
+    strings, whose undecodable bytes are lone surrogates (``b"\\xff"`` -> ``"\\udcff"``, PEP 383); they
+    are written as ``\\udcXX`` escapes, so the text stays valid UTF-8 and ``os.fsencode(json.loads(...))``
+    gives back the exact bytes. ``strict=False``: objects JSON does not know become their ``str``.
+    """
+    text = json.dumps(finite(obj), indent=indent, ensure_ascii=False, allow_nan=False,
+                      default=_json_default if strict else _json_default_str)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def db_text(text: str) -> str:
+    """``text`` as a string SQLite can store (valid UTF-8): undecodable file-name bytes become ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(m: re.Match) -> str:
+    ch = m.group()
+    o = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if 0xDC80 <= o <= 0xDCFF:  # an undecodable file-name byte (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (``\\r``, ``\\n``, ``\\t``, other C0/C1 codes, U+2028/9)
+    escaped as ``\\r``, ``\\n``, ``\\t``, ``\\xNN`` or ``\\uNNNN``, and every undecodable file-name byte
+    as ``\\xNN``: one line of valid UTF-8 that cannot start a new line, cue or record."""
+    text = str(text)
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
 
 
 _CHUNK = 1 << 20
@@ -70,12 +209,20 @@ def file_digest(path) -> str:
     Files up to 16 MiB are hashed whole; larger ones by their first and last MiB and 14 evenly
     spaced 64 KiB chunks (like imohash), so fingerprinting a 10 GB video costs ~3 MB of reads.
     Renaming or touching a file keeps its fingerprint; re-encoding or editing changes it.
+    A FIFO, device or socket is refused by type (:class:`SpecialFileError`) before it is opened, and
+    the file is opened without blocking and checked again, so nothing here can wait forever.
     """
     path = Path(path)
-    size = path.stat().st_size
+    check_regular_file(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        size = check_regular_file(path, os.fstat(fd)).st_size  # the file opened is the one checked
+    except BaseException:
+        os.close(fd)
+        raise
     h = hashlib.blake2b(digest_size=16)
     h.update(str(size).encode())
-    with open(path, "rb") as fh:
+    with os.fdopen(fd, "rb") as fh:
         if size <= 16 * _CHUNK:
             for block in iter(lambda: fh.read(_CHUNK), b""):
                 h.update(block)
@@ -98,3 +245,42 @@ def stable_hash(obj) -> str:
 def stable_int(text: str) -> int:
     """A 32-bit integer from ``text`` that is the same in every process and Python version (seeds)."""
     return int(stable_hash(text)[:8], 16)
+
+
+def hold_lock(lock_path: Path, what: str, holder: str):
+    """Take ``lock_path`` exclusively without waiting (``fcntl.flock``), and write who holds it into it.
+
+    Returns the open file (close it to release; the kernel releases it when the process dies, so a
+    killed writer never leaves a stale lock). Raises :class:`BusyError` naming the holder when another
+    process has it.
+    """
+    import fcntl
+    import socket
+    import time
+
+    try:
+        fh = open(lock_path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115 (held by the caller)
+    except OSError as exc:
+        raise output_error(lock_path, exc) from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        who = fh.read(300).strip() or "another process"
+        fh.close()
+        raise BusyError(f"{what} is in use: {who} holds {lock_path}. Wait for it to finish (or stop it), "
+                        "or choose another folder") from None
+    except OSError as exc:  # a file system without locks: go on unlocked
+        import logging
+
+        logging.getLogger(__name__).warning("cannot lock %s (%s); concurrent writers are not detected", lock_path, exc)
+        return fh
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({holder}, since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        fh.flush()
+    except OSError:
+        pass
+    return fh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from rich.markup import escape
 from rich.table import Table
@@ -46,6 +47,61 @@ def print_metrics(title: str, m: dict, out_labels: list[str], confusion: bool = 
             if sum(row):
                 cm.add_row(escape(lab), *[str(x) if x else "." for x in row])
         out.print(cm)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan``, ``inf`` are refused with exit 2, like any bad number)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number), got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return v
+
+
+def check_output_file(path, flag: str) -> None:
+    """Fail before the work, not after it: ``path`` must be writable as a file (not a folder, not under a file)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(flag.lstrip("-").replace("-", "_"), f"{path} is a folder; give a file name")
+    check_output_parent(path, flag)
+
+
+def check_output_folder(path, flag: str) -> None:
+    """``path`` must be a folder or creatable as one (not a file, not under a file)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(flag.lstrip("-").replace("-", "_"), f"{path} exists and is not a folder; give a folder path")
+    check_output_parent(path, flag)
+
+
+def check_output_parent(path, flag: str) -> None:
+    """No part of ``path`` above it may be a file."""
+    from pathlib import Path
+
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(flag.lstrip("-").replace("-", "_"),
+                                  f"{path} lies under {parent}, which is a file, not a folder; choose another path")
+            break
 
 
 def parse_size(text: str) -> tuple[int, int]:

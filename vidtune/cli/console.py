@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 
@@ -60,8 +59,20 @@ class RichProgress:
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """One JSON object on stdout, always valid JSON in valid UTF-8: NaN/inf become null, file names that
+    are not UTF-8 keep their bytes as ``\\udcXX`` escapes (see :func:`vidtune.utils.json_text`)."""
+    from vidtune.utils import json_text
+
+    sys.stdout.write(json_text(obj, strict=False) + "\n")
     sys.stdout.flush()
+
+
+def tolerate_undecodable_names() -> None:
+    """Human output (tables, messages) shows a file name that is not UTF-8 with ``\\udcXX`` escapes
+    instead of stopping on UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def fmt_pct(x) -> str:

@@ -18,12 +18,13 @@ from rich.table import Table
 from vidtune.cli.common import (
     common_run_args,
     error_text,
+    finite_float,
     output_args,
     parse_size,
     print_metrics,
     print_skipped,
 )
-from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging
+from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging, tolerate_undecodable_names
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
@@ -136,7 +137,8 @@ def _print_multilabel(title: str, m: dict) -> None:
 def cmd_train(args) -> int:
     from vidtune.train.trainer import train
 
-    result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet), resume=args.resume)
+    result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet), resume=args.resume,
+                   overwrite=args.overwrite)
     if args.json:
         print_json(result)
         return 0
@@ -254,10 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "zoom_in/zoom_out, appear/disappear)")
     p.add_argument("--classes", type=int, default=4, help="number of classes (appearance 2-8, motion 2-12)")
     p.add_argument("--per-class", type=int, default=20)
-    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--seconds", type=finite_float, default=2.0)
     p.add_argument("--fps", type=int, default=12)
     p.add_argument("--size", default="160x120", help="WIDTHxHEIGHT")
-    p.add_argument("--imbalance", type=float, default=1.0, help="largest/smallest class size ratio")
+    p.add_argument("--imbalance", type=finite_float, default=1.0, help="largest/smallest class size ratio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the clips of an earlier run in OUT")
     output_args(p)
@@ -293,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=8, help="frames per clip (TSN segments)")
     p.add_argument("--strategy", default="auto", help="linear | partial | full (auto: linear on CPU, partial on GPU)")
     p.add_argument("--unfreeze", type=int, default=2, help="partial: last N backbone stages to train")
-    p.add_argument("--layer-decay", type=float, default=0.75,
+    p.add_argument("--layer-decay", type=finite_float, default=0.75,
                    help="fine-tuning: learning-rate factor per backbone stage below the top one")
     p.add_argument("--accumulate", type=int, default=1, help="end to end: gradient accumulation steps")
     p.add_argument("--reverse-pairs", default=None, metavar="A:B,C:D",
@@ -305,10 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. sample-data --kind motion)")
     p.add_argument("--epochs", type=int, default=None, help="default 40 (linear) or 10 (end to end)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--val-split", type=float, default=0.2, help="held-out fraction per class (no split column)")
+    p.add_argument("--lr", type=finite_float, default=None, help="head learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=finite_float, default=0.05)
+    p.add_argument("--label-smoothing", type=finite_float, default=0.1)
+    p.add_argument("--val-split", type=finite_float, default=0.2, help="held-out fraction per class (no split column)")
     p.add_argument("--balance", default="loss",
                    help="loss (class weights) | sampler (class-balanced sampling) | logit_adjust (the loss sees "
                         "logits + log class prior; predictions use the raw logits) | none")
@@ -319,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default="accuracy",
                    help="weights kept: accuracy (best validation mean class accuracy / mAP, then loss) | loss "
                         "(lowest smoothed validation loss) | last (the last epoch's)")
-    p.add_argument("--ema", type=float, default=0.0,
+    p.add_argument("--ema", type=finite_float, default=0.0,
                    help="evaluate and keep an exponential moving average of the weights with this decay "
                         "(e.g. 0.99; 0: off)")
     p.add_argument("--views", type=int, default=3, help="linear: cached temporal offsets per segment")
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from RUN_DIR/checkpoint.safetensors (written every epoch); "
                         "same arguments required")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in RUN_DIR (without it, an existing run is never overwritten)")
     common_run_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -368,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    tolerate_undecodable_names()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
@@ -378,8 +383,19 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):  # scripts reading stdout get a parseable answer too
             print_json({"error": text})
         return exc.exit_code
+    except OSError as exc:  # the environment (a file that vanished, a device error), never a traceback
+        where = exc.filename if exc.filename is not None else "a file"
+        text = f"{where}: {exc.strerror or exc}; check the path, its permissions and the free space"
+        err.print(f"[bold red]error:[/bold red] {escape(str(text))}", highlight=False)
+        if getattr(args, "json", False):
+            print_json({"error": text})
+        return 2
     except KeyboardInterrupt:
-        err.print("interrupted")
+        text = "interrupted"
+        if getattr(args, "command", None) == "train":
+            text += (f"; to continue from the last finished epoch, run the same command again with --resume "
+                     f"(the state is in {args.out}/checkpoint.safetensors)")
+        err.print(text, highlight=False, markup=False)
         return 130
 
 

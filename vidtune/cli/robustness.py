@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import common_run_args, print_skipped
+from vidtune.cli.common import check_output_file, common_run_args, print_skipped
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 
 
@@ -18,6 +18,8 @@ def cmd_robustness(args) -> int:
     names = parse_corruptions(args.corruptions)
     levels = parse_severities(args.severities)
     plot = None if args.no_plot else Path(args.plot) if args.plot else Path(args.run) / "robustness.png"
+    if plot is not None and args.plot:
+        check_output_file(plot, "--plot")
     report = robustness_report(args.run, args.data, split=args.split, corruptions=names, severities=levels,
                                device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                                workers=args.workers, progress=RichProgress(not args.quiet), seed=args.seed,

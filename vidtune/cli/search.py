@@ -8,7 +8,15 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import cache_args, device_arg, output_args, print_skipped
+from vidtune.cli.common import (
+    cache_args,
+    check_output_file,
+    check_output_folder,
+    device_arg,
+    finite_float,
+    output_args,
+    print_skipped,
+)
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
@@ -22,9 +30,9 @@ def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--weights", default=None, help="local weights file for the backbone")
     g.add_argument("--no-pretrained", action="store_true", help="random initialisation (a baseline)")
     g.add_argument("--run", default=None, help="a trained run folder: its fine-tuned backbone and temporal head")
-    g.add_argument("--window", type=float, default=d(2.0), help="segment length in seconds (default 2)")
-    g.add_argument("--stride", type=float, default=d(1.0), help="seconds between segment starts (default 1)")
-    g.add_argument("--fps", type=float, default=d(2.0), help="frames decoded per second (default 2)")
+    g.add_argument("--window", type=finite_float, default=d(2.0), help="segment length in seconds (default 2)")
+    g.add_argument("--stride", type=finite_float, default=d(1.0), help="seconds between segment starts (default 1)")
+    g.add_argument("--fps", type=finite_float, default=d(2.0), help="frames decoded per second (default 2)")
     g.add_argument("--tta", default=d("flip"), help="flip (mirror-averaged, flip-invariant; default) | none")
 
 
@@ -56,6 +64,7 @@ def cmd_embed(args) -> int:
     from vidtune.index.embed import Embedder, embed_videos, save_embeddings
     from vidtune.runs.inference import expand_video_args
 
+    check_output_folder(args.out, "--out")
     paths = expand_video_args(args.videos)
     emb = Embedder(_config(args), **_common(args))
     embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
@@ -166,6 +175,10 @@ def cmd_search(args) -> int:
 def cmd_dedupe(args) -> int:
     from vidtune.index.dedupe import find_duplicates, write_dedup_manifest, write_pairs_csv
 
+    if args.csv:
+        check_output_file(args.csv, "--csv")
+    if args.write_manifest:
+        check_output_file(args.write_manifest, "--write-manifest")
     result = find_duplicates(args.index, threshold=args.threshold, progress=RichProgress(not args.quiet),
                              **_common(args))
     if args.csv:
@@ -200,6 +213,8 @@ def cmd_eval_retrieval(args) -> int:
 
     if bool(args.index) == bool(args.predictions):
         raise VidtuneError("give exactly one of --index INDEX_DIR (search every query) or --predictions FILE")
+    if args.save_predictions:
+        check_output_file(args.save_predictions, "--save-predictions")
     result = evaluate_retrieval(args.ground_truth, index_dir=args.index, predictions=args.predictions, k=args.k,
                                 save_predictions=args.save_predictions, progress=RichProgress(not args.quiet),
                                 **_common(args))
@@ -265,15 +280,15 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")
     p.add_argument("index", type=Path, metavar="INDEX_DIR")
     p.add_argument("query", type=Path, help="a video file or an image file")
-    p.add_argument("--start", type=float, default=None, help="query only this part of the video (seconds)")
-    p.add_argument("--end", type=float, default=None)
+    p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
+    p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
     _device_args(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("dedupe", help="pairs of indexed videos that share content, with the shared segments")
     p.add_argument("index", type=Path, metavar="INDEX_DIR")
-    p.add_argument("--threshold", type=float, default=0.8, help="minimum alignment score of a pair (default 0.8)")
+    p.add_argument("--threshold", type=finite_float, default=0.8, help="minimum alignment score of a pair (default 0.8)")
     p.add_argument("--csv", type=Path, default=None, help="also write the pairs as CSV")
     p.add_argument("--manifest", type=Path, default=None, help="a dataset (folder or CSV/JSONL) to clean")
     p.add_argument("--write-manifest", type=Path, default=None, help="the cleaned manifest to write (.csv/.jsonl)")

@@ -8,19 +8,18 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import device_arg, output_args
+from vidtune.cli.common import (
+    check_output_file,
+    check_output_parent,
+    device_arg,
+    finite_float,
+    output_args,
+    seconds,
+)
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.errors import VidtuneError
 
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (a number), got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return v
+_seconds = seconds  # finite, >= 0
 
 
 def _tag_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +35,7 @@ def _tag_args(p: argparse.ArgumentParser) -> None:
                    help="move segment edges to a shot boundary this close (s; 0: off; default half a window)")
     g.add_argument("--background", default=None,
                    help="label left out of segments (default: the run's background label, if any)")
-    g.add_argument("--min-score", type=float, default=0.0,
+    g.add_argument("--min-score", type=finite_float, default=0.0,
                    help="single-label: windows whose top score is below this count as background")
     device_arg(p)
     output_args(p)
@@ -91,6 +90,10 @@ def cmd_tag(args) -> int:
         fmt = {".csv": "csv", ".vtt": "vtt", ".srt": "srt", ".json": "json"}.get(Path(args.out).suffix.lower())
         if fmt is None:
             raise VidtuneError(f"--out {args.out}: say which format with --format json|csv|vtt|srt")
+    if args.out is not None:  # a bad output path fails now, not after tagging
+        (check_output_parent if fmt in ("vtt", "srt") else check_output_file)(args.out, "--out")
+    if args.plot is not None:
+        check_output_parent(args.plot, "--plot")
     results, errors = _tag_all(args, args.videos)
     dicts = [r.to_dict(scores=args.scores) for r in results]
     many = len(results) > 1
@@ -220,7 +223,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("shots", help="detect shot boundaries: hard cuts and gradual transitions (fades, dissolves)")
     p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
-    p.add_argument("--threshold", type=float, default=0.25,
+    p.add_argument("--threshold", type=finite_float, default=0.25,
                    help="least frame change for a boundary (histogram + block luma; default 0.25)")
     p.add_argument("--min-shot", type=_seconds, default=0.6, help="shortest shot in seconds (default 0.6)")
     output_args(p, quiet=False)
@@ -230,6 +233,6 @@ def register(sub) -> None:
                        help="tag the videos of a ground-truth CSV and score the segments (P/R/F1 at tIoU, frame level)")
     p.add_argument("run", type=Path, help="run folder from `vidtune train`")
     p.add_argument("ground_truth", type=Path, help="CSV with path,start,end,label (paths relative to the CSV)")
-    p.add_argument("--iou", type=float, default=0.5, help="temporal IoU for a match (default 0.5)")
+    p.add_argument("--iou", type=finite_float, default=0.5, help="temporal IoU for a match (default 0.5)")
     _tag_args(p)
     p.set_defaults(func=cmd_eval_segments)

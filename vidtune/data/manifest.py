@@ -149,7 +149,27 @@ def _from_folder(folder: Path) -> list[VideoItem]:
             raise DatasetError(f"{d}: class folder has no video files ({', '.join(sorted(VIDEO_EXTENSIONS_SHOWN))}, ...); "
                                "add videos or remove the folder")
         items.extend(VideoItem(path=p, label=d.name) for p in vids)
-    return items
+    return _one_label_per_file(items)
+
+
+def _one_label_per_file(items: list[VideoItem]) -> list[VideoItem]:
+    """Symlinks can make one file appear under two class folders: that would train it under two labels
+    (refused), or twice under one (the second copy dropped with a warning)."""
+    first: dict[str, VideoItem] = {}
+    kept = []
+    for it in items:
+        real = os.path.realpath(it.path)
+        prev = first.setdefault(real, it)
+        if prev is it:
+            kept.append(it)
+        elif prev.label != it.label:
+            raise DatasetError(f"{prev.path} (class {prev.label!r}) and {it.path} (class {it.label!r}) are the same "
+                               f"file ({real}, reached through a symlink): one file cannot have two labels. Remove "
+                               "the link from the wrong class folder (or use a manifest with |-separated labels "
+                               "for a multi-label task)")
+        else:
+            log.warning("%s is the same file as %s (a symlink); counted once", it.path, prev.path)
+    return kept
 
 
 @dataclass

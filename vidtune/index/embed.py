@@ -301,7 +301,8 @@ class Embedder:
         info = probe(path, scan_packets=False)
         s = 0.0 if start is None else float(start)
         e = info.duration if end is None else min(float(end), info.duration)
-        if s < 0 or (end is not None and float(end) <= s) or s >= info.duration:
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or (end is not None and float(end) <= s) \
+                or s >= info.duration:
             raise VidtuneError(f"{path}: --start/--end ({start}, {end}) must satisfy 0 <= start < end and start "
                                f"< the video's duration ({info.duration:.3f} s)")
         if digest is None:

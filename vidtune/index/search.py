@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.defaults import DEFAULT_BACKBONE
-from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VidtuneError
+from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VideoDecodeError, VidtuneError
 from vidtune.index.align import align
 from vidtune.index.embed import EmbedConfig, Embedder, embed_videos, is_image_path
 from vidtune.index.store import VideoIndex
@@ -91,6 +91,9 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
                     digest = embedder.cache.digest(p) if embedder.cache is not None else _digest(p)
                 except OSError as exc:
                     skipped.append({"path": key, "reason": f"cannot read file ({exc.strerror or exc})"})
+                    continue
+                except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
+                    skipped.append({"path": key, "reason": exc.reason})
                     continue
                 if key in known and known[key].digest == digest:
                     unchanged.append(key)

@@ -4,7 +4,8 @@ Layout of ``INDEX_DIR``::
 
     index.sqlite        meta (model, embedding params, kind, dim, generation), videos, segments
     vectors.<G>.faiss   the FAISS index of generation G (ids are ``segments.id``)
-    .lock               taken (flock) by writers so that two ``index add`` never interleave
+    .lock               taken (flock) by writers so that two ``index add`` never interleave: a second
+                        writer fails at once, naming the process that holds it
 
 SQLite is the source of truth, and the generation number lives in it. A write builds the new FAISS
 file ``vectors.<G+1>.faiss`` completely (temporary name, fsync, rename) *before* the SQLite
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.errors import IndexError_, ModelMismatchError
+from vidtune.utils import hold_lock, is_io_error, output_error
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,21 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
     else:
         raise IndexError_(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
     return faiss.IndexIDMap2(inner)
+
+
+def db_path(path: str) -> str | bytes:
+    """A path as stored in SQLite: text, or its exact bytes when it is not UTF-8 (an ``os.fsdecode``
+    string with surrogates, which SQLite cannot hold as text)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def py_path(value) -> str:
+    """Inverse of :func:`db_path`."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -97,28 +114,33 @@ class VideoIndex:
                 (root / (DB_NAME + suffix)).unlink(missing_ok=True)
         elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise IndexError_(f"{root} is not empty and holds no index; pick an empty or new folder")
-        root.mkdir(parents=True, exist_ok=True)
-        tmp_db = root / f".{DB_NAME}.creating"
-        tmp_db.unlink(missing_ok=True)
-        db = sqlite3.connect(tmp_db)
-        with db:
-            db.executescript("""
-                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE videos (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, digest TEXT NOT NULL,
-                                     duration REAL NOT NULL, added REAL NOT NULL, vector BLOB NOT NULL);
-                CREATE TABLE segments (id INTEGER PRIMARY KEY, video_id INTEGER NOT NULL
-                                       REFERENCES videos(id) ON DELETE CASCADE,
-                                       start REAL NOT NULL, end REAL NOT NULL);
-                CREATE INDEX segments_video ON segments(video_id);
-                CREATE INDEX videos_digest ON videos(digest);
-            """)
-            meta = {"format": FORMAT, "version": VERSION, "model_id": model_id, "model": model_desc,
-                    "params": params, "dim": int(dim), "kind": kind, "generation": 0,
-                    "created": time.time()}
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        db.close()
-        _faiss().write_index(new_faiss_index(kind, dim), str(root / "vectors.0.faiss"))
-        os.replace(tmp_db, root / DB_NAME)  # the index exists once its database does
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp_db = root / f".{DB_NAME}.creating"
+            tmp_db.unlink(missing_ok=True)
+            db = sqlite3.connect(tmp_db)
+            with db:
+                db.executescript("""
+                    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE videos (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, digest TEXT NOT NULL,
+                                         duration REAL NOT NULL, added REAL NOT NULL, vector BLOB NOT NULL);
+                    CREATE TABLE segments (id INTEGER PRIMARY KEY, video_id INTEGER NOT NULL
+                                           REFERENCES videos(id) ON DELETE CASCADE,
+                                           start REAL NOT NULL, end REAL NOT NULL);
+                    CREATE INDEX segments_video ON segments(video_id);
+                    CREATE INDEX videos_digest ON videos(digest);
+                """)
+                meta = {"format": FORMAT, "version": VERSION, "model_id": model_id, "model": model_desc,
+                        "params": params, "dim": int(dim), "kind": kind, "generation": 0,
+                        "created": time.time()}
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+            db.close()
+            _faiss().write_index(new_faiss_index(kind, dim), str(root / "vectors.0.faiss"))
+            os.replace(tmp_db, root / DB_NAME)  # the index exists once its database does
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            if not isinstance(exc, OSError) and not is_io_error(exc):
+                raise
+            raise IndexError_(str(output_error(root, exc))) from None
         return cls.open(root)
 
     @classmethod
@@ -185,12 +207,12 @@ class VideoIndex:
     def videos(self) -> list[VideoRow]:
         rows = self.db.execute("SELECT v.id, v.path, v.digest, v.duration, COUNT(s.id) FROM videos v "
                                "LEFT JOIN segments s ON s.video_id = v.id GROUP BY v.id ORDER BY v.id").fetchall()
-        return [VideoRow(*r) for r in rows]
+        return [VideoRow(r[0], py_path(r[1]), *r[2:]) for r in rows]
 
     def video_by_path(self, path: str) -> VideoRow | None:
         r = self.db.execute("SELECT v.id, v.path, v.digest, v.duration, (SELECT COUNT(*) FROM segments s WHERE "
-                            "s.video_id = v.id) FROM videos v WHERE v.path = ?", (path,)).fetchone()
-        return VideoRow(*r) if r else None
+                            "s.video_id = v.id) FROM videos v WHERE v.path = ?", (db_path(path),)).fetchone()
+        return VideoRow(r[0], py_path(r[1]), *r[2:]) if r else None
 
     def video_segments(self, video_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(ids, starts, ends)`` of one video's segments, in time order."""
@@ -205,7 +227,7 @@ class VideoIndex:
 
         row = self.db.execute("SELECT path, digest, duration, vector FROM videos WHERE id = ?", (video_id,)).fetchone()
         ids, starts, ends = self.video_segments(video_id)
-        return VideoEmbedding(row[0], row[1], row[2], starts, ends, self.vectors(ids),
+        return VideoEmbedding(py_path(row[0]), row[1], row[2], starts, ends, self.vectors(ids),
                               np.frombuffer(row[3], np.float32))
 
     def segment_videos(self, ids) -> dict[int, int]:
@@ -272,15 +294,11 @@ class VideoIndex:
     @contextlib.contextmanager
     def writing(self):
         """Exclusive writer: a lock file, the current vectors in memory, one commit at the end."""
-        import fcntl
-
-        lock = open(self.root / ".lock", "a+")  # noqa: SIM115 (held for the whole write)
+        lock = hold_lock(self.root / ".lock", f"the index {self.root}", "vidtune index writer")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             self._cleanup_orphans()
             yield _Writer(self)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()
 
     def _cleanup_orphans(self) -> None:
@@ -332,14 +350,14 @@ class _Writer:
                 if op[0] != "add":
                     continue
                 _, path, emb = op
-                old = db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()
+                old = db.execute("SELECT id FROM videos WHERE path = ?", (db_path(path),)).fetchone()
                 if old is not None:  # changed content at a known path: replace
                     ids, _, _ = ix.video_segments(old[0])
                     self._remove_vectors(ids)
                     db.execute("DELETE FROM segments WHERE video_id = ?", (old[0],))
                     db.execute("DELETE FROM videos WHERE id = ?", (old[0],))
                 cur = db.execute("INSERT INTO videos (path, digest, duration, added, vector) VALUES (?, ?, ?, ?, ?)",
-                                 (path, emb.digest, emb.duration, time.time(),
+                                 (db_path(path), emb.digest, emb.duration, time.time(),
                                   np.ascontiguousarray(emb.video, np.float32).tobytes()))
                 vid = cur.lastrowid
                 if next_id is None:
@@ -359,11 +377,15 @@ class _Writer:
             os.replace(tmp, final)
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (json.dumps(new_gen),))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             with contextlib.suppress(OSError):
                 (ix.root / f"vectors.{gen + 1}.faiss").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (ix.root / f".vectors.{gen + 1}.tmp.faiss").unlink(missing_ok=True)
+            if isinstance(exc, OSError) or is_io_error(exc):  # disk full, read-only: the index is unchanged
+                raise IndexError_(f"{output_error(ix.root, exc)}; the index is unchanged") from None
             raise
         (ix.root / f"vectors.{gen}.faiss").unlink(missing_ok=True)
         ix._faiss, ix._faiss_gen = self.faiss, new_gen

@@ -16,6 +16,7 @@ from av.video.reformatter import VideoReformatter
 
 from vidtune.errors import VideoDecodeError
 from vidtune.io.base import VideoInfo, VideoReader, display_size, nearest_rotation, short_side_size
+from vidtune.utils import check_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ class PyAVReader(VideoReader):
         self._interp = _INTERPOLATIONS.get(interpolation.lower(), "BICUBIC")
         if not self.path.exists():
             raise VideoDecodeError(self.path, "file not found; check the path")
-        if self.path.is_dir():
-            raise VideoDecodeError(self.path, "is a directory, not a video file")
-        if self.path.stat().st_size == 0:
+        try:
+            st = check_regular_file(self.path)  # folders, FIFOs, devices, sockets: refused unread
+        except OSError as exc:
+            raise VideoDecodeError(self.path, f"cannot read file ({exc.strerror or exc})") from None
+        if st.st_size == 0:
             raise VideoDecodeError(self.path, "file is empty (0 bytes); re-copy or re-encode it")
         self._container = None
         self._reformatter = VideoReformatter()

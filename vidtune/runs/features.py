@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sampling import clip_span, segment_centres, segment_grid, segment_random
 from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop, transform_id
-from vidtune.errors import ConfigError, VidtuneError
+from vidtune.errors import ConfigError, OutputWriteError, VideoDecodeError, VidtuneError
 from vidtune.io import open_video
 from vidtune.models.backbones import FrameEncoder, PretrainedConfig
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.device import autocast, precision
-from vidtune.utils import atomic_path, file_digest, stable_hash
+from vidtune.utils import atomic_path, check_regular_file, db_text, file_digest, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class FeatureCache:
 
         A rerun over 10,000 unchanged videos then stats them instead of reading them.
         """
-        st = os.stat(path)
-        real = os.path.realpath(path)
+        st = check_regular_file(path)  # a FIFO or device is refused before any lookup or read
+        real = db_text(os.path.realpath(path))
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
         db = self._digest_db()
         if db is not None:
@@ -168,12 +168,13 @@ class FeatureCache:
 
     def put(self, key: str, features: torch.Tensor) -> None:
         """Store features; a full disk or lost permission only costs the cache, never the job."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         try:
             with atomic_path(self._path(key)) as tmp:
                 save_file({"features": features.contiguous().cpu()}, str(tmp))
-        except OSError as exc:
+        except (OSError, SafetensorError, OutputWriteError) as exc:
             if not self._write_failed:
                 log.warning("feature cache %s is not writable (%s); continuing without caching", self.root, exc)
             self._write_failed = True
@@ -393,6 +394,10 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec, frame_op)
             except OSError as exc:
                 skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
+                continue
+            except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
+                skipped.append({"path": str(item.path), "reason": exc.reason})
+                log.warning("skipping %s: %s", item.path, exc.reason)
                 continue
             hit = cache.get(keys[i])
             if hit is not None and hit.shape[:2] == (sampling.frames, views):

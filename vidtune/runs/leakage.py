@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from vidtune.data.manifest import VideoItem
+from vidtune.errors import VidtuneError
 from vidtune.utils import file_digest
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ SPLIT_FILE = "split.json"
 def _digest(path, cache) -> str | None:
     try:
         return cache.digest(path) if cache is not None else file_digest(path)
-    except OSError:
+    except (OSError, VidtuneError):  # missing, unreadable, or a FIFO/device refused unread
         return None
 
 

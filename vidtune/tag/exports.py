@@ -4,13 +4,18 @@ CSV has the ground-truth columns (``path,start,end,label,score``), so an export 
 hand and fed back to ``vidtune eval-segments``. Subtitle players show one cue at a time well, so
 WebVTT and SRT get one cue per stretch of time with a constant set of labels (overlapping
 multi-label segments become "a 0.91, b 0.80"), in time order, non-overlapping.
+
+Labels and paths are text from users and file systems: every export escapes their control characters
+(``\\r``, ``\\n``, ``\\t``, ``\\xNN``; :func:`vidtune.utils.printable`) and undecodable file-name bytes, and
+subtitles also the cue-timing arrow ``-->``, so a label can never end a cue or add one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+
+from vidtune.utils import json_text, printable
 
 FORMATS = ("json", "csv", "vtt", "srt")
 EXTENSIONS = {"json": ".json", "csv": ".csv", "vtt": ".vtt", "srt": ".srt"}
@@ -45,7 +50,7 @@ def cues(segments: list[dict]) -> list[tuple[float, float, str]]:
         if not active:
             continue
         active.sort(key=lambda s: -float(s["score"]))
-        text = ", ".join(f"{s['label']} {float(s['score']):.2f}" for s in active)
+        text = ", ".join(f"{printable(s['label'])} {float(s['score']):.2f}" for s in active)
         if out and out[-1][2] == text and abs(out[-1][1] - a) < 1e-6:
             out[-1] = (out[-1][0], b, text)
         else:
@@ -55,7 +60,7 @@ def cues(segments: list[dict]) -> list[tuple[float, float, str]]:
 
 def _vtt_text(text: str) -> str:
     # cue text may not contain "-->", and & and < start entities / tags
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    return printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def to_vtt(segments: list[dict]) -> str:
@@ -65,10 +70,15 @@ def to_vtt(segments: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _srt_text(text: str) -> str:
+    # one line (no CR/LF can end the cue) without the timing arrow
+    return printable(text).replace("-->", "-- >")
+
+
 def to_srt(segments: list[dict]) -> str:
     lines = []
     for i, (a, b, text) in enumerate(cues(segments), 1):
-        lines += [str(i), f"{srt_time(a)} --> {srt_time(b)}", text.replace("\n", " "), ""]
+        lines += [str(i), f"{srt_time(a)} --> {srt_time(b)}", _srt_text(text), ""]
     return "\n".join(lines)
 
 
@@ -78,12 +88,13 @@ def to_csv(results: list[dict]) -> str:
     w.writerow(["path", "start", "end", "label", "score"])
     for r in results:
         for s in r.get("segments", []):
-            w.writerow([r["path"], f"{s['start']:.3f}", f"{s['end']:.3f}", s["label"], f"{s['score']:.4f}"])
+            w.writerow([printable(r["path"]), f"{s['start']:.3f}", f"{s['end']:.3f}", printable(s["label"]),
+                        f"{s['score']:.4f}"])
     return buf.getvalue()
 
 
 def to_json(results: list[dict]) -> str:
-    return json.dumps({"results": results}, indent=2, ensure_ascii=False) + "\n"
+    return json_text({"results": results}) + "\n"
 
 
 def render(fmt: str, results: list[dict]) -> str:

@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from vidtune.errors import CheckpointError
+from vidtune.errors import CheckpointError, TrainingDivergedError
 from vidtune.progress import Progress
 from vidtune.train.config import TrainConfig
 from vidtune.train.task import Task
@@ -252,6 +252,11 @@ class Fitter:
                 lr = self.opt.param_groups[0]["lr"]
                 self.start_epoch()
                 train_loss, train_top1 = strategy.train_epoch(epoch)
+                if not math.isfinite(train_loss):  # nothing learnt from here on would mean anything
+                    raise TrainingDivergedError(
+                        f"training stopped at epoch {epoch}: the training loss became {train_loss} (not a finite "
+                        "number). The starting weights (--weights, --init) or the features hold NaN/inf values, or "
+                        "the learning rate is too high: check the weights file, or lower --lr")
                 self.end_epoch()
                 row = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
                        **task.history_fields(None), "lr": lr}

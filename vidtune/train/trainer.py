@@ -37,7 +37,7 @@ from vidtune.train.fitter import Checkpointing
 from vidtune.train.linear import LinearStrategy
 from vidtune.train.plots import plot_confusion, plot_learning_curves
 from vidtune.train.task import Task, task_for
-from vidtune.utils import atomic_write_json, atomic_write_text, stable_hash
+from vidtune.utils import atomic_write_json, atomic_write_text, hold_lock, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def _write_history(history: list[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None = None, resume: bool = False) -> dict:
+def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None = None, resume: bool = False,
+          overwrite: bool = False) -> dict:
     """Train a video classifier on ``data`` (folder per class or manifest) into the run folder ``out``.
 
     Returns ``{"run": ..., "val": {...metrics}, "train": {...}, "skipped": [{"path", "reason"}]}``.
@@ -61,15 +62,36 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     A resumable checkpoint (``checkpoint.safetensors``) is rewritten at the end of every epoch and
     removed when the run is complete; ``resume=True`` continues from it (same arguments required)
     and, with the same seed, ends with the same weights and metrics as an uninterrupted run.
+    A folder that holds a finished run is refused unless ``overwrite`` (or ``resume``). While it runs,
+    the run folder's ``.lock`` is held (``fcntl.flock``): a second ``train`` on the same folder fails at
+    once with :class:`BusyError` naming the first one, instead of interleaving their files.
     """
+    out = Path(out)
+    _prepare_out(out)
+    lock = hold_lock(out / LOCK_FILE, f"the run folder {out}", "vidtune train")
+    try:
+        if not resume and not overwrite and _is_finished_run(out):
+            raise VidtuneError(f"{out} already holds a finished run; pass --overwrite to replace it, or choose "
+                               "another --out")
+        return _train(data, out, cfg, progress, resume)
+    finally:
+        lock.close()
+
+
+LOCK_FILE = ".lock"
+
+
+def _is_finished_run(out: Path) -> bool:
+    return (out / "metrics.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, resume: bool) -> dict:
     cfg = cfg or TrainConfig()
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg = cfg.resolved(device.type)
     torch.manual_seed(cfg.seed)
-    out = Path(out)
-    _prepare_out(out)
 
     items = load_dataset(data, multilabel=True if cfg.task == "multilabel" else None)
     splits = stratified_split(items, cfg.val_split, cfg.seed)
@@ -158,9 +180,9 @@ def _checkpointing(out: Path, cfg: TrainConfig, task: Task, train_items: list[Vi
             log.info("%s: starting over (use --resume to continue the interrupted run)", ckpt.path)
         return ckpt
     if not ckpt.path.exists():
-        if (out / "metrics.json").is_file() and (out / "model.safetensors").is_file():
+        if _is_finished_run(out):
             raise VidtuneError(f"nothing to resume: {out} holds a finished run (no {CHECKPOINT}); "
-                               "drop --resume to train it again, or choose another --out")
+                               "use --overwrite instead of --resume to train it again, or choose another --out")
         log.warning("no %s in %s: starting from the first epoch", CHECKPOINT, out)
         return ckpt
     tensors, state = load_state(ckpt.path)

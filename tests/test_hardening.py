@@ -1,0 +1,502 @@
+"""Hardening (issue 16): every CLI command, on every odd input, ends with exit 0, 1 or 2 and a message
+that names the file and the fix: never a traceback, never a hang.
+
+``CASES`` is the table: (case id, input maker, command, expected exit code, message fragment). Each
+case runs in-process under a watchdog (``signal.alarm``: a hang becomes a failure after
+``CASE_LIMIT_S`` instead of a stuck suite; the hangs this guards against are blocking reads of
+FIFOs and endless reads of ``/dev/zero``, which SIGALRM interrupts). Every ``--json`` output must
+parse as strict JSON (no NaN/Infinity) and encode as UTF-8. Hypothesis adds generated manifests and
+argument values (derandomized, bounded). ``python -m pytest tests/test_hardening.py -q -rA`` lists
+the cases; README "Reliability" reports their count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.videos import (
+    write_audio_only,
+    write_image_as,
+    write_indexed_video,
+    write_random_bytes,
+    write_text,
+    write_truncated,
+)
+from vidtune.cli.main import main
+from vidtune.utils import hold_lock
+
+TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "2", "--epochs", "1", "--workers", "0"]
+EMBED = ["--backbone", "test_efficientnet", "--no-pretrained", "--window", "1", "--stride", "1", "--fps", "2"]
+CASE_LIMIT_S = 60
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def watchdog(seconds: int = CASE_LIMIT_S):
+    def fire(*_):
+        raise Hang(f"no answer after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def strict_json(text: str):
+    def no_constants(name):
+        raise ValueError(f"not JSON: {name}")
+
+    text.encode("utf-8")  # valid UTF-8 (no lone surrogates)
+    return json.loads(text, parse_constant=no_constants)
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """``vidtune ARGV`` in-process under the watchdog: (exit code, stdout, stderr). A traceback fails."""
+    capsys.readouterr()
+    with watchdog():
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse: bad option value
+            code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if "--json" in argv and out.strip():
+        strict_json(out)
+    return code, out, err
+
+
+# -- the world the cases run in: tiny videos, a tiny run, a tiny index ---------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = Path(tempfile.mkdtemp(prefix="vth-", dir="/tmp"))  # short: AF_UNIX socket paths are limited
+    data = root / "data"
+    for c in ("a", "b"):
+        (data / c).mkdir(parents=True)
+        for i in range(3):
+            write_indexed_video(data / c / f"{c}{i}.mp4", 6, h=32, w=32)
+    run = root / "run"
+    assert main(["train", str(data), "--out", str(run), *TINY, "-q"]) == 0
+    ix = root / "ix"
+    assert main(["index", "build", str(ix), str(data / "a" / "a0.mp4"), *EMBED, "--device", "cpu", "-q"]) == 0
+    yield {"root": root, "data": data, "run": run, "ix": ix, "good": data / "a" / "a0.mp4"}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# -- input makers: (folder, world) -> path ------------------------------------------------------------------
+def fifo(d, w):
+    os.mkfifo(d / "fifo.mp4")
+    return d / "fifo.mp4"
+
+
+def dev_zero(d, w):
+    (d / "zero.mp4").symlink_to("/dev/zero")
+    return d / "zero.mp4"
+
+
+def dev_urandom(d, w):
+    (d / "urandom.mp4").symlink_to("/dev/urandom")
+    return d / "urandom.mp4"
+
+
+def unix_socket(d, w):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(d / "sock.mp4"))
+    w.setdefault("sockets", []).append(s)
+    return d / "sock.mp4"
+
+
+def zero_bytes(d, w):
+    (d / "empty.mp4").write_bytes(b"")
+    return d / "empty.mp4"
+
+
+def random_bytes(d, w):
+    return write_random_bytes(d / "random.mp4")
+
+
+def text_file(d, w):
+    return write_text(d / "text.mp4")
+
+
+def png_as_mp4(d, w):
+    return write_image_as(d / "image.mp4", "png")
+
+
+def truncated(d, w):
+    return write_truncated(w["good"], d / "truncated.mp4", 0.3)
+
+
+def audio_only(d, w):
+    return write_audio_only(d / "audio.mp4")
+
+
+def missing(d, w):
+    return d / "missing.mp4"
+
+
+def folder_named_mp4(d, w):
+    (d / "folder.mp4").mkdir()
+    return d / "folder.mp4"
+
+
+def non_utf8_name(d, w):
+    p = d / os.fsdecode(b"clip \xff\xfe.mp4")
+    shutil.copy(w["good"], p)
+    return p
+
+
+def control_char_name(d, w):
+    p = d / "clip\r\n--> 1\t.mp4"
+    shutil.copy(w["good"], p)
+    return p
+
+
+SPECIAL = {"fifo": fifo, "dev_zero": dev_zero, "dev_urandom": dev_urandom, "socket": unix_socket}
+BROKEN = {"zero_bytes": zero_bytes, "random_bytes": random_bytes, "text": text_file, "png_as_mp4": png_as_mp4,
+          "truncated": truncated, "audio_only": audio_only, "missing": missing, "folder_named_mp4": folder_named_mp4}
+ODD_NAMES = {"non_utf8_name": non_utf8_name, "control_char_name": control_char_name}
+SPECIAL_MSG = "not a regular file"
+
+# command templates: X = the odd file, D = a copy of the dataset with the odd file in class a,
+# RUN, IX (a copy of the index), OUT (a fresh output folder), GOOD (a readable video)
+PER_FILE = [
+    ("predict", ["predict", "RUN", "X", "--json", "--workers", "0", "-q"], 1),
+    ("info", ["info", "X", "--json"], 1),
+    ("shots", ["shots", "X", "--json"], 1),
+    ("tag", ["tag", "RUN", "X", "--json", "--device", "cpu", "-q"], 1),
+    ("embed", ["embed", "X", "--out", "OUT", *EMBED, "--device", "cpu", "--json", "-q"], 2),
+    ("search", ["search", "IX", "X", "--device", "cpu", "--json"], 2),
+    ("index-add", ["index", "add", "IX", "X", "--device", "cpu", "--json", "-q"], 0),
+]
+PER_DATASET = [  # the odd file inside a class folder: skipped with a reason, the job goes on
+    ("train", ["train", "D", "--out", "OUT", *TINY, "--json", "-q"], 0),
+    ("eval", ["eval", "RUN", "D", "--workers", "0", "--json", "-q"], 0),
+]
+
+
+# a folder argument is searched for videos: one named folder.mp4 holding none is a usage error (exit 2)
+EXPECT = {("folder_named_mp4", name): (2, "folder holds no video files")
+          for name in ("predict", "shots", "tag", "embed", "index-add")}
+EXPECT[("folder_named_mp4", "search")] = (2, "is a directory")
+EXPECT[("folder_named_mp4", "info")] = (1, "is a directory")
+
+
+def _cases():
+    cases = []
+    for kind, maker in {**SPECIAL, **BROKEN}.items():
+        msg = SPECIAL_MSG if kind in SPECIAL else ""
+        for name, argv, code in PER_FILE:
+            code, frag = EXPECT.get((kind, name), (code, msg))
+            cases.append((f"{kind}-{name}", maker, argv, code, frag))
+    for kind, maker in SPECIAL.items():  # the issue's hangs: through every dataset command
+        for name, argv, code in PER_DATASET:
+            cases.append((f"{kind}-{name}", maker, argv, code, SPECIAL_MSG))
+    cases.append(("all-broken-train", "all-broken", PER_DATASET[0][1], 0, ""))
+    cases.append(("all-broken-eval", "all-broken", PER_DATASET[1][1], 0, ""))
+    for kind, maker in ODD_NAMES.items():  # readable videos with odd names: exit 0, valid JSON and exports
+        for name, argv, _ in PER_FILE + PER_DATASET:
+            cases.append((f"{kind}-{name}", maker, argv, 0, ""))
+        cases.append((f"{kind}-tag-csv", maker, ["tag", "RUN", "X", "--format", "csv", "--device", "cpu", "-q"], 0,
+                       ""))
+        cases.append((f"{kind}-tag-srt", maker, ["tag", "RUN", "X", "--format", "srt", "--device", "cpu", "-q"], 0,
+                       ""))
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_odd_input_table(case, world, capsys, tmp_path):
+    cid, maker, argv, want, fragment = case
+    d = Path(tempfile.mkdtemp(prefix="c-", dir=world["root"]))
+    if maker == "all-broken":
+        odd = [m(d, world) for m in BROKEN.values() if m not in (missing, folder_named_mp4)]
+    else:
+        odd = [maker(d, world)]
+    data = d / "data"
+    shutil.copytree(world["data"], data)
+    for p in odd:
+        target = data / "a" / p.name
+        if p.is_symlink():
+            target.symlink_to(os.readlink(p))
+        elif p.exists() and not p.is_dir() and p.is_file():
+            shutil.copy(p, target)
+        elif p.exists() and not p.is_dir():  # fifo, socket: make another of the same kind
+            if maker is fifo:
+                os.mkfifo(target)
+            else:
+                unix_socket(data / "a", world)
+    ix = d / "ix"
+    shutil.copytree(world["ix"], ix)
+    subst = {"RUN": world["run"], "X": odd[0], "D": data, "IX": ix, "OUT": d / "out", "GOOD": world["good"]}
+    code, out, err = run_cli([subst.get(a, a) for a in argv], capsys)
+    assert code == want, (cid, out[-2000:], err[-2000:])
+    text = out + err
+    assert fragment in text, (cid, text[-2000:])
+    if "--json" in argv and argv[0] in ("train", "eval"):
+        res = strict_json(out)
+        skipped = {os.fsencode(s["path"]) for s in res["skipped"]}
+        if want == 0 and cid.split("-")[0] in {**SPECIAL, **BROKEN} or maker == "all-broken":
+            assert {os.fsencode(str(data / "a" / p.name)) for p in odd} <= skipped, (cid, res["skipped"])
+    if "--json" in argv and argv[0] in ("predict", "info", "shots", "tag") and want == 1:
+        res = strict_json(out)
+        assert "error" in res["results"][0] and res["results"][0]["path"] == str(odd[0])
+    if maker is non_utf8_name and "--json" in argv and argv[0] == "predict":
+        res = strict_json(out)
+        assert os.fsencode(res["results"][0]["path"]) == os.fsencode(str(odd[0]))  # exact bytes round trip
+        assert "\\udcff" in out
+    if argv[:2] == ["tag", "RUN"] and "srt" in argv:
+        assert all(line.count("-->") <= 1 for line in out.splitlines()), out
+        assert "\r" not in out and all(line != "" or True for line in out.splitlines())
+
+
+# -- the other hardening cases ---------------------------------------------------------------------------------
+def _nan_copy(src: Path, dst: Path) -> Path:
+    """The same weights file (metadata included) with every float tensor NaN."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    save_file({k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in t.items()}, str(dst),
+              metadata=meta)
+    return dst
+
+
+def test_manifest_whole_file_and_segment_rows_train(world, capsys, tmp_path):
+    good = world["good"]
+    other = world["data"] / "b" / "b0.mp4"
+    (tmp_path / "m.csv").write_text(f"path,label,start,end\n{good},a,,\n{good},a,0,0.5\n{other},b,,\n"
+                                    f"{world['data'] / 'b' / 'b1.mp4'},b,0.1,0.4\n")
+    code, out, err = run_cli(["train", tmp_path / "m.csv", "--out", tmp_path / "r", *TINY, "--val-split", "0",
+                              "--json", "-q"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
+def test_manifest_non_finite_times_are_refused(world, capsys, tmp_path, bad):
+    (tmp_path / "m.csv").write_text(f"path,label,start,end\n{world['good']},a,{bad},\n")
+    code, out, err = run_cli(["train", tmp_path / "m.csv", "--out", tmp_path / "r", *TINY, "--json", "-q"], capsys)
+    assert code == 2 and "finite" in err and "m.csv:2" in err
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["tag", "RUN", "GOOD", "--stride", "nan"], "finite"),
+    (["tag", "RUN", "GOOD", "--window", "inf"], "finite"),
+    (["search", "IX", "GOOD", "--start", "nan"], "finite"),
+    (["search", "IX", "GOOD", "--end=-inf"], "finite"),
+    (["train", "DATA", "--out", "OUT", "--lr", "nan"], "finite"),
+    (["embed", "GOOD", "--out", "OUT", "--fps", "nan"], "finite"),
+    (["dedupe", "IX", "--threshold", "nan"], "finite"),
+    (["shots", "GOOD", "--threshold", "inf"], "finite"),
+    (["tag", "RUN", "GOOD", "--out", "FOLDER", "--format", "json"], "is a folder"),
+    (["tag", "RUN", "GOOD", "--out", "UNDERFILE", "--format", "csv"], "which is a file"),
+    (["dedupe", "IX", "--csv", "FOLDER"], "is a folder"),
+    (["dedupe", "IX", "--csv", "UNDERFILE"], "which is a file"),
+    (["embed", "GOOD", "--out", "UNDERFILE", *EMBED], "which is a file"),
+    (["embed", "GOOD", "--out", "AFILE", *EMBED], "is not a folder"),
+    (["train", "DATA", "--out", "UNDERFILE", *TINY], "cannot write"),
+    (["train", "DATA", "--out", "RUN", *TINY], "--overwrite"),
+])
+def test_bad_arguments_and_output_paths_exit_2(world, capsys, tmp_path, argv, fragment):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x")
+    subst = {"RUN": world["run"], "GOOD": world["good"], "IX": world["ix"], "DATA": world["data"],
+             "OUT": tmp_path / "out", "FOLDER": tmp_path / "folder", "AFILE": tmp_path / "afile",
+             "UNDERFILE": tmp_path / "afile" / "x.csv"}
+    code, out, err = run_cli([subst.get(a, a) for a in argv], capsys)
+    assert code == 2 and fragment in err, err
+
+
+def test_train_overwrite_and_concurrent_writers(world, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    code, _, err = run_cli(["train", world["data"], "--out", run, *TINY, "--overwrite", "-q"], capsys)
+    assert code == 0, err
+    lock = hold_lock(run / ".lock", "test", "another vidtune train")  # a second writer on the same folder
+    try:
+        code, out, err = run_cli(["train", world["data"], "--out", run, *TINY, "--overwrite", "--json"], capsys)
+        assert code == 2 and "in use" in err and f"pid {os.getpid()}" in err and "error" in strict_json(out)
+        ix = tmp_path / "ix"
+        shutil.copytree(world["ix"], ix)
+        with hold_lock(ix / ".lock", "test", "another vidtune index add"):
+            code, _, err = run_cli(["index", "add", ix, world["data"] / "b" / "b0.mp4", "--device", "cpu", "-q"],
+                                   capsys)
+            assert code == 2 and "in use" in err and "index add" in err
+    finally:
+        lock.close()
+
+
+def test_symlinked_class_folders_are_refused(world, capsys, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    (data / "b" / "alias.mp4").symlink_to(data / "a" / "a0.mp4")
+    code, _, err = run_cli(["train", data, "--out", tmp_path / "r", *TINY, "-q"], capsys)
+    assert code == 2 and "same file" in err and "alias.mp4" in err
+
+
+def test_nan_weights_stop_training_and_nan_scores_print_as_null(world, capsys, tmp_path):
+    weights = _nan_copy(world["run"] / "model.safetensors", tmp_path / "nan.safetensors")
+    args = [a for a in TINY if a != "--no-pretrained"]
+    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *args, "--weights", weights, "-q"],
+                           capsys)
+    assert code == 2 and "loss became nan" in err
+    run = tmp_path / "nanrun"
+    shutil.copytree(world["run"], run)
+    _nan_copy(world["run"] / "model.safetensors", run / "model.safetensors")
+    code, out, err = run_cli(["predict", run, world["good"], "--json", "--workers", "0", "--no-cache", "-q"], capsys)
+    assert code == 0, err
+    assert strict_json(out)["results"][0]["predictions"][0]["score"] is None
+
+
+def test_interrupted_train_mentions_resume(world, capsys, tmp_path, monkeypatch):
+    import vidtune.train.trainer as trainer
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_train", interrupted)
+    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *TINY, "-q"], capsys)
+    assert code == 130 and "--resume" in err
+
+
+def _enospc_under(monkeypatch, folder: Path):
+    """fsync of any file under ``folder`` fails with ENOSPC (a full disk), everything else works."""
+    real = os.fsync
+
+    def fsync(fd):
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            where = ""
+        if where.startswith(str(folder)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_disk_full(world, capsys, tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    # the feature cache costs only itself: a full disk there (a SafetensorError) and training goes on
+    real_save = safetensors.torch.save_file
+
+    def full(tensors, filename, *a, **k):
+        if str(filename).startswith(str(tmp_path / "cache")):
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                                  '"No space left on device" })')
+        return real_save(tensors, filename, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(safetensors.torch, "save_file", full)
+        code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r1", *TINY, "--cache-dir",
+                                tmp_path / "cache", "-q"], capsys)
+    assert code == 0, err
+    assert not list((tmp_path / "cache").glob("*/*.safetensors"))
+    # a full disk under --out, an embed folder, an index: exit 2 naming the path
+    out = tmp_path / "full"
+    out.mkdir()
+    _enospc_under(monkeypatch, out)
+    code, _, err = run_cli(["train", world["data"], "--out", out / "r", *TINY, "-q"], capsys)
+    assert code == 2 and "no space left" in err and str(out / "r") in err
+    code, _, err = run_cli(["embed", world["good"], "--out", out / "e", *EMBED, "--device", "cpu", "-q"], capsys)
+    assert code == 2 and "no space left" in err and str(out / "e") in err, err
+    ix = out / "ix"
+    shutil.copytree(world["ix"], ix)
+    code, _, err = run_cli(["index", "add", ix, world["data"] / "b" / "b0.mp4", "--device", "cpu", "-q"], capsys)
+    assert code == 2 and "no space left" in err and str(ix) in err and "unchanged" in err
+    monkeypatch.undo()
+    code, out_text, _ = run_cli(["index", "info", ix, "--json"], capsys)
+    assert code == 0 and strict_json(out_text)["videos"] == 1
+
+
+def test_subtitle_and_csv_exports_escape_control_characters(world, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    evil = "x\r2\n00:00:05,000 --> 00:00:09,000\nowned\x00\u2028"
+    config["labels"] = [evil, evil + "!"]
+    (run / "config.json").write_text(json.dumps(config))
+    for fmt in ("srt", "vtt", "csv"):
+        code, out, err = run_cli(["tag", run, world["good"], "--format", fmt, "--device", "cpu", "--smooth", "0",
+                                  "--min-segment", "0", "-q"], capsys)
+        assert code == 0, err
+        lines = out.split("\n")
+        assert not any(c in out for c in "\r\x00\u2028")
+        if fmt != "csv":
+            assert all(line.count("-->") <= 1 for line in lines)
+            cues = [line for line in lines if "-->" in line]
+            assert all(line[:2].isdigit() and line.count(":") == 4 for line in cues), cues
+        else:
+            assert len([line for line in lines if line]) >= 2 and "\\r" in out
+
+
+# -- generated inputs ----------------------------------------------------------------------------------------
+labels = st.sampled_from(["a", "b", "", "a|b", "c", "a\r", "x\x00y", "\u2028", "é"])
+times = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["", "abc", "-1"]))
+PATHS = ["GOOD", "missing.mp4", "FIFO", "ZERO", "DIR", "GOOD2"]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(rows=st.lists(st.tuples(st.sampled_from(PATHS), labels, times, times,
+                               st.sampled_from(["", "train", "test", "junk"])), min_size=1, max_size=5),
+       jsonl=st.booleans())
+def test_generated_manifests_never_crash_or_hang(world, capsys, rows, jsonl):
+    import csv
+    import io
+
+    d = Path(tempfile.mkdtemp(prefix="h-", dir=world["root"]))
+    os.mkfifo(d / "fifo.mp4")
+    (d / "zero.mp4").symlink_to("/dev/zero")
+    (d / "dir.mp4").mkdir()
+    where = {"GOOD": str(world["good"]), "GOOD2": str(world["data"] / "b" / "b2.mp4"), "FIFO": "fifo.mp4",
+             "ZERO": "zero.mp4", "DIR": "dir.mp4"}
+    recs = [{"path": where.get(p, p), "label": lab, "start": s, "end": e, "split": sp} for p, lab, s, e, sp in rows]
+    if jsonl:
+        m = d / "m.jsonl"
+        m.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    else:
+        m = d / "m.csv"
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["path", "label", "start", "end", "split"])
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in recs)
+        m.write_text(buf.getvalue())
+    code, out, err = run_cli(["eval", world["run"], m, "--workers", "0", "--json", "-q", "--split", "all"], capsys)
+    assert code in (0, 2), err
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(cmd=st.sampled_from(["shots", "tag", "search"]),
+       a=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "", "1e999", "-0"])),
+       b=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "", "1e999", "-0"])))
+def test_generated_argument_values_never_crash_or_hang(world, capsys, cmd, a, b):
+    flags = {"shots": ["--threshold", "--min-shot"], "tag": ["--stride", "--window"], "search": ["--start", "--end"]}
+    head = {"shots": ["shots", world["good"]], "tag": ["tag", world["run"], world["good"], "--device", "cpu", "-q"],
+            "search": ["search", world["ix"], world["good"], "--device", "cpu"]}[cmd]
+    f1, f2 = flags[cmd]
+    code, out, err = run_cli([*head, f"{f1}={a}", f"{f2}={b}", "--json"], capsys)
+    assert code in (0, 1, 2), err
