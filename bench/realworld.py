@@ -84,7 +84,7 @@ def run_cell(manifest: Path, out: Path, head: str, variant: str, shots: int, see
         opts["reverse_pairs"] = pairs
     cfg = TrainConfig(temporal=head, shots=shots or None, seed=seed, cache_dir=str(cache), **opts)
     t0 = time.perf_counter()
-    res = train(manifest, out, cfg)
+    res = train(manifest, out, cfg, overwrite=True)
     seconds = time.perf_counter() - t0
     ev = evaluate(out, manifest, split="test", cache_dir=str(cache))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -98,7 +98,7 @@ def robustness(manifest: Path, run: Path, cache: Path) -> dict:
     from vidtune.runs.robustness import robustness_report
 
     rep = robustness_report(run, manifest, split="test", severities=[1, 3, 5], cache_dir=str(cache))
-    worst = sorted(((c, statistics.mean(v["top1"] for v in cells.values())) for c, cells in rep["results"].items()),
+    worst = sorted(((c, round(statistics.mean(cells["top1"].values()), 3)) for c, cells in rep["results"].items()),
                    key=lambda x: x[1])[:3]
     return {"clean": rep["clean_top1"], "mPC": rep["mPC"], "rPC": rep["rPC"], "worst": worst}
 
