@@ -84,7 +84,8 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
     monkeypatch.setattr(features, "open_video", no_decoding)
     code, res2 = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "run2", "--frames", "4",
                           "--epochs", "5", "--temporal", "attention", "--grid", "1", "--lr", "3e-3",
-                          "--workers", "0")  # grid 1: the same pooled vectors (attention defaults to 3x3 tokens)
+                          "--no-flow", "--workers", "0")  # grid 1, no flow: the same pooled vectors (attention
+    # defaults to 3x3 tokens and flow cues, cached under other keys)
     assert code == 0 and res2["skipped"] == []
 
     # Evaluating on the training data reuses the cached grid's centre column: still no decoding.
