@@ -118,3 +118,14 @@ def test_time_reversal_plays_paired_clips_backwards_with_the_partner_label():
         TrainConfig(reverse_pairs="up:down").reverse_map(labels)
     with pytest.raises(ConfigError):
         TrainConfig(reverse_pairs="up")
+
+
+def test_default_step_floor_and_augmentation_follow_the_strategy():
+    from vidtune.train.config import MIN_STEPS
+
+    linear = TrainConfig().resolved("cpu")
+    assert linear.strategy == "linear" and linear.min_steps == MIN_STEPS and linear.augment == "robust"
+    assert TrainConfig(epochs=5).resolved("cpu").min_steps == 0  # epochs asked for are epochs run
+    assert TrainConfig(min_steps=7, epochs=5).resolved("cpu").min_steps == 7
+    tuned = TrainConfig(strategy="partial").resolved("cpu")
+    assert tuned.min_steps == 0 and tuned.augment == "none" and tuned.epochs == 10

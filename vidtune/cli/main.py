@@ -315,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss (class weights) | sampler (class-balanced sampling) | logit_adjust (the loss sees "
                         "logits + log class prior; predictions use the raw logits) | none")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
-    p.add_argument("--min-steps", type=int, default=0,
+    p.add_argument("--min-steps", type=int, default=None,
                    help="at least this many optimiser steps: more epochs when the data is tiny, and no early "
-                        "stop before them")
+                        "stop before them (default: 300 for the linear strategy unless --epochs is given, else 0)")
     p.add_argument("--select", default="accuracy",
                    help="weights kept: accuracy (best validation mean class accuracy / mAP, then loss) | loss "
                         "(lowest smoothed validation loss) | last (the last epoch's)")
@@ -332,9 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the 'nothing of interest' label: single-label a normal class that tagging leaves out; "
                         "multi-label a row with only NAME has no positive label")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--augment", default="none",
+    p.add_argument("--augment", default=None,
                    help="robust: train on randomly corrupted clips too (noise, blur, shake, compression, exposure, "
-                        "frame drops, ... at severities 1-5; vidtune.data.corruptions); validation stays clean")
+                        "frame drops, ... at severities 1-5; vidtune.data.corruptions); validation stays clean. "
+                        "none: clean clips only. Default: robust for the linear strategy, none end to end")
     p.add_argument("--augment-views", type=int, default=2,
                    help="--augment robust: corrupted copies of the cached training grid (linear); a clip is "
                         "corrupted with probability N/(N+1) per epoch")
