@@ -189,6 +189,8 @@ PER_FILE = [
 PER_DATASET = [  # the odd file inside a class folder: skipped with a reason, the job goes on
     ("train", ["train", "D", "--out", "OUT", *TINY, "--json", "-q"], 0),
     ("eval", ["eval", "RUN", "D", "--workers", "0", "--json", "-q"], 0),
+    ("robustness", ["robustness", "RUN", "D", "--corruptions", "gaussian_noise", "--severities", "1", "--workers",
+                    "0", "--no-plot", "--json", "-q"], 0),
 ]
 
 
@@ -252,7 +254,7 @@ def test_odd_input_table(case, world, capsys, tmp_path):
     assert code == want, (cid, out[-2000:], err[-2000:])
     text = out + err
     assert fragment in text, (cid, text[-2000:])
-    if "--json" in argv and argv[0] in ("train", "eval"):
+    if "--json" in argv and argv[0] in ("train", "eval", "robustness"):
         res = strict_json(out)
         skipped = {os.fsencode(s["path"]) for s in res["skipped"]}
         if want == 0 and cid.split("-")[0] in {**SPECIAL, **BROKEN} or maker == "all-broken":
