@@ -16,6 +16,7 @@ scores it on the test split. Cells repeat over ``--seeds``; the table shows mean
     python bench/realworld.py                         # the default grid (see --help)
     python bench/realworld.py --tasks scenes --variants default,sampler,logit_adjust,none_balance
     python bench/realworld.py --robustness            # also vidtune robustness (1,3,5) on scenes
+    python bench/realworld.py --combine a.csv b.csv   # merge result files into one table and plot
 
 Writes ``bench/results/realworld.csv`` and ``realworld.png`` and prints a summary table.
 """
@@ -158,8 +159,15 @@ def main() -> None:
     ap.add_argument("--robustness", action="store_true", help="vidtune robustness (severities 1,3,5) on scenes")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--tag", default="realworld", help="file name stem of the CSV/PNG")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None,
+                    help="only merge these result CSVs into one table and plot (<out>/<tag>.png)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.combine:
+        rows = [r for path in args.combine for r in csv.DictReader(open(path, encoding="utf-8"))]
+        plot(rows, args.out / f"{args.tag}.png")
+        print("\n".join(summary(rows)))
+        return
     root = CACHE / "realworld"
     cache = CACHE / "realworld-features"
     rows: list[dict] = []
