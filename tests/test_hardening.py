@@ -12,12 +12,10 @@ the cases; README "Reliability" reports their count.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import shutil
-import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.limits import hard_timeout
 from tests.videos import (
     write_audio_only,
     write_image_as,
@@ -46,18 +45,8 @@ class Hang(Exception):
     pass
 
 
-@contextlib.contextmanager
 def watchdog(seconds: int = CASE_LIMIT_S):
-    def fire(*_):
-        raise Hang(f"no answer after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return hard_timeout(seconds, Hang, "the command")
 
 
 def strict_json(text: str):

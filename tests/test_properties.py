@@ -10,9 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from tests.limits import hard_timeout
 from tests.videos import write_indexed_video
 from vidtune.data.corruptions import get_corruption
 from vidtune.data.manifest import load_dataset
@@ -138,23 +136,9 @@ def test_temporal_corruptions_keep_times_inside_and_sorted(duration, n, seed, na
 # -- decoder fed garbage ---------------------------------------------------------------------------
 # Derandomized: the same examples on every CI run (a 2,000-example random campaign per test found one
 # bug, now fixed and pinned below with @example); explore more with a bigger max_examples locally.
-@contextmanager
 def _hard_timeout(seconds: int):
     """Fail (instead of hanging the suite) if the body runs longer than ``seconds``."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def boom(*_):
-        raise TimeoutError(f"decoder did not return within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return hard_timeout(seconds, TimeoutError, "the decoder")
 
 
 def _open_and_sample(path: Path) -> None:
