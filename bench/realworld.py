@@ -61,6 +61,7 @@ VARIANTS = {
     "reverse": {"reverse_pairs": True},
     "flow_reverse": {"flow": True, "reverse_pairs": True},
     "flow_reverse_steps": {"flow": True, "reverse_pairs": True, "min_steps": 300},
+    "no_hflip": {"flip": False},  # end to end (tsm): a mirrored pan/rotation is the other class
 }
 # classes that are each other played backwards (--reverse-pairs), for the variants that use them
 PAIRS = {"camera": "zoom_in:zoom_out,pan_left:pan_right,rotate_cw:rotate_ccw,fade_in:fade_out",
