@@ -309,6 +309,9 @@ def test_manifest_non_finite_times_are_refused(world, capsys, tmp_path, bad):
     (["embed", "GOOD", "--out", "AFILE", *EMBED], "is not a folder"),
     (["train", "DATA", "--out", "UNDERFILE", *TINY], "cannot write"),
     (["train", "DATA", "--out", "RUN", *TINY], "--overwrite"),
+    # tiny but positive: a grid of 1e300 windows once exhausted the machine's memory
+    (["tag", "RUN", "GOOD", "--window", "1e-300", "--device", "cpu"], "--window of 1e-300 s is too short"),
+    (["embed", "GOOD", "--out", "OUT", *EMBED, "--window", "1e-300", "--stride", "1e-300"], "--window must be"),
 ])
 def test_bad_arguments_and_output_paths_exit_2(world, capsys, tmp_path, argv, fragment):
     (tmp_path / "folder").mkdir()

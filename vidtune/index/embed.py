@@ -42,6 +42,9 @@ def is_image_path(path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+MIN_SEGMENT = 0.05  # seconds: the shortest segment window and stride
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """How embeddings are computed. Everything here except ``device`` is stored in an index.
@@ -72,6 +75,9 @@ class EmbedConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(name, f"must be a positive number of seconds/frames, got {v!r}")
+        for name in ("window", "stride"):  # a segment per 1e-300 s would never end
+            if getattr(self, name) < MIN_SEGMENT:
+                raise ConfigError(name, f"must be at least {MIN_SEGMENT} s, got {getattr(self, name)!r}")
         if self.stride > self.window:
             raise ConfigError("stride", f"({self.stride} s) must not exceed the window ({self.window} s): "
                                         "parts of the video would have no segment")

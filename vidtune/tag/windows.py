@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidtune.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,9 @@ class WindowPlan:
         return np.stack([s, s + self.window], axis=1)
 
 
+MIN_STEP = 0.005  # seconds between grid frames: 200 per second, beyond any video frame rate tagged here
+
+
 def plan_windows(duration: float, window: float, stride: float, frames: int) -> WindowPlan:
     """Windows for a video of ``duration`` seconds.
 
@@ -56,6 +61,11 @@ def plan_windows(duration: float, window: float, stride: float, frames: int) -> 
     if duration and duration < window:
         window = duration
     step = window / frames
+    if step < MIN_STEP and duration >= frames * MIN_STEP:
+        # a grid finer than this samples the same decoded frames over and over, and its length (a
+        # feature row per grid point) grows without bound: 1e-300 s windows asked for 1e300 rows
+        raise ConfigError("window", f"of {window:g} s is too short for {frames} frames (at least "
+                                    f"{frames * MIN_STEP:g} s: {MIN_STEP:g} s between frames)")
     hop = max(1, int(round(stride / step)))
     if abs(hop * step - stride) > 1e-6:
         log.info("stride %.3fs rounded to %.3fs (a multiple of the %.3fs frame step)", stride, hop * step, step)
