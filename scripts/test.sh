@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh test
+source scripts/_system_deps.sh
 ruff check vidtune tests bench
 python -m pytest -q "$@"
