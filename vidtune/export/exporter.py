@@ -1,0 +1,217 @@
+"""``export_run``: a trained run as one model file plus a JSON of what it needs, checked at export time.
+
+The file holds the whole classifier (frozen or fine-tuned backbone, temporal head, classifier):
+clips ``(B, T, 3, H, W)`` float32 in (``B`` dynamic), logits ``(B, K)`` out. The JSON beside it
+(``FILE`` with the suffix ``.json``) says how to turn a video into that tensor (which frames, resize,
+crop, mean/std), the labels in logit order, the task and, for multi-label runs, the per-label
+thresholds, so the model runs without vidtune. A parity check compares the file's logits with the
+run's own PyTorch model on real clips (the run's data, or the videos given) at two batch sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidtune.errors import ConfigError, DatasetError, VidtuneError
+from vidtune.export.formats import FORMATS, SUFFIX, ExportedModel, write
+from vidtune.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "vidtune-export"
+EXPORT_VERSION = 1
+INPUT_NAME, OUTPUT_NAME = "clips", "logits"
+
+
+def sidecar_path(out) -> Path:
+    """Where the JSON beside an exported file goes: same name, suffix ``.json``."""
+    return Path(out).with_suffix(".json")
+
+
+def preprocessing(config, per_clip: int, clip_len: int = 1, clip_fps: float = 0.0) -> dict:
+    """How a video becomes the model's input, spelled out for code that does not have vidtune."""
+    cfg = config.transform
+    d = {
+        "frames": per_clip,
+        "sampling": "split the clip (default: the whole video) into `segments` equal parts and take the frame "
+                    "shown at the centre of each, t_i = start + (i + 0.5) * (end - start) / segments",
+        "segments": config.frames,
+        "resize_short_side": cfg.resize_size,
+        "interpolation": cfg.interpolation,
+        "crop": cfg.input_size,
+        "crop_kind": "centre",
+        "channel_order": "RGB",
+        "scale": 1.0 / 255.0,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "formula": "x = (pixel / 255 - mean) / std, laid out as (batch, frames, 3, crop, crop)",
+    }
+    if clip_len > 1:
+        d["clip_len"] = clip_len
+        d["clip_fps"] = clip_fps
+        d["sampling"] += (f"; around each centre take {clip_len} consecutive frames 1/{clip_fps:g} s apart "
+                          "(clamped to the clip), each centre's frames contiguous")
+    return d
+
+
+def _items_for(config, videos, limit: int):
+    """Real clips to check parity on: ``videos`` if given, else the run's own data (validation rows first)."""
+    from vidtune.data.manifest import VideoItem, load_dataset
+    from vidtune.runs.inference import expand_video_args, select_split
+
+    if videos:
+        return [VideoItem(path=p, label="") for p in expand_video_args(videos)][:limit], "videos given"
+    src = config.data.get("source")
+    if not src or not Path(src).exists():
+        return [], "none"
+    try:
+        items = load_dataset(src, multilabel=config.multilabel or None)
+    except (VidtuneError, OSError) as exc:
+        log.warning("cannot read the run's data %s for the parity check (%s)", src, exc)
+        return [], "none"
+    try:
+        val = select_split(items, "val", config)
+    except VidtuneError:
+        val = []
+    rest = [it for it in items if it not in val]
+    return (val + rest)[:limit], f"the run's data ({src})"
+
+
+def decode_clips(model, config, items, workers: int = 0) -> tuple[torch.Tensor, list[int]]:
+    """Normalised clips ``(N, T, 3, S, S)`` of the readable ``items`` and their indices (centre sampling)."""
+    from vidtune.data.transforms import Normalize
+    from vidtune.runs.features import ClipDataset, clip_loader, sampling_for
+
+    sampling = sampling_for(model.encoder, config.frames, "centre")
+    ds = ClipDataset(items, sampling, config.transform)
+    norm = Normalize(config.transform)
+    clips, kept = [], []
+    for sample in clip_loader(ds, workers):
+        if sample["error"] is not None:
+            log.warning("parity check: skipping %s: %s", items[sample["index"]].path, sample["error"])
+            continue
+        clips.append(norm(sample["frames"]))  # (T, 3, S, S)
+        kept.append(sample["index"])
+    if not clips:
+        return torch.zeros(0), []
+    return torch.stack(clips), kept
+
+
+def parity(reference: np.ndarray, got: np.ndarray) -> dict:
+    """Max abs logit difference and top-1 agreement between two ``(N, K)`` logit arrays."""
+    diff = float(np.abs(reference - got).max()) if reference.size else 0.0
+    agree = float((reference.argmax(-1) == got.argmax(-1)).mean()) if len(reference) else None
+    return {"max_abs_logit_diff": diff, "top1_agreement": agree}
+
+
+def check_parity(model, exported: ExportedModel, clips: torch.Tensor) -> dict:
+    """Compare on every clip at batch ``N`` and on the first clip alone (the batch is dynamic)."""
+    with torch.inference_mode():
+        ref = model(clips).float().numpy()
+    got = exported(clips.numpy())
+    one = exported(clips[:1].numpy())
+    out = parity(ref, got)
+    out["max_abs_logit_diff"] = max(out["max_abs_logit_diff"], float(np.abs(ref[:1] - one).max()))
+    out["batch_sizes"] = sorted({1, len(clips)})
+    return out
+
+
+def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: int = 8, int8: bool = False,
+               calibration_clips: int = 32, int8_bound: float | None = None, workers: int = 0,
+               progress: Progress | None = None) -> dict:
+    """Write the run at ``run_dir`` as ``fmt`` to ``out`` (+ ``out`` with suffix ``.json``); return a report.
+
+    ``videos``: clips to check parity on (default: the run's own data, if still where it was).
+    ``int8``: quantise the backbone's convolutions to int8 (ONNX / OpenVINO), calibrated on frames
+    of the run's training data, and report the accuracy change on its validation data
+    (:mod:`vidtune.export.int8`).
+    """
+    from vidtune.export.int8 import DEFAULT_BOUND
+    from vidtune.runs.features import sampling_for
+    from vidtune.runs.store import load_run
+    from vidtune.utils import atomic_write_json
+
+    progress = progress or NullProgress()
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8 and fmt == "torchscript":
+        raise ConfigError("int8", "is for --format onnx or openvino (ONNX Runtime / OpenVINO run int8 on CPUs)")
+    if parity_clips < 1:
+        raise ConfigError("parity_clips", f"must be >= 1, got {parity_clips}")
+    out = Path(out)
+    if out.suffix == ".json":
+        raise ConfigError("out", f"{out.name}: the .json name is taken by the preprocessing file; use "
+                                 f"{out.with_suffix(SUFFIX[fmt]).name}")
+    model, config = load_run(run_dir)
+    if config.model.flow:
+        raise ConfigError("flow", "runs read optical-flow cues computed outside the network; export a run "
+                                  "trained without --flow")
+    encoder = model.encoder
+    sampling = sampling_for(encoder, config.frames, "centre")
+    size = config.transform.input_size
+    example = torch.randn(2, sampling.per_clip, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    with progress.task(f"exporting {run_dir} to {fmt}", total=None):
+        target = out
+        if int8:  # the fp32 graph first (a hidden file), then its int8 version at ``out``
+            target = out.with_name(f".{out.stem}.fp32{SUFFIX['onnx']}")
+        how = write("onnx" if int8 else fmt, model, example, target, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+
+    items, source = _items_for(config, videos, parity_clips)
+    clips, kept = decode_clips(model, config, items, workers) if items else (torch.zeros(0), [])
+    if not kept:
+        if videos:
+            raise DatasetError("none of the videos given for the parity check could be decoded")
+        log.warning("no real clips to check parity on (the run's data is gone and no --videos given); "
+                    "checking on random input")
+        clips, source = example, "random input (no real clips available; pass --videos)"
+
+    report_int8 = None
+    try:
+        if int8:
+            from vidtune.export.int8 import quantise_onnx
+
+            report_int8 = quantise_onnx(model, config, target, out, fmt, workers=workers,
+                                        calibration_clips=calibration_clips,
+                                        bound=DEFAULT_BOUND if int8_bound is None else int8_bound, progress=progress)
+            how += f" + int8 ({report_int8['method']})"
+    finally:
+        if int8:
+            target.unlink(missing_ok=True)
+    exported = ExportedModel(out, fmt)
+    with progress.task(f"parity check on {len(clips)} clips", total=None):
+        check = check_parity(model, exported, clips)
+    check.update({"clips": len(clips), "source": source})
+
+    files = [out.name] + ([out.with_suffix(".bin").name] if fmt == "openvino" else [])
+    side = {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION,
+        "model_file": files[0], "files": files, "model_format": fmt, "exporter": how,
+        "precision": "int8" if int8 else "fp32",
+        "input": {"name": INPUT_NAME, "shape": ["batch", sampling.per_clip, 3, size, size], "dtype": "float32",
+                  "layout": "(batch, frames, channels RGB, height, width)"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(config.labels)], "dtype": "float32",
+                   "meaning": "sigmoid(logits) >= thresholds per label" if config.multilabel
+                   else "softmax(logits) gives class probabilities"},
+        "preprocessing": preprocessing(config, sampling.per_clip, sampling.clip_len,
+                                       getattr(encoder, "clip_fps", 0.0)),
+        "task": config.task, "labels": list(config.labels),
+        "run": {"dir": str(run_dir), "run_id": config.run_id, "backbone": config.model.backbone,
+                "temporal": config.model.temporal, "grid": config.model.grid,
+                "vidtune_version": config.vidtune_version},
+        "parity": check,
+    }
+    if config.multilabel:
+        side["thresholds"] = config.label_thresholds()
+    if config.background is not None:
+        side["background"] = config.background
+    if report_int8 is not None:
+        side["int8"] = report_int8
+    atomic_write_json(sidecar_path(out), side)
+    return {"out": str(out), "json": str(sidecar_path(out)), "format": fmt, "files": files + [sidecar_path(out).name],
+            "exporter": how, "precision": side["precision"], "parity": check, "int8": report_int8,
+            "labels": list(config.labels), "task": config.task}
