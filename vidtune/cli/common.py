@@ -122,6 +122,14 @@ def output_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
 
 def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    runtime_arg(p)
+
+
+def runtime_arg(p: argparse.ArgumentParser) -> None:
+    """``--runtime``: the engine of the backbone in feature passes (main() makes it the process default)."""
+    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="backbone engine for feature passes on CPU: auto (the fastest installed for jobs of 256+ "
+                        "frames or when already built, else torch), torch, onnxruntime, openvino")
 
 
 def cache_args(p: argparse.ArgumentParser) -> None:

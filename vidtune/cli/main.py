@@ -378,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
+        if getattr(args, "runtime", None):
+            from vidtune.runs.engines import set_default_runtime
+
+            set_default_runtime(args.runtime)
         return int(args.func(args) or 0)
     except VidtuneError as exc:
         text = error_text(exc)

@@ -160,7 +160,7 @@ class ExportedModel:
         elif fmt == "openvino":
             ov = require("openvino", "openvino")
             core = ov.Core()
-            config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+            config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
             self._compiled = core.compile_model(str(self.path), "CPU", config)
         elif fmt == "torchscript":
             with warnings.catch_warnings():

@@ -42,7 +42,9 @@ def quantise_file(fp32_path, out_path, clips: torch.Tensor, input_name: str = "c
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with atomic_path(out_path) as tmp:
+    from vidtune.export.formats import _quiet
+
+    with atomic_path(out_path) as tmp, _quiet():  # it logs a "consider pre-processing" hint on every call
         quantize_static(str(fp32_path), str(tmp), _ClipReader(input_name, clips), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)

@@ -365,7 +365,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                      device: torch.device, cache: FeatureCache | None = None, batch_frames: int = 32,
                      workers: int | None = None, progress: Progress | None = None,
                      description: str = "features", grid_views: int | None = None,
-                     frame_op: FrameOp | None = None, seed: int = 0,
+                     frame_op: FrameOp | None = None, seed: int = 0, runtime: str | None = None,
                      ) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Features ``(frames, views, D)`` (``(frames, views, G, D)`` for token grids) per item index
     (``views`` is 1 unless ``mode='grid'``).
@@ -375,6 +375,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     views, whose middle column holds exactly the centre frames (so evaluating a linear-probe run on
     its own training videos decodes nothing).
     ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
+    ``runtime``: auto | torch | onnxruntime | openvino for the backbone (default: the process default,
+    :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
     """
     progress = progress or NullProgress()
     workers = default_workers() if workers is None else workers
@@ -417,7 +419,9 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     if device.type == "cuda":  # NHWC kernels for the channels_last batches below; fixed shapes: tune once
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    net = inference_encoder(encoder, device, len(todo) * sampling.per_clip)
+    from vidtune.runs.engines import backbone_engine
+
+    net, _ = backbone_engine(encoder, runtime, device, len(todo) * sampling.per_clip)
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
