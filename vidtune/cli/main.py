@@ -379,9 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if getattr(args, "runtime", None):
-            from vidtune.runs.engines import set_default_runtime
+            from vidtune.runs.engines import using_runtime
 
-            set_default_runtime(args.runtime)
+            with using_runtime(args.runtime):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except VidtuneError as exc:
         text = error_text(exc)

@@ -13,6 +13,7 @@ feature cache does not tell them apart: a cached feature serves every fp32 runti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -46,6 +47,18 @@ def set_default_runtime(name: str) -> None:
 
 def default_runtime() -> str:
     return _default
+
+
+@contextlib.contextmanager
+def using_runtime(name: str | None):
+    """Make ``name`` the default for the duration of a block (one CLI command), then restore it."""
+    before = _default
+    if name:
+        set_default_runtime(name)
+    try:
+        yield
+    finally:
+        set_default_runtime(before)
 
 
 def check_runtime(name: str) -> str:
@@ -93,9 +106,18 @@ def resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) -
                                          "or use --runtime torch")
         return runtime
     for name in AUTO_ORDER:
-        if installed(name) and (n_frames >= _AUTO_MIN_FRAMES or _engine_path(encoder).is_file()):
+        if installed(name) and (n_frames >= _AUTO_MIN_FRAMES or _built(encoder, name)):
             return name
     return "torch"
+
+
+def _key(encoder, runtime: str) -> tuple:
+    return (encoder.fingerprint(), encoder.cfg.input_size, runtime)
+
+
+def _built(encoder, runtime: str) -> bool:
+    """The engine is ready in this process, or its ONNX graph is on disk (only a session to open)."""
+    return _key(encoder, runtime) in _engines or _engine_path(encoder).is_file()
 
 
 class _OnnxEngine:
@@ -147,7 +169,7 @@ def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames
     chosen = resolve(runtime, encoder, device, n_frames)
     if chosen == "torch":
         return inference_encoder(encoder, device, n_frames), "torch"
-    key = (encoder.fingerprint(), encoder.cfg.input_size, chosen)
+    key = _key(encoder, chosen)
     with _lock:
         engine = _engines.get(key)
         if engine is None:

@@ -1,0 +1,110 @@
+"""Feature-pass runtimes: every fp32 engine gives the same features (within the stated tolerance),
+``auto`` chooses and falls back cleanly, a missing engine is a clear error when asked for by name."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from vidtune.data.manifest import VideoItem
+from vidtune.data.sample import write_sample_dataset
+from vidtune.errors import ConfigError
+from vidtune.models.backbones import create_backbone
+from vidtune.runs import engines
+from vidtune.runs.engines import FEATURE_TOLERANCE, backbone_engine, resolve
+from vidtune.runs.features import Sampling, extract_features, open_cache
+
+pytest.importorskip("onnxruntime")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runtimes") / "data"
+    write_sample_dataset(root, classes=2, per_class=2, seconds=1.0, fps=8, size=(96, 72), seed=1)
+    return [VideoItem(path=p, label="") for p in sorted(root.rglob("*.mp4"))]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return create_backbone("test_efficientnet", pretrained=False).eval()
+
+
+RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not engines.installed("openvino"), reason="openvino not installed"))]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fp32_runtimes_agree_with_torch_within_the_tolerance(clips, encoder, runtime):
+    sampling = Sampling(4)
+    ref, skipped = extract_features(encoder, clips, sampling, device=CPU, workers=0, runtime="torch")
+    got, skipped2 = extract_features(encoder, clips, sampling, device=CPU, workers=0, runtime=runtime)
+    assert not skipped and not skipped2 and sorted(ref) == sorted(got) == list(range(len(clips)))
+    for i in ref:
+        assert got[i].shape == ref[i].shape == (4, 1, encoder.num_features)
+        scale = ref[i].abs().max()
+        assert (got[i] - ref[i]).abs().max() <= FEATURE_TOLERANCE * scale
+    net, name = backbone_engine(encoder, runtime, CPU, 8)
+    assert name == runtime and not isinstance(net, torch.nn.Module)
+
+
+def test_fp32_runtimes_share_cached_features(tmp_path, clips, encoder):
+    cache = open_cache(tmp_path / "cache")
+    first, _ = extract_features(encoder, clips[:2], Sampling(2), device=CPU, workers=0, cache=cache,
+                                runtime="onnxruntime")
+    files = sorted(p.name for p in (tmp_path / "cache").rglob("*.safetensors"))
+    again, _ = extract_features(encoder, clips[:2], Sampling(2), device=CPU, workers=0, cache=cache, runtime="torch")
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.safetensors")) == files and len(files) == 2
+    assert all(torch.equal(first[i], again[i]) for i in first)  # served from the cache, not recomputed
+
+
+def test_auto_chooses_by_job_size_frame_independence_and_installed_engines(monkeypatch, tmp_path, encoder):
+    monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "fresh"))  # no engine built yet: as in a new process
+    monkeypatch.setattr(engines, "_engines", {})
+    assert resolve("auto", encoder, CPU, 16) == "torch"  # a small job: exporting would cost more than it saves
+    assert resolve("auto", encoder, CPU, 4096) == "onnxruntime"
+    assert resolve("torch", encoder, CPU, 4096) == "torch"
+    backbone_engine(encoder, "onnxruntime", CPU, 16)  # builds and caches the engine on disk
+    assert resolve("auto", encoder, CPU, 16) == "onnxruntime"  # built once: worth it even for small jobs
+    tsm = create_backbone("test_resnet", pretrained=False)
+    from vidtune.models.temporal_shift import add_temporal_shift
+
+    add_temporal_shift(tsm, 4)
+    assert resolve("auto", tsm, CPU, 4096) == "torch" and resolve("onnxruntime", tsm, CPU, 4096) == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
+    assert not engines.installed("onnxruntime")
+    want = "openvino" if engines.installed("openvino") else "torch"
+    assert resolve("auto", encoder, CPU, 4096) == want
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert resolve("auto", encoder, CPU, 4096) == "torch"
+    with pytest.raises(ConfigError, match=r"pip install 'vidtune\[onnx\]'"):
+        resolve("onnxruntime", encoder, CPU, 4096)
+    with pytest.raises(ConfigError, match="must be one of"):
+        resolve("tensorrt", encoder, CPU, 16)
+
+
+def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
+    from vidtune.cli.main import main
+    from vidtune.runs.engines import default_runtime
+
+    data = tmp_path / "d"
+    write_sample_dataset(data, classes=2, per_class=3, seconds=1.0, fps=8, size=(64, 48), seed=0)
+    tiny = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "2", "--epochs", "1", "--workers", "0",
+            "-q", "--json"]
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--runtime", "onnxruntime", *tiny]) == 0
+    capsys.readouterr()
+    results = {}
+    for rt in ("torch", "onnxruntime"):
+        assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", rt, "--no-cache", "--workers", "0",
+                     "-q", "--json"]) == 0
+        results[rt] = json.loads(capsys.readouterr().out)["results"]
+        assert default_runtime() == "torch"  # the flag holds for its command only
+    for a, b in zip(results["torch"], results["onnxruntime"]):
+        assert a["labels"] == b["labels"]
+        assert all(abs(p["score"] - q["score"]) < 1e-3 for p, q in zip(a["predictions"], b["predictions"]))
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "run"), str(data), "--runtime", "tensorrt"])
