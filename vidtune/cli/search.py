@@ -19,7 +19,7 @@ from vidtune.cli.common import (
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.defaults import DEFAULT_BACKBONE
-from vidtune.errors import VidtuneError
+from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
 
 
 def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -154,13 +154,26 @@ def _fmt_span(a, b) -> str:
     return "-" if a is None else f"{a:.2f}-{b:.2f} s"
 
 
-def cmd_search(args) -> int:
-    from vidtune.index.search import search
+def _queries(args) -> list[Path]:
+    """Queries from the command line, then from ``--queries FILE`` (one path a line; blank lines and
+    ``#`` comments skipped; relative paths are relative to the file's folder)."""
+    queries = list(args.query)
+    if args.queries is not None:
+        try:
+            text = Path(args.queries).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("queries", f"{args.queries}: cannot read it as a text file ({exc})") from None
+        base = Path(args.queries).parent
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                queries.append(Path(line) if Path(line).is_absolute() else base / line)
+    if not queries:
+        raise ConfigError("queries", "or a QUERY argument is needed: a video or image to search for")
+    return queries
 
-    result = search(args.index, args.query, k=args.k, start=args.start, end=args.end, **_common(args))
-    if args.json:
-        print_json(result)
-        return 0
+
+def _print_matches(result: dict) -> None:
     t = Table(title=escape(f"matches for {result['query']}"), title_justify="left")
     for c in ("#", "video", "segment", "query segment", "score"):
         t.add_column(c, overflow="fold" if c == "video" else None)
@@ -168,7 +181,43 @@ def cmd_search(args) -> int:
         t.add_row(str(i), escape(r["path"]), _fmt_span(r["start"], r["end"]),
                   _fmt_span(r["query_start"], r["query_end"]), f"{r['score']:.3f}")
     out.print(t)
-    return 0
+
+
+def cmd_search(args) -> int:
+    """One query: the object it always printed. Several (``Q1 Q2 ...`` / ``--queries FILE``): the index
+    and model are loaded once and ``{"queries": [one object per query, in order]}`` is printed; a query
+    that fails gives ``{"query", "error"}`` in its place and exit code 1, the others still run."""
+    from vidtune.index.search import Searcher
+
+    queries = _queries(args)
+    if args.k < 1:
+        raise ConfigError("k", f"must be at least 1, got {args.k}")
+    with Searcher(args.index, many=len(queries) > 1, **_common(args)) as searcher:
+        if len(queries) == 1:
+            result = searcher.search(queries[0], k=args.k, start=args.start, end=args.end)
+            if args.json:
+                print_json(result)
+            else:
+                _print_matches(result)
+            return 0
+        results = []
+        for q in queries:
+            try:
+                results.append(searcher.search(q, k=args.k, start=args.start, end=args.end))
+            except (VideoDecodeError, VidtuneError) as exc:
+                if isinstance(exc, ConfigError):
+                    raise
+                results.append({"query": str(q), "error": getattr(exc, "reason", str(exc))})
+    failed = sum("error" in r for r in results)
+    if args.json:
+        print_json({"queries": results})
+    else:
+        for r in results:
+            if "error" in r:
+                err.print(f"[red]error[/red] {escape(r['query'])}: {escape(r['error'])}", highlight=False)
+            else:
+                _print_matches(r)
+    return 1 if failed else 0
 
 
 # -- dedupe -----------------------------------------------------------------------------------------
@@ -279,7 +328,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")
     p.add_argument("index", type=Path, metavar="INDEX_DIR")
-    p.add_argument("query", type=Path, help="a video file or an image file")
+    p.add_argument("query", type=Path, nargs="*",
+                   help="video or image files; one prints one result object, several print "
+                        '{"queries": [one per query]} (the index and model load once)')
+    p.add_argument("--queries", type=Path, default=None, metavar="FILE",
+                   help="more queries, one path a line (# comments; relative to FILE's folder)")
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
     p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
