@@ -1,0 +1,162 @@
+"""End to end, side by side: classify real videos (8 frames each) the seed's way, the torchvision way
+(torchcodec + eager torch) and with ``vidtune predict`` per runtime; each a fresh process, start-up
+included, wall clock and peak RSS from ``/usr/bin/time``.
+
+* seed: decode every frame with PyAV, pick 8 evenly spaced, PIL bicubic resize + centre crop, eager
+  PyTorch EfficientNet-Lite0 + the run's head;
+* torchcodec: ``VideoDecoder.get_frames_played_at`` (exact seeks, Debian's FFmpeg), torchvision
+  antialiased resize + crop, eager PyTorch;
+* vidtune: ``vidtune predict RUN VIDEOS --no-cache --runtime R`` (sparse decoding at the target size in
+  worker processes; ONNX Runtime / OpenVINO engines are built once per weights and kept on disk, so a
+  warm-up call builds them first, as any earlier job on the machine would have).
+
+The run is the pretrained default backbone with a mean head over 8 frames (its classifier weights are
+seeded random: throughput does not depend on them). Videos: the 8 real full-length videos of
+bench/realworld_data.py. Also the cold start of ``vidtune predict`` on one video.
+
+    nice python bench/sidebyside.py            # about 5 minutes on 2 busy cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+FRAMES = 8
+
+
+def make_run(out: Path) -> Path:
+    import torch
+
+    from vidtune.models.backbones import create_backbone
+    from vidtune.runs.config import ModelSpec, RunConfig
+    from vidtune.runs.store import assemble, save_weights
+
+    torch.manual_seed(0)
+    enc = create_backbone(pretrained=True)
+    spec = ModelSpec(backbone=enc.name, temporal="mean", frames=FRAMES, feature_dim=enc.num_features)
+    model = assemble(enc, spec, 8)
+    cfg = RunConfig(labels=[f"class{i}" for i in range(8)], model=spec, transform=enc.cfg, run_id="sidebyside")
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors", cfg.run_id)
+    cfg.save(out / "config.json")
+    return out
+
+
+def child(method: str, run: str, videos: list[str]) -> None:
+    """One method in this process: print one JSON line of top-1 labels."""
+    import numpy as np
+    import torch
+
+    from vidtune.runs.store import load_run
+
+    model, config = load_run(run)
+    cfg = config.transform
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    out = []
+    for v in videos:
+        if method == "seed":
+            import av
+            from PIL import Image
+
+            with av.open(v) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            pick = np.linspace(0, len(frames) - 1, FRAMES).round().astype(int)
+            imgs = []
+            for i in pick:
+                im = Image.fromarray(frames[i])
+                w, h = im.size
+                s = cfg.resize_size / min(w, h)
+                im = im.resize((round(w * s), round(h * s)), Image.BICUBIC)
+                w, h = im.size
+                left, top = (w - cfg.input_size) // 2, (h - cfg.input_size) // 2
+                imgs.append(np.asarray(im.crop((left, top, left + cfg.input_size, top + cfg.input_size))))
+            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+        else:
+            from torchcodec.decoders import VideoDecoder
+            from torchvision.transforms.v2 import functional as TF
+
+            dec = VideoDecoder(v)
+            dur = dec.metadata.duration_seconds
+            ts = [(i + 0.5) * dur / FRAMES for i in range(FRAMES)]
+            x = dec.get_frames_played_at(seconds=ts).data
+            x = TF.center_crop(TF.resize(x, cfg.resize_size, interpolation=TF.InterpolationMode.BICUBIC,
+                                         antialias=True), cfg.input_size)
+        x = (x.float() / 255 - mean) / std
+        with torch.inference_mode():
+            out.append(config.labels[int(model(x[None]).argmax())])
+    print(json.dumps(out))
+
+
+def timed(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall seconds and peak RSS (MiB) of ``cmd`` (a fresh process), and its stdout."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as t:
+        done = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M", *cmd], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"{cmd} failed: {done.stderr[-2000:]}")
+        wall, rss = Path(t.name).read_text().split()[-2:]
+    return float(wall), int(rss) // 1024, done.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("videos", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--methods", default="seed,torchcodec,torch,onnxruntime,openvino")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.run, args.videos)
+        return
+    import realworld_data
+
+    videos = [str(realworld_data.video_path(n)) for n in realworld_data.VIDEOS]
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        run = make_run(Path(tmp) / "run")
+        env_cache = Path(tmp) / "cache"
+        os.environ["VIDTUNE_CACHE"] = str(env_cache)
+        methods = args.methods.split(",")
+        cli = [py, "-m", "vidtune", "predict", str(run), "--no-cache", "--json", "-q", "--runtime"]
+        for rt in ("onnxruntime", "openvino"):  # build the engines once (kept on disk), as an earlier job would
+            if rt in methods:
+                timed([*cli, rt, videos[0]])
+        rows = []
+        for m in methods:
+            cmd = [py, str(HERE / "sidebyside.py"), "--child", m, "--run", str(run), *videos] if m in (
+                "seed", "torchcodec") else [*cli, m, *videos]
+            wall, rss, _ = timed(cmd)
+            rows.append((m, wall, rss))
+        cold = {}
+        for rt in ("torch", "onnxruntime"):
+            if rt in methods:
+                cold[rt] = timed([*cli, rt, videos[list(realworld_data.VIDEOS).index("bikes")]])
+    seed = next((w for m, w, _ in rows if m == "seed"), None)
+    tc = next((w for m, w, _ in rows if m == "torchcodec"), None)
+    print(f"\n{len(videos)} real videos ({', '.join(realworld_data.VIDEOS)}), {FRAMES} frames each, "
+          f"{os.cpu_count()} cores; each a fresh process\n")
+    print("| method | wall s | peak RSS MiB | vs seed's way | vs torchcodec + eager |")
+    print("|---|---:|---:|---:|---:|")
+    names = {"seed": "seed's way (decode all, PIL, eager torch)", "torchcodec": "torchcodec + eager torch",
+             "torch": "vidtune predict --runtime torch", "onnxruntime": "vidtune predict --runtime onnxruntime",
+             "openvino": "vidtune predict --runtime openvino"}
+    for m, w, r in rows:
+        print(f"| {names[m]} | {w:.1f} | {r} | {'' if seed is None else f'{seed / w:.2f}x'} | "
+              f"{'' if tc is None else f'{tc / w:.2f}x'} |")
+    for rt, (w, r, _) in cold.items():
+        print(f"\ncold start, vidtune predict --runtime {rt} on one video (bikes.mp4): {w:.1f} s, peak RSS {r} MiB")
+
+
+if __name__ == "__main__":
+    main()
