@@ -138,7 +138,7 @@ def test_openvino_and_torchscript_exports_match(tmp_path, data, fmt, name):
     from vidtune.export import export_run
     from vidtune.export.formats import ExportedModel
 
-    run = make_run(tmp_path / "run", data, "attention", grid=2, head={"dim": 32})
+    run = make_run(tmp_path / "run", data, "tsm", backbone="test_resnet")
     res = export_run(run, tmp_path / name, fmt, parity_clips=3)
     assert res["parity"]["max_abs_logit_diff"] < 1e-3 and res["parity"]["top1_agreement"] == 1.0
     if fmt == "openvino":

@@ -1,9 +1,10 @@
 """Write a torch module to ONNX, OpenVINO IR or TorchScript, and run the written file.
 
-One input, one output, the batch dimension dynamic. ONNX comes from torch's dynamo exporter (it
-handles every temporal head, token grids and temporal shifts; the older TorchScript-based exporter
-cannot export ``adaptive_avg_pool2d`` with a dynamic batch), falling back to the TorchScript-based
-exporter if it fails. OpenVINO IR is converted from that ONNX file.
+One input, one output, the batch dimension dynamic. ONNX comes from torch's TorchScript-based
+exporter when it can (EfficientNet-Lite0 in 1 s against 15 s for the dynamo exporter, same graph speed
+in ONNX Runtime), else from the dynamo exporter (token grids: ``adaptive_avg_pool2d`` to a grid with a
+dynamic batch is beyond the older one). Each written graph is run at two batch sizes against the
+module before it is accepted. OpenVINO IR is converted from that ONNX file.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def write_onnx(module: torch.nn.Module, example: torch.Tensor, path, input_name:
     module = module.eval()
     path = Path(path)
     errors = []
-    for dynamo in (True, False):
+    for dynamo in (False, True):
         try:
             with atomic_path(path) as tmp, _quiet(), torch.no_grad():
                 if dynamo:
@@ -79,6 +80,7 @@ def write_onnx(module: torch.nn.Module, example: torch.Tensor, path, input_name:
                     torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=[input_name],
                                       output_names=[output_name], opset_version=17,
                                       dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+            _verify(module, path, example)
             return "dynamo" if dynamo else "torchscript"
         except VidtuneError:
             raise
@@ -87,6 +89,20 @@ def write_onnx(module: torch.nn.Module, example: torch.Tensor, path, input_name:
                           f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
             log.info("ONNX export failed (%s)", errors[-1])
     raise VidtuneError("cannot export this model to ONNX (" + "; ".join(errors) + ")")
+
+
+def _verify(module: torch.nn.Module, path: Path, example: torch.Tensor, tol: float = 1e-3) -> None:
+    """The graph must give the module's outputs at batch 1 and 3 (a shape baked in by tracing shows here)."""
+    sess = ort_session(path)
+    name = sess.get_inputs()[0].name
+    for b in (1, 3):
+        x = torch.randn(b, *example.shape[1:], generator=torch.Generator().manual_seed(b))
+        with torch.no_grad():
+            ref = module(x).float().numpy()
+        got = sess.run(None, {name: x.numpy()})[0]
+        if got.shape != ref.shape or not np.abs(got - ref).max() <= tol * max(1.0, float(np.abs(ref).max())):
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"the written graph differs from the module at batch {b}")
 
 
 def _arg_name(module: torch.nn.Module) -> str:
