@@ -106,5 +106,12 @@ def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
     for a, b in zip(results["torch"], results["onnxruntime"]):
         assert a["labels"] == b["labels"]
         assert all(abs(p["score"] - q["score"]) < 1e-3 for p, q in zip(a["predictions"], b["predictions"]))
+    # the onnxruntime predict above recorded the run's engine: now the run loads without its PyTorch backbone
+    light = engines.load_light(tmp_path / "run", CPU, "onnxruntime")
+    assert light is not None and isinstance(light.model.encoder, engines.EngineEncoder)
+    assert engines.load_light(tmp_path / "run", CPU, "torch") is None
+    assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", "onnxruntime", "--no-cache", "--workers",
+                 "0", "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == results["onnxruntime"]
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "run"), str(data), "--runtime", "tensorrt"])

@@ -166,6 +166,8 @@ def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames
     """
     from vidtune.runs.features import inference_encoder
 
+    if isinstance(encoder, EngineEncoder):
+        return encoder, encoder.runtime
     chosen = resolve(runtime, encoder, device, n_frames)
     if chosen == "torch":
         return inference_encoder(encoder, device, n_frames), "torch"
@@ -182,3 +184,122 @@ def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames
                 return inference_encoder(encoder, device, n_frames), "torch"
             _engines[key] = engine
     return engine, chosen
+
+
+# -- a run's backbone as an engine, without building the PyTorch backbone ----------------------------------
+class EngineEncoder:
+    """A run's frozen frame encoder served by its built ONNX Runtime / OpenVINO engine.
+
+    What a short ``predict`` on a CPU pays for otherwise is mostly building the PyTorch backbone
+    (``import timm`` alone takes 3-7 s here) just to hash its weights and hand them to an engine that
+    was already built. The run's engine record (written the first time the run is applied with that
+    engine) holds the encoder's weights fingerprint, so cached features and engines are shared with
+    the full path.
+    """
+
+    frame_independent = True
+    clip_len = 1
+    clip_fps = 0.0
+
+    def __init__(self, engine, runtime: str, record: dict, cfg):
+        self.engine = engine
+        self.runtime = runtime
+        self.name = record["name"]
+        self.cfg = cfg
+        self.num_features = int(record["num_features"])
+        self.grid = int(record.get("grid", 1))
+        self._fingerprint = record["fingerprint"]
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def eval(self):
+        return self
+
+    def to(self, *_, **__):
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.engine(x)
+
+
+def _run_record(run_dir) -> Path:
+    from vidtune.runs.config import RunConfig
+    from vidtune.utils import file_digest, stable_hash
+
+    config = RunConfig.read(run_dir)
+    return engine_dir() / f"run-{stable_hash([config.run_id, file_digest(Path(run_dir) / 'model.safetensors')])}.json"
+
+
+def remember_run_engine(run_dir, encoder) -> None:
+    """After a run's feature pass used an exported engine: note which one, for :func:`load_light`."""
+    if not isinstance(encoder, torch.nn.Module) or not _engine_path(encoder).is_file():
+        return
+    from vidtune.utils import atomic_write_json
+
+    try:
+        atomic_write_json(_run_record(run_dir), {
+            "fingerprint": encoder.fingerprint(), "onnx": _engine_path(encoder).name, "name": encoder.name,
+            "num_features": encoder.num_features, "grid": encoder.grid, "input_size": encoder.cfg.input_size})
+    except (OSError, VidtuneError) as exc:
+        log.debug("engine record not written: %s", exc)
+
+
+def load_light(run_dir, device: torch.device, runtime: str | None = None):
+    """The run with its backbone as an already-built engine (:class:`EngineEncoder`) and its head in
+    PyTorch, or None when that does not apply (not CPU, runtime torch, no engine built for it yet,
+    temporal shifts); the caller then loads the run in full."""
+    import json
+
+    from vidtune.errors import CheckpointError
+
+    runtime = check_runtime(runtime or _default)
+    if device.type != "cpu" or runtime == "torch":
+        return None
+    names = [runtime] if runtime != "auto" else [n for n in AUTO_ORDER if installed(n)]
+    names = [n for n in names if installed(n)]
+    if not names:
+        return None
+    try:
+        record_path = _run_record(run_dir)
+        if not record_path.is_file():
+            return None
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        onnx = engine_dir() / record["onnx"]
+        if not onnx.is_file():
+            return None
+        return _assemble_light(run_dir, record, onnx, names[0])
+    except (OSError, ValueError, KeyError, CheckpointError) as exc:
+        log.debug("light load of %s not possible (%s); loading the full run", run_dir, exc)
+        return None
+
+
+def _assemble_light(run_dir, record: dict, onnx: Path, runtime: str):
+    from safetensors.torch import load_file
+
+    from vidtune.models.classifier import VideoClassifier
+    from vidtune.models.heads import create_head
+    from vidtune.runs.config import RunConfig
+    from vidtune.runs.store import LoadedRun
+
+    config = RunConfig.read(run_dir)
+    if not config.model.per_frame or config.transform.input_size != int(record["input_size"]):
+        return None
+    state = load_file(str(Path(run_dir) / "model.safetensors"))
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    spec = config.model
+    head = create_head(spec.head_kind, int(record["num_features"]), len(config.labels), spec.frames, grid=spec.grid,
+                       **spec.head)
+    head.load_state_dict(head_state, strict=True)
+    key = (record["fingerprint"], int(record["input_size"]), runtime)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _OnnxEngine(onnx) if runtime == "onnxruntime" else _OpenVinoEngine(onnx)
+            _engines[key] = engine
+    encoder = EngineEncoder(engine, runtime, record, config.transform)
+    model = VideoClassifier.__new__(VideoClassifier)
+    torch.nn.Module.__init__(model)
+    model.head = head.eval()
+    object.__setattr__(model, "encoder", encoder)
+    return LoadedRun(model.eval(), config)

@@ -157,14 +157,19 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     tuned threshold (highest first; may be empty), and ``predictions`` holds the top-k sigmoid scores.
     Single-label runs: the top-1 class, with softmax probabilities in ``predictions``.
     """
+    from vidtune.runs.engines import load_light, remember_run_engine
+
     progress = progress or NullProgress()
-    model, config = load_run(run_dir)
+    dev = resolve_device(device)
+    light = load_light(run_dir, dev)  # an engine built for this run earlier: no PyTorch backbone to build
+    model, config = light or load_run(run_dir)
     labels = config.labels
     paths = expand_video_args(videos)
     items = [VideoItem(path=p, label="") for p in paths]
-    dev = resolve_device(device)
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="predict")
+    if light is None:
+        remember_run_engine(run_dir, model.encoder)
     reasons = {s["path"]: s["reason"] for s in skipped}
     results = []
     k = max(1, min(k, len(labels)))
