@@ -81,7 +81,7 @@ def write_onnx(module: torch.nn.Module, example: torch.Tensor, path, input_name:
                                       output_names=[output_name], opset_version=17,
                                       dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
             _verify(module, path, example)
-            return "dynamo" if dynamo else "torchscript"
+            return "torch.onnx.export (dynamo)" if dynamo else "torch.onnx.export (TorchScript-based)"
         except VidtuneError:
             raise
         except Exception as exc:  # exporter limits differ: try the other one before giving up
