@@ -113,5 +113,11 @@ def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", "onnxruntime", "--no-cache", "--workers",
                  "0", "-q", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"] == results["onnxruntime"]
+    evals = {}
+    for rt in ("torch", "onnxruntime"):  # eval takes the light path too, with the same scores
+        assert main(["eval", str(tmp_path / "run"), str(data), "--split", "all", "--runtime", rt, "--workers", "0",
+                     "-q", "--json"]) == 0
+        evals[rt] = json.loads(capsys.readouterr().out)
+    assert evals["torch"]["top1"] == evals["onnxruntime"]["top1"] and evals["torch"]["n"] == 6
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "run"), str(data), "--runtime", "tensorrt"])

@@ -111,13 +111,16 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     Multi-label runs (``"task": "multilabel"``): mAP, per-class AP and F1 (micro, macro) at the
     run's tuned thresholds (see :func:`vidtune.runs.metrics.multilabel_metrics`).
     """
+    from vidtune.runs.engines import load_light, remember_run_engine
+
     progress = progress or NullProgress()
-    model, config = load_run(run_dir)
+    dev = resolve_device(device)
+    light = load_light(run_dir, dev)  # an engine built for this run earlier: no PyTorch backbone to build
+    model, config = light or load_run(run_dir)
     labels = config.labels
     multilabel = config.multilabel
     items = select_split(load_dataset(data, multilabel=multilabel or None), split, config)
     _check_labels(items, config)
-    dev = resolve_device(device)
     shared = [] if split in ("train", "val") else shared_with_training(run_dir, items, open_cache(cache_dir, use_cache))
     if shared:
         log.warning("%d of the %d evaluation clips were in the run's training or validation data (e.g. %s: %s as "
@@ -125,6 +128,8 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
                     shared[0]["path"], shared[0]["how"], shared[0]["seen_as"])
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="eval features")
+    if light is None:
+        remember_run_engine(run_dir, model.encoder)
     if not out:
         raise DatasetError(f"no readable videos to evaluate ({len(skipped)} skipped)")
     idx = sorted(out)
