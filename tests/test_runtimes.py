@@ -121,3 +121,28 @@ def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
     assert evals["torch"]["top1"] == evals["onnxruntime"]["top1"] and evals["torch"]["n"] == 6
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "run"), str(data), "--runtime", "tensorrt"])
+
+
+def test_int8_feature_pass_is_calibrated_on_the_job_and_cached_apart(tmp_path, clips, encoder, monkeypatch):
+    monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "c"))
+    monkeypatch.setattr(engines, "_engines", {})
+    cache = open_cache(tmp_path / "c")
+    sampling = Sampling(4)
+    fp32, _ = extract_features(encoder, clips, sampling, device=CPU, workers=0, cache=cache, runtime="onnxruntime")
+    q, _ = extract_features(encoder, clips, sampling, device=CPU, workers=0, cache=cache, runtime="onnxruntime",
+                            int8=True)
+    assert len(list((tmp_path / "c").rglob("*.safetensors"))) == 2 * len(clips)  # int8 never serves fp32
+    assert list((tmp_path / "c" / "engines").glob("*-int8.onnx"))
+    for i in fp32:  # quantised, so not equal, but still the same features to within int8 rounding
+        assert not torch.equal(q[i], fp32[i])
+        cos = torch.nn.functional.cosine_similarity(q[i].flatten(), fp32[i].flatten(), dim=0)
+        assert cos > 0.9
+    with pytest.raises(ConfigError, match="int8"):
+        engines.set_default_runtime("torch", int8=True)
+
+
+def test_cli_int8_needs_an_engine(tmp_path, capsys):
+    from vidtune.cli.main import main
+
+    code = main(["predict", str(tmp_path / "run"), str(tmp_path), "--runtime", "torch", "--int8", "--json"])
+    assert code == 2 and "--int8 needs an int8 engine" in json.loads(capsys.readouterr().out)["error"]

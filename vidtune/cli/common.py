@@ -130,6 +130,10 @@ def runtime_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
                    help="backbone engine for feature passes on CPU: auto (the fastest installed for jobs of 256+ "
                         "frames or when already built, else torch), torch, onnxruntime, openvino")
+    p.add_argument("--int8", action="store_true",
+                   help="run the backbone in int8 (ONNX Runtime / OpenVINO), quantised statically on the job's "
+                        "first frames; features are cached apart from fp32 ones. Measure the accuracy change "
+                        "first (vidtune export --int8 reports it)")
 
 
 def cache_args(p: argparse.ArgumentParser) -> None:

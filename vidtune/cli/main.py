@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "runtime", None):
             from vidtune.runs.engines import using_runtime
 
-            with using_runtime(args.runtime):
+            with using_runtime(args.runtime, int8=getattr(args, "int8", False)):
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except VidtuneError as exc:

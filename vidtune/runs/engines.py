@@ -34,31 +34,38 @@ FEATURE_TOLERANCE = 1e-3
 _AUTO_MIN_FRAMES = 256  # below this, exporting the engine (seconds) costs more than it saves, unless cached
 
 _default = "torch"
+_default_int8 = False
 _engines: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 
-def set_default_runtime(name: str) -> None:
-    """The runtime feature passes use when they are not given one (the CLI's ``--runtime``)."""
-    global _default
+def set_default_runtime(name: str, int8: bool = False) -> None:
+    """The runtime feature passes use when they are not given one (the CLI's ``--runtime``, ``--int8``)."""
+    global _default, _default_int8
     check_runtime(name)
-    _default = name
+    if int8 and name == "torch":
+        raise ConfigError("int8", "needs an int8 engine: --runtime onnxruntime, openvino or auto")
+    _default, _default_int8 = name, bool(int8)
 
 
 def default_runtime() -> str:
     return _default
 
 
+def default_int8() -> bool:
+    return _default_int8
+
+
 @contextlib.contextmanager
-def using_runtime(name: str | None):
-    """Make ``name`` the default for the duration of a block (one CLI command), then restore it."""
-    before = _default
+def using_runtime(name: str | None, int8: bool = False):
+    """Make ``name`` (and ``int8``) the default for the duration of a block (one CLI command), then restore."""
+    before = (_default, _default_int8)
     if name:
-        set_default_runtime(name)
+        set_default_runtime(name, int8)
     try:
         yield
     finally:
-        set_default_runtime(before)
+        set_default_runtime(*before)
 
 
 def check_runtime(name: str) -> str:
@@ -89,8 +96,19 @@ def exportable(encoder, device: torch.device) -> bool:
     return device.type == "cpu" and encoder.frame_independent and int(getattr(encoder, "clip_len", 1)) == 1
 
 
-def resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) -> str:
-    """The concrete runtime for a job of ``n_frames`` frames: ``torch``, ``onnxruntime`` or ``openvino``."""
+def resolve(runtime: str | None, encoder, device: torch.device, n_frames: int, int8: bool = False) -> str:
+    """The concrete runtime for a job of ``n_frames`` frames: ``torch``, ``onnxruntime`` or ``openvino``.
+
+    ``int8``: an int8 engine is wanted; ``auto`` then picks an installed engine whatever the job size,
+    and when none can run the encoder it is an error (never a silent fp32 run)."""
+    chosen = _resolve(runtime, encoder, device, n_frames if not int8 else max(n_frames, _AUTO_MIN_FRAMES))
+    if int8 and chosen == "torch":
+        raise ConfigError("int8", f"needs ONNX Runtime or OpenVINO running a frame-by-frame encoder on CPU; "
+                                  f"{encoder.name} on {device.type} runs in PyTorch here")
+    return chosen
+
+
+def _resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) -> str:
     runtime = check_runtime(runtime or _default)
     if runtime == "torch":
         return "torch"
@@ -146,7 +164,7 @@ class _OpenVinoEngine:
         return torch.from_numpy(next(iter(out.values())).copy())
 
 
-def _build(encoder, runtime: str):
+def _build(encoder, runtime: str, calibration: torch.Tensor | None = None):
     from vidtune.export.formats import write_onnx
 
     path = _engine_path(encoder)
@@ -155,35 +173,48 @@ def _build(encoder, runtime: str):
         example = torch.zeros(2, 3, size, size)
         write_onnx(encoder.eval(), example, path, "frames", "features")
         log.info("exported %s to %s for %s", encoder.name, path, runtime)
+    if calibration is not None:
+        from vidtune.export.int8 import quantise_file
+
+        q = path.with_name(path.stem + "-int8.onnx")
+        if not q.is_file():  # calibrated on the frames of the first int8 job for these weights
+            quantise_file(path, q, calibration.float().contiguous(), "frames")
+            log.info("quantised %s to int8 on %d of this job's frames", encoder.name, len(calibration))
+        path = q
     return _OnnxEngine(path) if runtime == "onnxruntime" else _OpenVinoEngine(path)
 
 
-def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames: int):
+def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames: int,
+                    int8: bool = False, calibration: torch.Tensor | None = None):
     """``(callable, runtime name)``: what runs ``encoder`` on normalised frames for this job.
 
-    The PyTorch engine is the encoder itself (or its TorchScript graph); an exported engine that
-    fails to build falls back to PyTorch with a warning, so a feature pass never fails for it.
+    The PyTorch engine is the encoder itself (or its TorchScript graph); an fp32 engine that fails
+    to build falls back to PyTorch with a warning, so a feature pass never fails for it. ``int8``:
+    the engine quantised statically on ``calibration`` frames ``(N, 3, S, S)`` (the job's own), built
+    once per weights; failing to build it is an error (features would silently change precision).
     """
     from vidtune.runs.features import inference_encoder
 
     if isinstance(encoder, EngineEncoder):
         return encoder, encoder.runtime
-    chosen = resolve(runtime, encoder, device, n_frames)
+    chosen = resolve(runtime, encoder, device, n_frames, int8)
     if chosen == "torch":
         return inference_encoder(encoder, device, n_frames), "torch"
-    key = _key(encoder, chosen)
+    if int8 and calibration is None:
+        raise ValueError("an int8 engine needs calibration frames")
+    key = _key(encoder, chosen) + (("int8",) if int8 else ())
     with _lock:
         engine = _engines.get(key)
         if engine is None:
             try:
-                engine = _build(encoder, chosen)
+                engine = _build(encoder, chosen, calibration if int8 else None)
             except (VidtuneError, OSError, RuntimeError) as exc:
-                if runtime not in (None, "auto") and isinstance(exc, ConfigError):
+                if int8 or (runtime not in (None, "auto") and isinstance(exc, ConfigError)):
                     raise
                 log.warning("cannot run %s in %s (%s); using PyTorch", encoder.name, chosen, exc)
                 return inference_encoder(encoder, device, n_frames), "torch"
             _engines[key] = engine
-    return engine, chosen
+    return engine, chosen + ("-int8" if int8 else "")
 
 
 # -- a run's backbone as an engine, without building the PyTorch backbone ----------------------------------
@@ -254,7 +285,7 @@ def load_light(run_dir, device: torch.device, runtime: str | None = None):
     from vidtune.errors import CheckpointError
 
     runtime = check_runtime(runtime or _default)
-    if device.type != "cpu" or runtime == "torch":
+    if device.type != "cpu" or runtime == "torch" or _default_int8:
         return None
     names = [runtime] if runtime != "auto" else [n for n in AUTO_ORDER if installed(n)]
     names = [n for n in names if installed(n)]

@@ -366,7 +366,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                      workers: int | None = None, progress: Progress | None = None,
                      description: str = "features", grid_views: int | None = None,
                      frame_op: FrameOp | None = None, seed: int = 0, runtime: str | None = None,
-                     ) -> tuple[dict[int, torch.Tensor], list[dict]]:
+                     int8: bool | None = None) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Features ``(frames, views, D)`` (``(frames, views, G, D)`` for token grids) per item index
     (``views`` is 1 unless ``mode='grid'``).
 
@@ -377,7 +377,12 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
     ``runtime``: auto | torch | onnxruntime | openvino for the backbone (default: the process default,
     :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
+    ``int8`` (default: the process default): the backbone quantised to int8, calibrated on this job's
+    first batch of frames; its features are cached under their own keys.
     """
+    from vidtune.runs.engines import backbone_engine, default_int8
+
+    int8 = default_int8() if int8 is None else int8
     progress = progress or NullProgress()
     workers = default_workers() if workers is None else workers
     encoder.eval().to(device)
@@ -388,7 +393,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     keys: dict[int, str] = {}
     todo: list[int] = []
     fp = encoder.fingerprint() if cache is not None else ""
-    prec = precision(device)
+    prec = precision(device) + ("-int8" if int8 else "")  # int8 features differ beyond the fp32 tolerance
     for i, item in enumerate(items):
         if cache is not None:
             try:
@@ -419,9 +424,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     if device.type == "cuda":  # NHWC kernels for the channels_last batches below; fixed shapes: tune once
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    from vidtune.runs.engines import backbone_engine
-
-    net, _ = backbone_engine(encoder, runtime, device, len(todo) * sampling.per_clip)
+    n_frames = len(todo) * sampling.per_clip
+    net = None if int8 else backbone_engine(encoder, runtime, device, n_frames)[0]  # int8: at the first batch
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -429,10 +433,13 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     clip_len = sampling.clip_len
 
     def flush():
+        nonlocal net
         if not pending:
             return
         x = torch.cat([f for _, f, _ in pending]).to(device, non_blocking=True)
         x = norm(x).contiguous(memory_format=torch.channels_last)
+        if net is None:  # calibrated on the job's own first frames
+            net = backbone_engine(encoder, runtime, device, n_frames, int8=True, calibration=x)[0]
         with autocast(device):
             out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
         pos = 0
