@@ -4,7 +4,7 @@
 (:func:`vidtune.runs.features.inference_encoder`). ``onnxruntime`` / ``openvino``: the encoder is
 exported once per weights fingerprint to ONNX (``<feature cache>/engines/``) and run there; the
 compiled session is kept for the life of the process. ``auto``: the fastest engine measured on a
-2-core AVX2 CPU (``bench/runtime.py``), among those installed, for frame-by-frame encoders on CPU;
+2-core AVX2 CPU (``bench/sidebyside.py``), among those installed, for frame-by-frame encoders on CPU;
 PyTorch otherwise (GPUs, temporal-shift and video backbones, whose frames are not independent).
 
 Features of the fp32 engines agree within :data:`FEATURE_TOLERANCE` (a test checks it), so the
@@ -25,9 +25,10 @@ from vidtune.errors import ConfigError, VidtuneError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
-# ``auto``'s order of preference on CPU, fastest first, from bench/runtime.py on this project's 2-core
-# machine (README, "Export and fast CPU inference").
-AUTO_ORDER = ("onnxruntime", "openvino")
+# ``auto``'s order of preference on CPU, fastest first: OpenVINO finished `vidtune predict` on 8 real videos
+# ahead of ONNX Runtime in all four bench/sidebyside.py runs on this project's 2-core machine (5.3 vs 6.4 s,
+# 6.6 vs 8.2, 16.6 vs 16.9, 19.6 vs 20.1), with less memory (README, "Export and fast CPU inference").
+AUTO_ORDER = ("openvino", "onnxruntime")
 # The largest |difference| between an fp32 engine's features and PyTorch's, relative to the feature scale
 # (max |feature|), that still counts as "the same features" (test_runtimes checks it).
 FEATURE_TOLERANCE = 1e-3
