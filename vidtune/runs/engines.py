@@ -25,9 +25,9 @@ from vidtune.errors import ConfigError, VidtuneError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
-# ``auto``'s order of preference on CPU, fastest first: OpenVINO finished `vidtune predict` on 8 real videos
-# ahead of ONNX Runtime in all four bench/sidebyside.py runs on this project's 2-core machine (5.3 vs 6.4 s,
-# 6.6 vs 8.2, 16.6 vs 16.9, 19.6 vs 20.1), with less memory (README, "Export and fast CPU inference").
+# ``auto``'s order of preference on CPU, fastest first: OpenVINO runs Lite0 at 162 frames/s against ONNX
+# Runtime's 140 (batch 32, bench/runtime.py) and finished `vidtune predict` on 8 real videos first in four of
+# five bench/sidebyside.py runs, with less memory (README, "Export and fast CPU inference").
 AUTO_ORDER = ("openvino", "onnxruntime")
 # The largest |difference| between an fp32 engine's features and PyTorch's, relative to the feature scale
 # (max |feature|), that still counts as "the same features" (test_runtimes checks it).
