@@ -18,6 +18,7 @@ from vidtune.cli.common import (
     print_skipped,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.multimodal import words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
@@ -97,33 +98,56 @@ def _print_change(result: dict, verb: str) -> None:
 
 
 def cmd_index_build(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import build_index
 
-    result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                         progress=RichProgress(not args.quiet), **_common(args))
+    mods = index_modalities(args, args.index, building=True)
+    if "visual" in mods:
+        result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
+                             progress=RichProgress(not args.quiet), **_common(args))
+    else:
+        result = words_only_start(args)
+    result = add_words(args, result, mods, create=True)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
 def cmd_index_add(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import add_to_index
 
-    result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                          **_common(args))
+    mods = index_modalities(args, args.index, building=False)
+    if "visual" in mods:
+        result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
+                              **_common(args))
+    else:
+        result = words_only_start(args)
+    result = add_words(args, result, mods, create=False)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
 def cmd_index_remove(args) -> int:
     from vidtune.index.search import remove_from_index
+    from vidtune.index.text_search import has_text_index, remove_text
 
-    result = remove_from_index(args.index, [str(v) for v in args.videos])
+    paths = [str(v) for v in args.videos]
+    if has_text_index(args.index) and not (Path(args.index) / "index.sqlite").exists():  # words only
+        removed = remove_text(args.index, paths)
+        result = {"index": str(args.index), "removed": removed, "videos": None, "segments": None,
+                  "not_found": [p for p in paths if not any(r == p or r.startswith(p.rstrip("/") + "/")
+                                                             for r in removed)]}
+    else:
+        result = remove_from_index(args.index, paths)
+        remove_text(args.index, paths)
     if args.json:
         print_json(result)
     else:
@@ -157,6 +181,12 @@ def _fmt_span(a, b) -> str:
 def cmd_search(args) -> int:
     from vidtune.index.search import search
 
+    if args.text is not None:
+        from vidtune.cli.multimodal import cmd_search_text
+
+        return cmd_search_text(args)
+    if args.query is None:
+        raise VidtuneError("give a query video or image, or --text \"WORDS\" to search speech and on-screen text")
     result = search(args.index, args.query, k=args.k, start=args.start, end=args.end, **_common(args))
     if args.json:
         print_json(result)
@@ -258,12 +288,14 @@ def register(sub) -> None:
                                                   "for millions of segments)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
+    words_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_build)
     q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
+    words_args(q, defaults=False)
     _device_args(q)
     q.set_defaults(func=cmd_index_add)
     q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
@@ -279,7 +311,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")
     p.add_argument("index", type=Path, metavar="INDEX_DIR")
-    p.add_argument("query", type=Path, help="a video file or an image file")
+    p.add_argument("query", type=Path, nargs="?", help="a video file or an image file")
+    p.add_argument("--text", default=None, metavar="WORDS",
+                   help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
     p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
