@@ -141,8 +141,12 @@ def cmd_index_remove(args) -> int:
 
     paths = [str(v) for v in args.videos]
     if has_text_index(args.index) and not (Path(args.index) / "index.sqlite").exists():  # words only
+        from vidtune.index.text_search import text_index_info
+
         removed = remove_text(args.index, paths)
-        result = {"index": str(args.index), "removed": removed, "videos": None, "segments": None,
+        info = text_index_info(args.index)
+        result = {"index": str(args.index), "removed": removed, "videos": info["videos"],
+                  "segments": sum(info["spans"].values()),
                   "not_found": [p for p in paths if not any(r == p or r.startswith(p.rstrip("/") + "/")
                                                              for r in removed)]}
     else:

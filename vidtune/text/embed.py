@@ -38,12 +38,19 @@ class SentenceEncoder:
         for name in ("sentence_transformers", "transformers"):
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr, even with -q
+        except ImportError:
+            pass
+        try:
             self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise WeightsError(f"cannot load the sentence model in {path}: {str(exc).splitlines()[0][:200]}") from None
         self.model_path = str(path)
         self.name = path.name if model is not None else "all-MiniLM-L6-v2"
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
 
     @classmethod
     def default(cls) -> SentenceEncoder:
