@@ -99,12 +99,12 @@ def index_modalities(args, index_dir, building: bool) -> tuple[str, ...]:
     return mods or ("visual",)
 
 
-def words_only_start(args) -> dict:
-    """An index with no visual part: refuse to overwrite silently, like the visual build does."""
+def words_only_start(args, building: bool) -> dict:
+    """An index with no visual part: a build refuses to overwrite silently, like the visual build does."""
     from vidtune.index.text_search import DB_NAME
 
     root = Path(args.index)
-    if (root / DB_NAME).exists() and not args.overwrite:
+    if building and (root / DB_NAME).exists() and not args.overwrite:
         raise VidtuneError(f"{root} already holds an index; use `vidtune index add {root} ...` to add videos, "
                            "or --overwrite to replace it")
     return {"index": str(root), "added": [], "copied": [], "unchanged": [], "skipped": [], "videos": 0,

@@ -106,7 +106,7 @@ def cmd_index_build(args) -> int:
         result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
                              progress=RichProgress(not args.quiet), **_common(args))
     else:
-        result = words_only_start(args)
+        result = words_only_start(args, building=True)
     result = add_words(args, result, mods, create=True)
     if args.json:
         print_json(result)
@@ -125,7 +125,7 @@ def cmd_index_add(args) -> int:
         result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
                               **_common(args))
     else:
-        result = words_only_start(args)
+        result = words_only_start(args, building=False)
     result = add_words(args, result, mods, create=False)
     if args.json:
         print_json(result)

