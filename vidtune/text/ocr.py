@@ -3,7 +3,8 @@
 RapidOCR (PP-OCR detection + recognition ONNX models inside the ``rapidocr`` wheel, run by ONNX
 Runtime) reads each sampled frame. A line of text seen on consecutive samples (the same words, up to
 small OCR flicker, at an overlapping place) becomes one span ``[first sample, last sample + 1/fps)``;
-one missed sample in between does not split it.
+one missed sample in between does not split it. Single characters are dropped: on real footage they
+are mostly texture read as a glyph.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class TextReader:
         out = []
         for text, box, score in zip(res.txts, res.boxes, res.scores):
             text = " ".join(str(text).split())
-            if not text or float(score) < self.min_score:
+            if len(text.replace(" ", "")) < 2 or float(score) < self.min_score:  # lone glyphs: mostly noise
                 continue
             b = np.asarray(box, dtype=np.float64).reshape(-1, 2)
             out.append((text, [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()),
