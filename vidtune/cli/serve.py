@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from pathlib import Path
 
 from rich.markup import escape
@@ -41,7 +42,7 @@ def cmd_serve(args) -> int:
     try:
         import fastapi  # noqa: F401
         import jinja2  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn
     except ImportError as exc:
         raise VidtuneError(f"`vidtune serve` needs the web extra ({exc.name} is missing): "
@@ -54,19 +55,25 @@ def cmd_serve(args) -> int:
         raise VidtuneError(f"--max-upload-mb must be above 0, got {args.max_upload_mb:g}")
     if args.index is None and not args.run:
         raise VidtuneError("nothing to serve: give --index INDEX_DIR and/or --run RUN_DIR")
-    catalog = Catalog(args.index, args.run or (), cache_dir=args.cache_dir, read_only=args.read_only,
-                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(catalog, device=args.device)
-    sock = bind(args.host, args.port)
+    sock = bind(args.host, args.port)  # first: a taken port fails before anything is read or created
+    try:
+        catalog = Catalog(args.index, args.run or (), cache_dir=args.cache_dir, read_only=args.read_only,
+                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+        app = create_app(catalog, device=args.device)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    info = {"url": url, "index": str(args.index) if args.index else None, "runs": {k: str(v) for k, v in catalog.runs.items()},
-            "read_only": args.read_only, "cache_dir": None if args.read_only else str(catalog.cache_dir)}
+    info = {"url": url, "index": str(args.index) if args.index else None,
+            "runs": {k: str(v) for k, v in catalog.runs.items()}, "read_only": args.read_only,
+            "cache_dir": None if args.read_only else str(catalog.cache_dir)}
     if args.json:
         print_json(info)
+        sys.stdout.flush()
     else:
         err.print(f"vidtune serving on [bold]{escape(url)}[/bold] (Ctrl-C stops)", highlight=False)
-    if host not in ("127.0.0.1", "::1", "localhost"):
+    if host not in ("127.0.0.1", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {escape(host)}: other machines can reach this page and "
                   "its videos. There is no login; use --host 127.0.0.1 unless you mean it.")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning" if not args.verbose else "info",

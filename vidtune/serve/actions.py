@@ -153,7 +153,7 @@ class Workbench:
         served = {}
         for rid, d in self.catalog.runs.items():
             try:
-                served[RunConfig.read(d).run_id] = rid
+                served.setdefault(RunConfig.read(d).run_id, rid)
             except Exception:  # noqa: BLE001 - a broken sibling run must not break this page
                 continue
         chain, node = [], config.lineage

@@ -197,7 +197,10 @@ def create_app(catalog: Catalog, device: str = "auto"):
         end = _number(data.get("end"), "end", None, lo=0.0)
         if upload is not None:
             key, path, name = upload
-            result = await work(bench.search_file, path, k=k, start=start, end=end)
+            try:
+                result = await work(bench.search_file, path, k=k, start=start, end=end)
+            except VidtuneError as exc:  # name the file as the user knows it, not by its place in the cache
+                raise VidtuneError(str(exc).replace(str(path), name)) from None
             result["query"] = name
         elif data.get("text") is not None:
             result = await work(bench.search_text, str(data["text"]), k=k)

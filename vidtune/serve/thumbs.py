@@ -30,16 +30,20 @@ def frame_times(start: float, end: float, n: int) -> list[float]:
     return [start + step * (i + 0.5) for i in range(n)]
 
 
+def check_request(n: int, height: int) -> None:
+    if not 1 <= n <= MAX_FRAMES:
+        raise ConfigError("n", f"must be between 1 and {MAX_FRAMES}, got {n}")
+    if not 16 <= height <= MAX_HEIGHT:
+        raise ConfigError("h", f"must be between 16 and {MAX_HEIGHT} pixels, got {height}")
+
+
 def sprite_jpeg(path, times: list[float], height: int = 72) -> bytes:
     """The frames at ``times`` scaled to ``height`` pixels, side by side, as one JPEG."""
     from PIL import Image
 
     from vidtune.io import open_video
 
-    if not 1 <= len(times) <= MAX_FRAMES:
-        raise ConfigError("n", f"must be between 1 and {MAX_FRAMES}, got {len(times)}")
-    if not 16 <= height <= MAX_HEIGHT:
-        raise ConfigError("h", f"must be between 16 and {MAX_HEIGHT} pixels, got {height}")
+    check_request(len(times), height)
     with open_video(path) as r:
         duration = r.info.duration or 0.0
         ts = [min(max(0.0, float(t)), max(0.0, duration - 1e-3)) for t in times]
@@ -65,6 +69,7 @@ class ThumbCache:
         self._lock = threading.Lock()
 
     def sprite(self, path: Path, start: float, end: float, n: int, height: int) -> bytes:
+        check_request(n, height)
         st = path.stat()
         ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{start:.3f}|{end:.3f}|{n}|{height}"
         key = hashlib.blake2b(ident.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
