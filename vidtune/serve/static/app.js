@@ -59,7 +59,7 @@ function card(r, i) {
   return el("article", { class: "card", "data-path": r.path, "data-start": r.start, "data-end": r.end },
     el("header", {},
       el("span", { class: "rank", text: `#${i + 1}` }),
-      el("span", { class: "path", text: r.path, title: r.path }),
+      el("span", { class: "path", text: r.path.split("/").pop(), title: r.path }),
       el("span", { class: "score", text: r.score.toFixed(3) })),
     el("div", { class: "span", text: span + q }),
     key ? el("img", { class: "strip", alt: `frames ${span}`, loading: "lazy",
@@ -157,6 +157,7 @@ function curves(history) {
   series.forEach(([k, colour], j) => {
     const pts = history.filter((h) => h[k] != null).map((h) => `${X(h.epoch)},${Y(h[k])}`).join(" ");
     add("polyline", { points: pts, fill: "none", stroke: colour, "stroke-width": 2 }).dataset.series = k;
+    for (const h of history) if (h[k] != null) add("circle", { cx: X(h.epoch), cy: Y(h[k]), r: 3, fill: colour });
     add("text", { x: W - P - 70, y: P + 12 * j, fill: colour, "font-size": 10 }).textContent = k.replace("_", " ");
   });
   box.append(svg);
