@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import mimetypes
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -139,6 +140,54 @@ def create_app(catalog: Catalog, device: str = "auto"):
         videos = await work(catalog.refresh_index)
         return _json({"index": str(catalog.index_dir), "videos": videos, "read_only": catalog.read_only})
 
+    async def _receive_upload(request: Request, limit: int) -> tuple[str, Path, str, dict]:
+        """Stream the multipart body into the cache's uploads folder (never the system's temporary folder)."""
+        from python_multipart import FormParser
+        from python_multipart.multipart import parse_options_header
+
+        _, params = parse_options_header(request.headers.get("content-type", ""))
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise ConfigError("body", "is multipart without a boundary; send a normal multipart/form-data upload")
+        fields: dict[str, str] = {}
+        files: list = []
+        folder = catalog.cache_dir / "uploads"
+        parser = FormParser("multipart/form-data", lambda f: fields.__setitem__(
+            (f.field_name or b"").decode("utf-8", "replace"), (f.value or b"").decode("utf-8", "replace")),
+            files.append, boundary=boundary,
+            config={"UPLOAD_DIR": str(folder), "UPLOAD_DELETE_TMP": False, "MAX_MEMORY_FILE_SIZE": 1 << 20})
+        done = 0
+        try:
+            async for chunk in request.stream():
+                done += len(chunk)
+                if done > limit + MULTIPART_OVERHEAD:
+                    raise UploadRejectedError(f"upload is over the limit of {limit} bytes (--max-upload-mb)", 413)
+                parser.write(chunk)
+            parser.finalize()
+            mine = [f for f in files if f.field_name == b"file"]
+            if not mine:
+                raise ConfigError("file", "is missing: send the clip or image as the multipart field `file`")
+            f = mine[0]
+            name = (f.file_name or b"").decode("utf-8", "replace")
+            if f.size > limit:
+                raise UploadRejectedError(f"upload of {f.size} bytes is over the limit of {limit} bytes "
+                                          "(--max-upload-mb)", 413)
+            key, path = catalog.new_upload(name, upload_suffixes())
+            f.flush_to_disk()
+            f.file_object.close()
+            os.replace(os.fsdecode(f.actual_file_name), path)
+            files.remove(f)
+        finally:
+            for other in files:  # refused or extra files leave nothing behind
+                try:
+                    other.file_object.close()
+                    if not other.in_memory and other.actual_file_name:
+                        Path(os.fsdecode(other.actual_file_name)).unlink(missing_ok=True)
+                except (OSError, AttributeError):
+                    pass
+        catalog.register(key, path, name or key)
+        return key, path, name or key, fields
+
     async def save_upload(request: Request) -> tuple[str, Path, str, dict]:
         """The multipart ``file`` saved under the cache's uploads: (key, path, client's name, other fields)."""
         if catalog.read_only:
@@ -148,32 +197,12 @@ def create_app(catalog: Catalog, device: str = "auto"):
         if length is None:
             raise UploadRejectedError("uploads need a Content-Length header", 411)
         limit = catalog.max_upload_bytes
+        if not length.isdigit():
+            raise UploadRejectedError(f"Content-Length {length!r} is not a number", 400)
         if int(length) > limit + MULTIPART_OVERHEAD:
             raise UploadRejectedError(f"upload of {int(length)} bytes is over the limit of {limit} bytes "
                                       "(--max-upload-mb)", 413)
-        form = await request.form(max_files=1, max_fields=16)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ConfigError("file", "is missing: send the clip or image as the multipart field `file`")
-        key, path, done = None, None, 0
-        try:
-            key, path = catalog.new_upload(upload.filename or "", upload_suffixes())
-            with open(path, "wb") as fh:
-                while chunk := await upload.read(1 << 20):
-                    done += len(chunk)
-                    if done > limit:
-                        raise UploadRejectedError(f"upload is over the limit of {limit} bytes (--max-upload-mb)", 413)
-                    fh.write(chunk)
-        except BaseException:
-            if path is not None:
-                path.unlink(missing_ok=True)
-            raise
-        finally:
-            await upload.close()
-        catalog.register(key, path, upload.filename or key)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        await form.close()
-        return key, path, upload.filename or key, fields
+        return await _receive_upload(request, limit)
 
     async def body(request: Request) -> tuple[dict, tuple | None]:
         kind = request.headers.get("content-type", "")
