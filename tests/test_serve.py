@@ -102,6 +102,24 @@ def test_segment_of_an_indexed_video_is_a_query(server, site):
     assert len(res["results"]) == 2
 
 
+def test_an_uploaded_image_finds_its_video(server, site):
+    from PIL import Image
+
+    from vidtune.io import open_video
+
+    with open_video(site["db"] / "carphone_pristine.mp4") as r:
+        frame = r.frames_at([2.5])[0]
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    r = server.post("/api/search", files={"file": ("frame.png", buf.getvalue(), "image/png")}, data={"k": "2"})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert Path(top["path"]).name == "carphone_pristine.mp4" and top["query_start"] is None
+    assert top["start"] <= 2.5 <= top["end"]  # the segment that holds the frame
+    r = server.post("/api/search", files={"file": ("frame.png", buf.getvalue(), "image/png")}, data={"start": "1"})
+    assert r.status_code == 400 and "not to an image" in r.json()["error"]
+
+
 def test_words_without_a_text_modality_are_a_clear_400(server):
     r = server.post("/api/search", json={"text": "people riding bikes"})
     assert r.status_code == 400
@@ -286,6 +304,13 @@ def test_port_in_use_is_exit_2_with_a_clear_message(site, tmp_path, capsys):
     assert "nothing to serve" in capsys.readouterr().err
     assert main(["serve", "--index", str(tmp_path / "none"), "--port", "0", "--cache-dir", str(tmp_path / "c")]) == 2
     assert "no index in" in capsys.readouterr().err
+
+
+def test_without_the_web_extra_the_command_says_what_to_install(site, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now raises ImportError
+    assert main(["serve", "--index", str(site["index"]), "--json"]) == 2
+    cap = capsys.readouterr()
+    assert "pip install 'vidtune[web]'" in json.loads(cap.out)["error"] and "Traceback" not in cap.err
 
 
 def test_the_command_serves_on_loopback(site, tmp_path):
