@@ -44,14 +44,24 @@ def site(tmp_path_factory):
         # a copy of the first run whose robustness.png is a symlink out of the run folder
         shutil.copytree(s["runs"][0], root / "linked")
         (root / "linked" / "robustness.png").symlink_to(outside / "secret.png")
+        # a copy of the second run with a robustness heat map, as `vidtune robustness` writes it
+        from vidtune.runs.robustness import plot_robustness
+
+        shutil.copytree(s["runs"][1], root / "robust")
+        plot_robustness({"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3], "clean_top1": 0.5,
+                         "mPC": 0.3, "rPC": 0.6, "results": {
+                             "gaussian_noise": {"top1": {"1": 0.5, "3": 0.25}, "mPC": 0.375},
+                             "contrast": {"top1": {"1": 0.25, "3": 0.0}, "mPC": 0.125}}},
+                        root / "robust" / "robustness.png")
     s["linked"] = root / "linked"
+    s["robust"] = root / "robust"
     s["cache"] = root / "cache"
     return s
 
 
 @pytest.fixture(scope="module")
 def server(site):
-    catalog = Catalog(site["index"], [*site["runs"], site["linked"]], cache_dir=site["cache"],
+    catalog = Catalog(site["index"], [*site["runs"], site["linked"], site["robust"]], cache_dir=site["cache"],
                       max_upload_bytes=MAX_UPLOAD)
     with running(create_app(catalog, device="cpu")) as url:
         with httpx.Client(base_url=url, timeout=300) as client:
@@ -215,7 +225,7 @@ def test_upload_type_and_size_limits(server, site):
 # -- runs and tagging ----------------------------------------------------------------------------------------
 def test_run_metrics_lineage_and_confusion_clips(server, site):
     runs = server.get("/api/runs").json()["runs"]
-    assert [r["id"] for r in runs] == ["run", "run2", "linked"]
+    assert [r["id"] for r in runs] == ["run", "run2", "linked", "robust"]
     r = server.get("/api/runs/run2").json()
     metrics = json.loads((site["runs"][1] / "metrics.json").read_text())
     assert r["val"] == metrics["val"] and r["best_epoch"] == metrics["best_epoch"]
@@ -262,6 +272,12 @@ def test_pages_render(server):
     assert 'href="/runs/run2"' in runs
     page = server.get("/runs/run2").text
     assert 'id="confusion"' in page and 'href="/runs/run"' in page  # lineage links to the served parent
+    assert "robustness.png" not in page
+    page = server.get("/runs/robust").text
+    assert '<img class="figure" alt="robustness heat map" src="/runs/robust/files/robustness.png">' in page
+    png = server.get("/runs/robust/files/robustness.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert server.get("/api/runs/robust").json()["files"]["robustness.png"] == "/runs/robust/files/robustness.png"
     assert 'id="tag-form"' in server.get("/timeline").text
     assert server.get("/static/app.js").status_code == 200
 
