@@ -218,7 +218,7 @@ def test_upload_type_and_size_limits(server, site):
 
     # accepted uploads are kept under their key; refused ones (and the parser's spill files) leave nothing
     uploads = sorted(p.name for p in (site["cache"] / "uploads").iterdir())
-    assert uploads and all(re.fullmatch(r"u[0-9a-f]{32}\.mp4", n) for n in uploads), uploads
+    assert uploads and all(re.fullmatch(r"u[0-9a-f]{32}\.(mp4|png)", n) for n in uploads), uploads
     assert 1_500_000 in {(site["cache"] / "uploads" / n).stat().st_size for n in uploads}
 
 
