@@ -35,6 +35,7 @@ log = logging.getLogger("vidtune.cli")
 COMMAND_MODULES: tuple[str, ...] = (
     "vidtune.cli.robustness",
     "vidtune.cli.search",
+    "vidtune.cli.serve",
     "vidtune.cli.tag",
 )
 
