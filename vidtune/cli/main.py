@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vidtune.cli.multimodal",
     "vidtune.cli.robustness",
     "vidtune.cli.search",
+    "vidtune.cli.serve",
     "vidtune.cli.tag",
 )
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import ConfigError, IndexStoreError, VideoDecodeError
+from vidtune.errors import ConfigError, IndexStoreError, MissingModalityError, VideoDecodeError
 from vidtune.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,9 @@ class TextIndex:
     def open(cls, index_dir) -> TextIndex:
         path = Path(index_dir) / DB_NAME
         if not path.is_file():
-            raise IndexStoreError(f"{index_dir} has no speech or on-screen text index; build one with "
-                                  f"`vidtune index build {index_dir} VIDEO... --modalities visual,speech,text`")
+            raise MissingModalityError(f"the index {index_dir} has no text modality (no transcripts or on-screen "
+                                       "text), so it cannot be searched with words; build it with `vidtune index "
+                                       f"build {index_dir} VIDEO... --modalities visual,speech,text`")
         db = sqlite3.connect(str(path))
         try:
             fmt = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
