@@ -155,6 +155,8 @@ def test_visual_and_words_in_one_index(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(talk)
     assert main(["search", str(ix), "--text", "quarterly results", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["path"] == str(talk)
+    assert main(["index", "info", str(ix), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["words"]["spans"] == {"speech": 1}
     assert built["words"]["bytes"] > 0 and np.isfinite(built["words"]["seconds"])
 
 

@@ -163,14 +163,21 @@ def cmd_index_remove(args) -> int:
 
 def cmd_index_info(args) -> int:
     from vidtune.index.search import index_info
+    from vidtune.index.text_search import text_index_info
 
     info = index_info(args.index, list_videos=args.videos)
+    words = text_index_info(args.index)
+    if words is not None:
+        info["words"] = words
     if args.json:
         print_json(info)
         return 0
     t = Table(title=escape(info["index"]), show_header=False, title_justify="left")
     for key in ("videos", "segments", "model", "dim", "kind", "params", "model_source", "bytes"):
         t.add_row(key, escape(str(info[key])))
+    if words is not None:
+        t.add_row("words", escape(", ".join(f"{n} {m} spans" for m, n in words["spans"].items()) or "no spans")
+                  + f" ({words['bytes']} bytes)")
     out.print(t)
     for v in info.get("video_list", []):
         out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
