@@ -93,3 +93,12 @@ class BusyError(VidtuneError):
 
 class TrainingDivergedError(VidtuneError):
     """The training loss became NaN or infinite: the numbers can no longer mean anything."""
+
+
+class MissingExtraError(VidtuneError):
+    """An optional feature's package is not installed; the message names the extra that brings it."""
+
+    def __init__(self, what: str, package: str, extra: str):
+        self.what, self.package, self.extra = what, package, extra
+        super().__init__(f"{what} needs the optional package {package!r}, which is not installed: "
+                         f"pip install 'vidtune[{extra}]'")
