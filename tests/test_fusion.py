@@ -263,7 +263,7 @@ def test_fused_run_records_its_modalities_and_serves_predict_eval(trained, sound
     assert raw["model"]["audio"]["encoder"] == "logmel" and raw["model"]["head"]["fusion"] == "mid"
     assert json.loads((trained["tmp"] / "video" / "config.json").read_text())["modalities"] == ["video"]
     cfg = RunConfig.read(run)
-    assert cfg.modalities == ("video", "audio")
+    assert cfg.modalities == cfg.senses == ("video", "audio")
     m = evaluate(run, sound_task["manifest"], split="val", cache_dir=str(trained["tmp"] / "cache"), workers=0)
     assert m["top1"] == 1.0
     val = [r for r in sound_task["rows"] if r["split"] == "val"]
@@ -326,7 +326,8 @@ def test_old_runs_without_modalities_still_load():
     from tests.test_runs import OLD_RUN
 
     cfg = RunConfig.read(OLD_RUN)
-    assert cfg.modalities == ("video",) and cfg.model.audio is None
+    assert cfg.modalities is None and cfg.senses == ("video",) and cfg.model.audio is None
+    assert "modalities" not in cfg.to_dict()  # rewriting an old run's config keeps the file as it was
 
 
 @pytest.mark.slow

@@ -112,8 +112,9 @@ class RunConfig:
     tagging leaves out; multi-label: not a label). sampling: frames, views (cached training
     positions per segment) and clip_seconds (median training clip length, the tagging window).
     train / data / lineage: the training options, data summary and ``--init`` ancestry, as recorded.
-    modalities: what the model sees, ``["video"]`` or ``["video", "audio"]`` (runs written before
-    sound arrived have no such field: video).
+    modalities: what the model sees, ``["video"]`` or ``["video", "audio"]``; None for runs written
+    before sound arrived, which have no such field (:attr:`senses` is then video, and a rewrite of
+    their config keeps the file as it was).
     """
 
     labels: list[str]
@@ -129,7 +130,7 @@ class RunConfig:
     run_id: str | None = None
     vidtune_version: str | None = None
     created: str | None = None
-    modalities: tuple[str, ...] = ("video",)
+    modalities: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -141,15 +142,21 @@ class RunConfig:
         if self.thresholds is not None and len(self.thresholds) != len(self.labels):
             raise ConfigError("thresholds", f"has {len(self.thresholds)} values for {len(self.labels)} labels; "
                                             "retrain the run")
-        bad = [m for m in self.modalities if m not in MODALITIES]
-        if bad or "video" not in self.modalities or len(set(self.modalities)) != len(self.modalities):
-            raise ConfigError("modalities", f"must be video or video,audio, got {','.join(self.modalities)}")
-        if ("audio" in self.modalities) != (self.model.audio is not None):
+        mods = self.senses
+        bad = [m for m in mods if m not in MODALITIES]
+        if bad or "video" not in mods or len(set(mods)) != len(mods):
+            raise ConfigError("modalities", f"must be video or video,audio, got {','.join(map(str, mods))}")
+        if ("audio" in mods) != (self.model.audio is not None):
             raise ConfigError("modalities", "must list audio exactly when the model has an audio branch")
         if self.task == "single_label" and self.background is not None and self.background not in self.labels:
             raise ConfigError("background", f"{self.background!r} is not one of the labels")
 
     # --- derived, in one place ---------------------------------------------------------------
+    @property
+    def senses(self) -> tuple[str, ...]:
+        """The modalities the model sees (video when the run did not record them)."""
+        return tuple(self.modalities) if self.modalities is not None else ("video",)
+
     @property
     def multilabel(self) -> bool:
         return self.task == "multilabel"
@@ -202,10 +209,11 @@ class RunConfig:
     # --- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"run_id": self.run_id, "vidtune_version": self.vidtune_version, "created": self.created,
-             "task": self.task, "labels": list(self.labels), "modalities": list(self.modalities),
-             "model": self.model.to_dict(),
+             "task": self.task, "labels": list(self.labels), "model": self.model.to_dict(),
              "transform": self.transform.to_dict(), "sampling": dict(self.sampling), "train": dict(self.train),
              "data": dict(self.data)}
+        if self.modalities is not None:
+            d["modalities"] = list(self.modalities)
         if self.thresholds is not None:
             d["thresholds"] = [float(t) for t in self.thresholds]  # one per label, in ``labels`` order
         if self.background is not None:
@@ -232,7 +240,7 @@ class RunConfig:
                        train=dict(d.get("train") or {}), data=dict(d.get("data") or {}),
                        lineage=d.get("lineage") or None, run_id=d.get("run_id"),
                        vidtune_version=d.get("vidtune_version"), created=d.get("created"),
-                       modalities=tuple(d.get("modalities") or ("video",)))
+                       modalities=tuple(d["modalities"]) if d.get("modalities") is not None else None)
         except ConfigError as exc:
             raise CheckpointError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
