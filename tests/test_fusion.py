@@ -348,3 +348,17 @@ def test_whisper_encoder_fused_training(sound_task, tmp_path):
     assert res["val"]["top1"] == 1.0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["audio"]["encoder"] == "whisper"
     shutil.rmtree(tmp_path / "run")
+
+
+def test_fused_run_embeds_videos_and_photos(trained, sound_task, tmp_path):
+    from tests.videos import write_image_as
+    from vidtune.index.embed import EmbedConfig, Embedder
+
+    emb = Embedder(EmbedConfig(run=str(trained["tmp"] / "fused"), window=SECONDS, stride=SECONDS), use_cache=False)
+    assert emb.dim == 256  # the attention head's pooled clip vector (mid fusion: audio inside it)
+    tone, noise = (next(r["path"] for r in sound_task["rows"] if r["label"] == lab and r["split"] == "val")
+                   for lab in ("tone", "noise"))
+    a, b = emb.embed_video(tone), emb.embed_video(noise)
+    assert a.segments.shape[1] == 256 and not np.allclose(a.segments, b.segments)  # same pictures, other sound
+    photo = emb.embed_image(write_image_as(tmp_path / "p.png"))  # a photo has no sound: the missing token
+    assert photo.shape == (256,) and np.isfinite(photo).all()

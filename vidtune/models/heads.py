@@ -66,6 +66,11 @@ class TemporalHead(nn.Module):
             self.audio_fc = nn.Linear(dim, num_classes)
             self.late = nn.Parameter(torch.zeros(2))  # softmax: the visual and audio logits' weights
 
+    @property
+    def extra_channels(self) -> int:
+        """Channels a token carries after the encoder's features: flow cues, audio embedding + present flag."""
+        return self.flow + (self.audio + 1 if self.audio else 0)
+
     def split_audio(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(features without the audio channels, audio tokens (B, T, E) or None)``.
 
