@@ -65,6 +65,8 @@ class ModelSpec:
         if self.audio is not None and not (isinstance(self.audio, dict) and self.audio.get("encoder")
                                            and int(self.head.get("audio", 0)) == int(self.audio.get("dim", -1))):
             raise ConfigError("audio", "must name the audio encoder and its width, the width the head reads")
+        if self.audio is None and int(self.head.get("audio", 0)):
+            raise ConfigError("audio", "must name the audio encoder of a head that reads audio")
 
     @property
     def head_kind(self) -> str:
@@ -75,11 +77,6 @@ class ModelSpec:
     def flow(self) -> int:
         """Optical-flow channels the head reads after each token's features (0: none)."""
         return int(self.head.get("flow", 0))
-
-    @property
-    def audio_channels(self) -> int:
-        """Audio embedding channels the head reads after the frame features and flow cues (0: none)."""
-        return int(self.head.get("audio", 0))
 
     @property
     def per_frame(self) -> bool:
