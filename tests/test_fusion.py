@@ -313,10 +313,12 @@ def test_init_and_resume_with_a_fused_run(trained, sound_task):
     resumed = subprocess.run([sys.executable, "-m", "vidtune", *args, "--out", str(tmp / "resumed"), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run([sys.executable, "-m", "vidtune", *args, "--out", str(tmp / "whole")],
-                           capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
     from safetensors.torch import load_file
+
+    from vidtune.cli.main import _train_config, build_parser
+
+    # the same arguments, uninterrupted, in this process
+    train(sound_task["manifest"], tmp / "whole", _train_config(build_parser().parse_args([*args, "--out", "x"])))
 
     a, b = load_file(str(tmp / "resumed" / "model.safetensors")), load_file(str(tmp / "whole" / "model.safetensors"))
     assert "head.audio_fc.weight" in a and all(torch.equal(a[k], b[k]) for k in a)
@@ -362,3 +364,35 @@ def test_fused_run_embeds_videos_and_photos(trained, sound_task, tmp_path):
     assert a.segments.shape[1] == 256 and not np.allclose(a.segments, b.segments)  # same pictures, other sound
     photo = emb.embed_image(write_image_as(tmp_path / "p.png"))  # a photo has no sound: the missing token
     assert photo.shape == (256,) and np.isfinite(photo).all()
+
+
+class _Loudness:
+    """A small deterministic encoder: RMS level and zero-crossing rate per segment."""
+
+    id = "test-loudness/v1"
+    dim = 2
+
+    def embed(self, samples, segments):
+        return np.stack([[np.sqrt(np.mean(samples[lo:hi] ** 2)), np.mean(np.abs(np.diff(np.sign(samples[lo:hi]))))]
+                         for lo, hi in segment_bounds(samples.size, segments)]).astype(np.float32)
+
+
+def test_registered_audio_encoders_train_and_serve(sound_task, tmp_path):
+    from vidtune.audio.features import AUDIO_ENCODERS, register_audio_encoder
+    from vidtune.runs.inference import evaluate
+    from vidtune.train.trainer import train
+
+    register_audio_encoder("test-loudness", _Loudness)
+    try:
+        with pytest.raises(ValueError):
+            register_audio_encoder("test-loudness", _Loudness)
+        res = train(sound_task["manifest"], tmp_path / "run", _cfg(tmp_path, modalities="video,audio",
+                                                                  audio_encoder="test-loudness", fusion="late"))
+        assert res["val"]["top1"] == 1.0  # level and zero crossings tell tone, noise and silence apart
+        raw = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert raw["model"]["audio"] == {"encoder": "test-loudness", "id": "test-loudness/v1", "dim": 2}
+        assert evaluate(tmp_path / "run", sound_task["manifest"], split="val", use_cache=False,
+                        workers=0)["top1"] == 1.0
+    finally:
+        AUDIO_ENCODERS.pop("test-loudness", None)
+        create_audio_encoder.cache_clear()

@@ -12,13 +12,15 @@ Two encoders:
 * ``logmel``: mean and standard deviation of 64 log-mel bands per segment (128-d): no extra
   package, a baseline and the fallback where the ``speech`` extra is not installed.
 
-Any object with ``id``, ``dim`` and ``embed(samples, segments)`` (:class:`AudioEncoder`) works too.
+Any object with ``id``, ``dim`` and ``embed(samples, segments)`` (:class:`AudioEncoder`) works too:
+register a factory under a name with :func:`register_audio_encoder` and train with that name.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,7 +28,8 @@ import numpy as np
 from vidtune.audio.decode import SAMPLE_RATE
 from vidtune.errors import ConfigError, MissingExtraError
 
-AUDIO_ENCODERS = ("whisper", "logmel")
+# name -> factory; ``--audio-encoder`` choices. Filled in at the end of this module.
+AUDIO_ENCODERS: dict[str, Callable[[], AudioEncoder]] = {}
 
 
 @runtime_checkable
@@ -167,11 +170,25 @@ class WhisperEncoder:
         return np.stack([states[lo:hi].mean(0) for lo, hi in segment_bounds(states.shape[0], segments)])
 
 
-@functools.lru_cache(maxsize=2)
+def register_audio_encoder(name: str, factory: Callable[[], AudioEncoder]) -> None:
+    """Make ``factory()`` available as ``--audio-encoder NAME`` (``TrainConfig.audio_encoder``). A fused
+    run records the name and the encoder's ``id``; loading it needs the same name registered."""
+    if name in AUDIO_ENCODERS:
+        raise ValueError(f"audio encoder {name!r} is already registered")
+    AUDIO_ENCODERS[name] = factory
+
+
+@functools.lru_cache(maxsize=4)
 def create_audio_encoder(name: str) -> AudioEncoder:
-    """``whisper`` or ``logmel`` (built once per process: the Whisper model takes a moment to load)."""
-    if name == "logmel":
-        return LogMelEncoder()
-    if name == "whisper":
-        return WhisperEncoder()
-    raise ConfigError("audio_encoder", f"must be one of {', '.join(AUDIO_ENCODERS)}, got {name!r}")
+    """A registered encoder (``whisper``, ``logmel``, ...), built once per process (the Whisper model
+    takes a moment to load)."""
+    if name not in AUDIO_ENCODERS:
+        raise ConfigError("audio_encoder", f"must be one of {', '.join(AUDIO_ENCODERS)}, got {name!r}")
+    enc = AUDIO_ENCODERS[name]()
+    if not isinstance(enc, AudioEncoder):
+        raise TypeError(f"audio encoder {name!r} lacks id, dim or embed()")
+    return enc
+
+
+register_audio_encoder("whisper", WhisperEncoder)
+register_audio_encoder("logmel", LogMelEncoder)
