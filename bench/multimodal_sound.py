@@ -16,6 +16,7 @@ sounds and a new training seed each) and the table shows mean and spread (min-ma
 
     python bench/multimodal_sound.py                   # both tasks, 3 seeds
     python bench/multimodal_sound.py --tasks kind --seeds 1
+    python bench/multimodal_sound.py --speed           # audio features: x real time per encoder
 
 Writes ``bench/results/multimodal_sound.csv`` and prints a table.
 """
@@ -199,17 +200,42 @@ def run_cell(manifest: Path, runs: Path, cell: tuple, seed: int, cache: Path) ->
     return {"top1": m["top1"], "n": m["n"], "train_s": round(t_train, 1)}
 
 
+def audio_speed(manifest: Path, n: int = 24) -> dict:
+    """Seconds of sound embedded per second of wall clock (decode + embed, no cache), per encoder,
+    over the same ``n`` clips, interleaved (best of 3 passes each)."""
+    from vidtune.audio.features import create_audio_encoder
+    from vidtune.data.manifest import load_dataset
+    from vidtune.runs.sound import clip_audio_features
+
+    items = load_dataset(manifest)[:n]
+    encs = {name: create_audio_encoder(name) for name in ("whisper", "logmel")}
+    best = dict.fromkeys(encs, float("inf"))
+    for _ in range(3):
+        for name, enc in encs.items():
+            t0 = time.perf_counter()
+            for it in items:
+                clip_audio_features(enc, it, 8)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: round(len(items) * SECONDS / t, 1) for name, t in best.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="kind,word")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--cells", default=None, help="comma list of cell numbers (0-based) to run; default all")
+    ap.add_argument("--speed", action="store_true", help="only measure audio feature speed (x real time)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "multimodal_sound.csv")
     args = ap.parse_args(argv)
     root = CACHE / "multimodal_sound"
     cache, runs = root / "features", root / "runs"
     cells = [CELLS[int(i)] for i in args.cells.split(",")] if args.cells else list(CELLS)
     vis = visuals()
+    if args.speed:
+        speed = audio_speed(build("kind", 0, vis, root))
+        print("audio features (decode + embed), x real time on this machine: "
+              + ", ".join(f"{k} {v}x" for k, v in speed.items()))
+        return 0
     rows = []
     for task in args.tasks.split(","):
         for seed in range(args.seeds):
