@@ -396,3 +396,13 @@ def test_registered_audio_encoders_train_and_serve(sound_task, tmp_path):
     finally:
         AUDIO_ENCODERS.pop("test-loudness", None)
         create_audio_encoder.cache_clear()
+
+
+def test_init_from_a_fused_run_end_to_end_says_what_to_do(trained, sound_task):
+    from vidtune.train.trainer import train
+
+    tmp = trained["tmp"]
+    with pytest.raises(ConfigError) as e:
+        train(sound_task["manifest"], tmp / "e2e", _cfg(tmp, init=str(tmp / "fused"), temporal=None,
+                                                      strategy="partial"))
+    assert e.value.field == "modalities" and "--strategy linear" in e.value.problem

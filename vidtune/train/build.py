@@ -50,6 +50,10 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     source, src_cfg = load_run(cfg.init)
     src_model = src_cfg.model
     if cfg.modalities is None and src_model.audio is not None:  # a fused run: keep hearing, the same way
+        if cfg.strategy != "linear":
+            raise ConfigError("modalities", f"defaults to the init run's video,audio ({cfg.init} hears), which trains "
+                                            f"on cached features: pass --strategy linear, or --modalities video "
+                                            f"to train a video-only head on its backbone")
         cfg = replace(cfg, modalities="video,audio", audio_encoder=src_model.audio["encoder"],
                       fusion=src_model.head.get("fusion", "mid"))
     src_labels = list(src_cfg.labels)
