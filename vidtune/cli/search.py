@@ -18,6 +18,7 @@ from vidtune.cli.common import (
     print_skipped,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.multimodal import clip_args, words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
 
@@ -97,33 +98,60 @@ def _print_change(result: dict, verb: str) -> None:
 
 
 def cmd_index_build(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import build_index
 
-    result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                         progress=RichProgress(not args.quiet), **_common(args))
+    mods = index_modalities(args, args.index, building=True)
+    if "visual" in mods:
+        result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
+                             progress=RichProgress(not args.quiet), **_common(args))
+    else:
+        result = words_only_start(args, building=True)
+    result = add_words(args, result, mods, create=True)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
 def cmd_index_add(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import add_to_index
 
-    result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                          **_common(args))
+    mods = index_modalities(args, args.index, building=False)
+    if "visual" in mods:
+        result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
+                              **_common(args))
+    else:
+        result = words_only_start(args, building=False)
+    result = add_words(args, result, mods, create=False)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
 def cmd_index_remove(args) -> int:
     from vidtune.index.search import remove_from_index
+    from vidtune.index.text_search import has_text_index, remove_text
 
-    result = remove_from_index(args.index, [str(v) for v in args.videos])
+    paths = [str(v) for v in args.videos]
+    if has_text_index(args.index) and not (Path(args.index) / "index.sqlite").exists():  # words only
+        from vidtune.index.text_search import text_index_info
+
+        removed = remove_text(args.index, paths)
+        info = text_index_info(args.index)
+        result = {"index": str(args.index), "removed": removed, "videos": info["videos"],
+                  "segments": sum(info["spans"].values()),
+                  "not_found": [p for p in paths if not any(r == p or r.startswith(p.rstrip("/") + "/")
+                                                             for r in removed)]}
+    else:
+        result = remove_from_index(args.index, paths)
+        remove_text(args.index, paths)
     if args.json:
         print_json(result)
     else:
@@ -135,14 +163,21 @@ def cmd_index_remove(args) -> int:
 
 def cmd_index_info(args) -> int:
     from vidtune.index.search import index_info
+    from vidtune.index.text_search import text_index_info
 
     info = index_info(args.index, list_videos=args.videos)
+    words = text_index_info(args.index)
+    if words is not None:
+        info["words"] = words
     if args.json:
         print_json(info)
         return 0
     t = Table(title=escape(info["index"]), show_header=False, title_justify="left")
     for key in ("videos", "segments", "model", "dim", "kind", "params", "model_source", "bytes"):
         t.add_row(key, escape(str(info[key])))
+    if words is not None:
+        t.add_row("words", escape(", ".join(f"{n} {m} spans" for m, n in words["spans"].items()) or "no spans")
+                  + f" ({words['bytes']} bytes)")
     out.print(t)
     for v in info.get("video_list", []):
         out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
@@ -169,7 +204,8 @@ def _queries(args) -> list[Path]:
             if line and not line.startswith("#"):
                 queries.append(Path(line) if Path(line).is_absolute() else base / line)
     if not queries:
-        raise ConfigError("queries", "or a QUERY argument is needed: a video or image to search for")
+        raise ConfigError("queries", "or a QUERY argument is needed: a video or image to search for (or --text "
+                                     '"WORDS" to search speech and on-screen text)')
     return queries
 
 
@@ -189,6 +225,13 @@ def cmd_search(args) -> int:
     that fails gives ``{"query", "error"}`` in its place and exit code 1, the others still run."""
     from vidtune.index.search import Searcher
 
+    if args.text is not None:
+        from vidtune.cli.multimodal import cmd_search_text
+
+        if args.query or args.queries is not None:
+            raise VidtuneError("give query videos/images or --text \"WORDS\", not both")
+        args.query = None  # the words search takes no query file
+        return cmd_search_text(args)
     queries = _queries(args)
     if args.k < 1:
         raise ConfigError("k", f"must be at least 1, got {args.k}")
@@ -307,12 +350,14 @@ def register(sub) -> None:
                                                   "for millions of segments)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
+    words_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_build)
     q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
+    words_args(q, defaults=False)
     _device_args(q)
     q.set_defaults(func=cmd_index_add)
     q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
@@ -333,6 +378,9 @@ def register(sub) -> None:
                         '{"queries": [one per query]} (the index and model load once)')
     p.add_argument("--queries", type=Path, default=None, metavar="FILE",
                    help="more queries, one path a line (# comments; relative to FILE's folder)")
+    p.add_argument("--text", default=None, metavar="WORDS",
+                   help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
+    clip_args(p)
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
     p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")

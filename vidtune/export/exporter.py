@@ -147,6 +147,9 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
         raise ConfigError("out", f"{out.name}: the .json name is taken by the preprocessing file; use "
                                  f"{out.with_suffix(SUFFIX[fmt]).name}")
     model, config = load_run(run_dir)
+    if getattr(config.model, "audio", None) is not None:
+        raise ConfigError("modalities", "video,audio runs read audio features computed outside the network; "
+                                        "export a video-only run")
     if config.model.flow:
         raise ConfigError("flow", "runs read optical-flow cues computed outside the network; export a run "
                                   "trained without --flow")

@@ -328,7 +328,8 @@ def _assemble_light(run_dir, record: dict, onnx: Path, runtime: str):
     from vidtune.runs.store import LoadedRun
 
     config = RunConfig.read(run_dir)
-    if not config.model.per_frame or config.transform.input_size != int(record["input_size"]):
+    if (not config.model.per_frame or config.model.audio is not None  # fused runs: their audio encoder too
+            or config.transform.input_size != int(record["input_size"])):
         return None
     state = load_file(str(Path(run_dir) / "model.safetensors"))
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
@@ -347,4 +348,5 @@ def _assemble_light(run_dir, record: dict, onnx: Path, runtime: str):
     torch.nn.Module.__init__(model)
     model.head = head.eval()
     object.__setattr__(model, "encoder", encoder)
+    model.audio = None
     return LoadedRun(model.eval(), config)

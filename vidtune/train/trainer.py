@@ -134,6 +134,7 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         data={"source": str(data), "train": dict(sorted(used_counts.items())),
               "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
         thresholds=thresholds, background=cfg.background, lineage=lineage or None,
+        modalities=("video", "audio") if spec.audio else ("video",),
     )
     metrics = {
         "val": val_metrics,
