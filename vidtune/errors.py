@@ -93,3 +93,7 @@ class BusyError(VidtuneError):
 
 class TrainingDivergedError(VidtuneError):
     """The training loss became NaN or infinite: the numbers can no longer mean anything."""
+
+
+class DistributedError(VidtuneError):
+    """The processes of a distributed run (torchrun) could not form a group or disagree."""

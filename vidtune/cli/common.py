@@ -129,6 +129,23 @@ def cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
+def shard_type(text: str):
+    """argparse type: ``I/N`` -> :class:`vidtune.scale.Shard` (a bad value exits 2 with the reason)."""
+    from vidtune.scale.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def shard_arg(p: argparse.ArgumentParser) -> None:
+    """``--shard I/N``: this process takes shard I (0-based) of N of the inputs, split by content hash."""
+    p.add_argument("--shard", type=shard_type, default=None, metavar="I/N",
+                   help="do only shard I of N (0-based) of the inputs, split by content hash: run N processes "
+                        "(a SLURM array, N machines) with 0/N ... N-1/N; work already done is skipped on a rerun")
+
+
 def common_run_args(p: argparse.ArgumentParser) -> None:
     """Options of the commands that run a model over videos: device, workers, cache, output."""
     device_arg(p)

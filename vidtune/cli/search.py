@@ -16,6 +16,7 @@ from vidtune.cli.common import (
     finite_float,
     output_args,
     print_skipped,
+    shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.defaults import DEFAULT_BACKBONE
@@ -67,14 +68,21 @@ def cmd_embed(args) -> int:
     check_output_folder(args.out, "--out")
     paths = expand_video_args(args.videos)
     emb = Embedder(_config(args), **_common(args))
+    if args.shard is not None:
+        from vidtune.scale.shards import select_shard
+
+        paths = select_shard(list(dict.fromkeys(paths)), args.shard,
+                             digest=emb.cache.digest if emb.cache is not None else None)
     embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
-    if not embs:
+    if not embs and not (args.shard is not None and not paths):  # an empty shard is fine
         raise VidtuneError(f"no readable videos to embed ({len(skipped)} skipped: "
                            + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3]) + ")")
     meta = save_embeddings(args.out, embs, emb.model_id, emb.config.params(), skipped)
     result = {"out": str(args.out), "files": ["segments.npy", "videos.npy", "embeddings.json"], "videos": len(embs),
               "segments": len(meta["segments"]), "dim": meta["dim"], "model": emb.model_id, "params": meta["params"],
               "skipped": skipped}
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
         return 0
@@ -100,7 +108,7 @@ def cmd_index_build(args) -> int:
     from vidtune.index.search import build_index
 
     result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                         progress=RichProgress(not args.quiet), **_common(args))
+                         progress=RichProgress(not args.quiet), shard=args.shard, **_common(args))
     if args.json:
         print_json(result)
     else:
@@ -112,11 +120,25 @@ def cmd_index_add(args) -> int:
     from vidtune.index.search import add_to_index
 
     result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                          **_common(args))
+                          shard=args.shard, **_common(args))
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+    return 0
+
+
+def cmd_index_merge(args) -> int:
+    from vidtune.index.merge import merge_indexes
+
+    result = merge_indexes(args.index, args.shards, kind=args.kind)
+    if args.json:
+        print_json(result)
+    else:
+        parts = [f"added {len(result['added'])}", f"{len(result['replaced'])} replaced",
+                 f"{len(result['unchanged'])} unchanged"]
+        out.print(f"{escape(result['index'])}: merged {len(result['shards'])} shard(s): " + ", ".join(parts)
+                  + f"; now {result['videos']} videos, {result['segments']} segments", highlight=False)
     return 0
 
 
@@ -245,6 +267,7 @@ def register(sub) -> None:
     p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
     p.add_argument("--out", type=Path, required=True, help="folder for segments.npy, videos.npy, embeddings.json")
     _embed_args(p)
+    shard_arg(p)
     _device_args(p)
     p.set_defaults(func=cmd_embed)
 
@@ -258,14 +281,23 @@ def register(sub) -> None:
                                                   "for millions of segments)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
+    shard_arg(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_build)
     q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
+    shard_arg(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_add)
+    q = isub.add_parser("merge", help="merge shard indexes into INDEX_DIR (same model and settings; crash-safe)")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR", help="target index (created like the first shard if missing)")
+    q.add_argument("shards", nargs="+", type=Path, metavar="SHARD_INDEX")
+    q.add_argument("--kind", default=None, help="FAISS structure when the merge creates INDEX_DIR (default: the "
+                                               "first shard's)")
+    output_args(q, quiet=False)
+    q.set_defaults(func=cmd_index_merge)
     q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+")

@@ -32,13 +32,16 @@ def _expand(videos) -> list[Path]:
 
 def build_index(index_dir, videos, config: EmbedConfig | None = None, kind: str = "flat", overwrite: bool = False,
                 device: str = "auto", cache_dir=None, use_cache: bool = True,
-                progress: Progress | None = None) -> dict:
-    """Create an index at ``index_dir`` and add ``videos`` (files and folders, searched recursively)."""
+                progress: Progress | None = None, shard=None) -> dict:
+    """Create an index at ``index_dir`` and add ``videos`` (files and folders, searched recursively).
+
+    ``shard`` (a :class:`vidtune.scale.Shard`): only that shard's videos (``vidtune index merge`` joins
+    the shard indexes)."""
     paths = _expand(videos)
     embedder = Embedder(config or EmbedConfig(), device=device, cache_dir=cache_dir, use_cache=use_cache)
     VideoIndex.create(index_dir, embedder.model_id, embedder.model_desc, embedder.config.params(), embedder.dim,
                       kind=kind, overwrite=overwrite).close()
-    return _add(index_dir, paths, embedder, progress)
+    return _add(index_dir, paths, embedder, progress, shard)
 
 
 def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use_cache: bool = True) -> Embedder:
@@ -58,12 +61,13 @@ def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use
 
 
 def add_to_index(index_dir, videos, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
-                 use_cache: bool = True, progress: Progress | None = None, options: dict | None = None) -> dict:
+                 use_cache: bool = True, progress: Progress | None = None, options: dict | None = None,
+                 shard=None) -> dict:
     """Add new or changed ``videos``; files already indexed with the same content are not embedded again.
 
     ``config`` (optional) states the model the caller expects; an index built with another model
     refuses it instead of mixing vectors. ``options`` states only some of its fields (``None``
-    values are not stated); the others default to the index's own.
+    values are not stated); the others default to the index's own. ``shard``: only that shard's videos.
     """
     paths = _expand(videos)
     with VideoIndex.open(index_dir) as ix:
@@ -73,11 +77,16 @@ def add_to_index(index_dir, videos, config: EmbedConfig | None = None, device: s
         if config is not None:
             wanted = Embedder(config, device=device, cache_dir=cache_dir, use_cache=use_cache)
             ix.check_compatible(wanted.model_id, wanted.config.params())
-    return _add(index_dir, paths, embedder, progress)
+    return _add(index_dir, paths, embedder, progress, shard)
 
 
-def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | None) -> dict:
+def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | None, shard=None) -> dict:
     progress = progress or NullProgress()
+    if shard is not None:
+        from vidtune.scale.shards import select_shard
+
+        paths = select_shard(list(dict.fromkeys(paths)), shard,
+                             digest=embedder.cache.digest if embedder.cache is not None else None)
     with VideoIndex.open(index_dir) as ix:
         ix.check_compatible(embedder.model_id, embedder.config.params())
         with ix.writing() as w:
@@ -110,8 +119,11 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
                 copied.append(key)
             w.commit()
         info = ix.info()
-    return {"index": str(index_dir), "added": [_display_path(e.path) for e in embs], "copied": copied,
-            "unchanged": unchanged, "skipped": skipped, "videos": info["videos"], "segments": info["segments"]}
+    result = {"index": str(index_dir), "added": [_display_path(e.path) for e in embs], "copied": copied,
+              "unchanged": unchanged, "skipped": skipped, "videos": info["videos"], "segments": info["segments"]}
+    if shard is not None:
+        result["shard"] = str(shard)
+    return result
 
 
 def _digest(p) -> str:
