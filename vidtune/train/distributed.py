@@ -209,6 +209,7 @@ def extract_shard(data, cfg, shard, progress: Progress | None = None) -> dict:
     task = task_for(train_items + val_items, cfg, data)
     if cfg.shots is not None:
         train_items = few_shot(train_items, cfg.shots, cfg.seed)
+    torch.manual_seed(cfg.seed)  # as train() does: a random-init backbone is then the very same model
     model, _, _ = build(cfg, task.labels)
     encoder = model.encoder
     flow = model.head.flow > 0
