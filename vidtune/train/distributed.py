@@ -113,8 +113,12 @@ class Dist:
                                    "(checkpoint) and the data must be on a shared filesystem")
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        import warnings
+
         from torch.nn.parallel import DistributedDataParallel
 
+        # channels_last convolution weights on CPU: a speed note from the reducer, not a problem
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=True)
 
