@@ -13,9 +13,11 @@ from vidtune.cli.common import (
     check_output_file,
     check_output_folder,
     device_arg,
+    engine_args,
     finite_float,
     output_args,
     print_skipped,
+    ray_options,
     shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
@@ -73,7 +75,13 @@ def cmd_embed(args) -> int:
 
         paths = select_shard(list(dict.fromkeys(paths)), args.shard,
                              digest=emb.cache.digest if emb.cache is not None else None)
-    embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
+    ray = ray_options(args)
+    if ray is not None:
+        from vidtune.scale.ray_engine import embed_on_ray
+
+        embs, skipped = embed_on_ray(emb, paths, progress=RichProgress(not args.quiet), **ray)
+    else:
+        embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
     if not embs and not (args.shard is not None and not paths):  # an empty shard is fine
         raise VidtuneError(f"no readable videos to embed ({len(skipped)} skipped: "
                            + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3]) + ")")
@@ -108,7 +116,7 @@ def cmd_index_build(args) -> int:
     from vidtune.index.search import build_index
 
     result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                         progress=RichProgress(not args.quiet), shard=args.shard, **_common(args))
+                         progress=RichProgress(not args.quiet), shard=args.shard, ray=ray_options(args), **_common(args))
     if args.json:
         print_json(result)
     else:
@@ -120,7 +128,7 @@ def cmd_index_add(args) -> int:
     from vidtune.index.search import add_to_index
 
     result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                          shard=args.shard, **_common(args))
+                          shard=args.shard, ray=ray_options(args), **_common(args))
     if args.json:
         print_json(result)
     else:
@@ -268,6 +276,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for segments.npy, videos.npy, embeddings.json")
     _embed_args(p)
     shard_arg(p)
+    engine_args(p)
     _device_args(p)
     p.set_defaults(func=cmd_embed)
 
@@ -282,6 +291,7 @@ def register(sub) -> None:
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
     shard_arg(q)
+    engine_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_build)
     q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
@@ -289,6 +299,7 @@ def register(sub) -> None:
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
     shard_arg(q)
+    engine_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_add)
     q = isub.add_parser("merge", help="merge shard indexes into INDEX_DIR (same model and settings; crash-safe)")

@@ -12,8 +12,10 @@ from vidtune.cli.common import (
     check_output_file,
     check_output_parent,
     device_arg,
+    engine_args,
     finite_float,
     output_args,
+    ray_options,
     seconds,
     shard_arg,
 )
@@ -53,6 +55,12 @@ def _tag_all(args, videos):
     """Tag every video; unreadable ones come back as ``{"path", "error"}``."""
     from vidtune.tag.tagger import tag_videos
 
+    ray = ray_options(args)
+    if ray is not None:
+        from vidtune.scale.ray_engine import tag_on_ray
+
+        return tag_on_ray(args.run, videos, _options(args), device=args.device, progress=RichProgress(not args.quiet),
+                          **ray)
     return tag_videos(args.run, videos, _options(args), device=args.device, progress=RichProgress(not args.quiet))
 
 
@@ -251,6 +259,7 @@ def register(sub) -> None:
     p.add_argument("--plot", default=None, help="PNG timeline (several videos: a folder, one PNG per video)")
     p.add_argument("--scores", action="store_true", help="JSON: add every window's smoothed scores")
     shard_arg(p)
+    engine_args(p)
     _tag_args(p)
     p.set_defaults(func=cmd_tag)
 
