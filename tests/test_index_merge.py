@@ -161,3 +161,42 @@ def test_cli_merge_json_and_mismatch_exit_code(shards, clips, tmp_path, capsys):
     assert main(["index", "merge", str(tmp_path / "m"), str(other), "--json"]) == 2
     captured = capsys.readouterr()
     assert "different models" in json.loads(captured.out)["error"] and "Traceback" not in captured.err
+
+
+def test_ivfpq_index_trains_when_big_enough_then_searches_removes_and_reopens(tmp_path, monkeypatch):
+    from vidtune.index import store
+    from vidtune.index.embed import VideoEmbedding, l2n
+
+    monkeypatch.setattr(store, "IVFPQ_MIN_TRAIN", 600)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 64))
+
+    def video(name: str, n: int) -> VideoEmbedding:
+        v = l2n(centres[rng.integers(0, 12, n)] + 0.25 * rng.normal(size=(n, 64)))
+        return VideoEmbedding(name, "digest-" + name, float(n), np.arange(n, dtype=float), np.arange(n) + 1.0, v,
+                              l2n(v.mean(0)))
+
+    videos = [video(f"v{i}", 200) for i in range(4)]
+    ix = VideoIndex.create(tmp_path / "ix", "m", {}, {"window": 1.0}, 64, kind="ivfpq")
+    with ix.writing() as w:
+        w.add(videos[0])
+        w.commit()
+    assert not store.is_ivf(ix.faiss_index())  # 200 vectors: still exact
+    with ix.writing() as w:
+        for v in videos[1:]:
+            w.add(v)
+        w.commit()
+    ix.close()
+    with VideoIndex.open(tmp_path / "ix") as ix:
+        f = ix.faiss_index()
+        assert store.is_ivf(f) and f.ntotal == 800 and f.pq.code_size == 8  # 8 bytes a vector instead of 256
+        own, _, _ = ix.video_segments(3)  # the third video's segment ids, in time order
+        _, ids = ix.search_segments(videos[2].segments[:50], 10)
+        assert sum(own[q] in ids[q] for q in range(50)) >= 45  # recall@10 of the exact top-1 (itself) >= 0.9
+        approx = ix.vectors(own[:5])
+        assert np.abs(approx - videos[2].segments[:5]).max() < 0.5  # PQ-decoded, close to the originals
+        with ix.writing() as w:
+            w.remove(ix.video_by_path("v1"))
+            w.add(video("v9", 30))
+            w.commit()
+        assert ix.faiss_index().ntotal == 630 and ix.info()["videos"] == 4

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -36,7 +37,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vidtune-index"
 VERSION = 1
-KINDS = ("flat", "hnsw")
+KINDS = ("flat", "hnsw", "ivfpq")
+# ivfpq: vectors stay exact (flat) until the index holds this many, then the next commit trains an
+# IVF-PQ index on them (k-means needs ~40 points per list) and re-encodes everything into it.
+IVFPQ_MIN_TRAIN = 20_000
+IVFPQ_NPROBE = 32  # inverted lists visited per query (recall/latency trade-off; bench/scale.py measures it)
 DB_NAME = "index.sqlite"
 
 
@@ -51,6 +56,8 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
     faiss = _faiss()
     if kind == "flat":
         inner = faiss.IndexFlatIP(dim)
+    elif kind == "ivfpq":  # until there is enough data to train it: exact (see IVFPQ_MIN_TRAIN)
+        inner = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 40
@@ -60,6 +67,52 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
     else:
         raise IndexError_(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
     return faiss.IndexIDMap2(inner)
+
+
+def ivfpq_params(n: int, dim: int) -> tuple[int, int]:
+    """``(nlist, m)`` for ``n`` vectors of ``dim``: about 4 sqrt(n) inverted lists (a power of two,
+    at most 65,536 and at most n/39 so k-means has data), and sub-quantizers of 8 to 20 dimensions (the
+    largest divisor of ``dim`` up to 64 codes: 64 bytes per 1280-d vector instead of 5,120)."""
+    nlist = 1 << max(4, int(round(math.log2(max(16.0, 4 * math.sqrt(n))))))
+    nlist = max(16, min(nlist, 65_536, 1 << int(math.log2(max(16, n // 39)))))
+    m = next((m for m in (64, 48, 40, 32, 24, 16, 8, 4, 2, 1) if dim % m == 0 and dim // m >= 8), 1)
+    return nlist, m
+
+
+def train_ivfpq(vectors: np.ndarray, ids: np.ndarray, nprobe: int = IVFPQ_NPROBE, seed: int = 0):
+    """An IVF-PQ index (inner product) trained on ``vectors`` and holding them under ``ids``.
+
+    Native ids (no id map): the inverted lists keep them, and a hash-table direct map serves
+    ``reconstruct`` (decoded, approximate vectors) and ``remove_ids``."""
+    faiss = _faiss()
+    n, dim = vectors.shape
+    nlist, m = ivfpq_params(n, dim)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.pq.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    sample = vectors if n <= 100 * nlist else vectors[np.sort(rng.choice(n, 100 * nlist, replace=False))]
+    index.train(np.ascontiguousarray(sample, np.float32))
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+    index.nprobe = min(nprobe, nlist)
+    index.own_fields = True  # the index owns (and frees) its coarse quantizer
+    quantizer.this.disown()
+    return index
+
+
+def is_ivf(index) -> bool:
+    return "IVF" in type(index).__name__
+
+
+def with_direct_map(index):
+    """IVF indexes read from disk or cloned lose their id -> entry map: rebuild it (reconstruct, remove)."""
+    if is_ivf(index):
+        faiss = _faiss()
+        if index.direct_map.type != faiss.DirectMap.Hashtable:
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return index
 
 
 def db_path(path: str) -> str | bytes:
@@ -264,7 +317,7 @@ class VideoIndex:
                 return self._faiss
             path = self.root / f"vectors.{gen}.faiss"
             try:
-                self._faiss = _faiss().read_index(str(path))
+                self._faiss = with_direct_map(_faiss().read_index(str(path)))
                 self._faiss_gen = gen
                 return self._faiss
             except RuntimeError as exc:
@@ -315,7 +368,7 @@ class _Writer:
 
     def __init__(self, index: VideoIndex):
         self.ix = index
-        self.faiss = _faiss().clone_index(index.faiss_index())
+        self.faiss = with_direct_map(_faiss().clone_index(index.faiss_index()))
         self.ops: list[tuple] = []
         self.removed_ids: list[int] = []
 
@@ -368,6 +421,11 @@ class _Writer:
                 db.executemany("INSERT INTO segments (id, video_id, start, end) VALUES (?, ?, ?, ?)",
                                [(int(i), vid, float(a), float(b)) for i, a, b in zip(ids, emb.starts, emb.ends)])
                 self.faiss.add_with_ids(np.ascontiguousarray(emb.segments, np.float32), ids)
+            if ix.kind == "ivfpq" and not is_ivf(self.faiss) and self.faiss.ntotal >= IVFPQ_MIN_TRAIN:
+                ids = faiss.vector_to_array(self.faiss.id_map).astype(np.int64)
+                vecs = self.faiss.index.reconstruct_n(0, self.faiss.ntotal)
+                log.info("training the IVF-PQ index on %d vectors", len(ids))
+                self.faiss = train_ivfpq(vecs, ids)
             new_gen = gen + 1
             final = ix.root / f"vectors.{new_gen}.faiss"
             tmp = ix.root / f".vectors.{new_gen}.tmp.faiss"
@@ -393,6 +451,8 @@ class _Writer:
 
     def _max_faiss_id(self) -> int:
         faiss = _faiss()
+        if is_ivf(self.faiss):  # removed ids are gone from it too: SQLite's ids are the only ones in use
+            return 0
         ids = faiss.vector_to_array(self.faiss.id_map)
         return int(ids.max()) if len(ids) else 0
 
@@ -401,7 +461,11 @@ class _Writer:
             return
         faiss = _faiss()
         try:
-            self.faiss.remove_ids(faiss.IDSelectorBatch(ids))
+            if is_ivf(self.faiss):  # a hash-table direct map removes only through an IDSelectorArray
+                ids = np.ascontiguousarray(ids, np.int64)
+                self.faiss.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+            else:
+                self.faiss.remove_ids(faiss.IDSelectorBatch(ids))
             return
         except RuntimeError:  # HNSW cannot delete: rebuild from the stored vectors
             pass
