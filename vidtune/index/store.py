@@ -70,10 +70,11 @@ def new_faiss_index(kind: str, dim: int, hnsw_m: int = 32):
 
 
 def ivfpq_params(n: int, dim: int) -> tuple[int, int]:
-    """``(nlist, m)`` for ``n`` vectors of ``dim``: about 4 sqrt(n) inverted lists (a power of two,
-    at most 65,536 and at most n/39 so k-means has data), and sub-quantizers of 8 to 20 dimensions (the
-    largest divisor of ``dim`` up to 64 codes: 64 bytes per 1280-d vector instead of 5,120)."""
-    nlist = 1 << max(4, int(round(math.log2(max(16.0, 4 * math.sqrt(n))))))
+    """``(nlist, m)`` for ``n`` vectors of ``dim``: about sqrt(n) inverted lists (a power of two, at
+    most 65,536 and at most n/39 so k-means has data; 1,024 at 1M), and sub-quantizers of at least 8
+    dimensions (the largest such divisor of ``dim`` up to 64 codes: 64 bytes per 1280-d vector instead
+    of 5,120)."""
+    nlist = 1 << max(4, int(round(math.log2(max(16.0, math.sqrt(n))))))
     nlist = max(16, min(nlist, 65_536, 1 << int(math.log2(max(16, n // 39)))))
     m = next((m for m in (64, 48, 40, 32, 24, 16, 8, 4, 2, 1) if dim % m == 0 and dim // m >= 8), 1)
     return nlist, m
@@ -92,7 +93,9 @@ def train_ivfpq(vectors: np.ndarray, ids: np.ndarray, nprobe: int = IVFPQ_NPROBE
     index.cp.seed = seed
     index.pq.cp.seed = seed
     rng = np.random.default_rng(seed)
-    sample = vectors if n <= 100 * nlist else vectors[np.sort(rng.choice(n, 100 * nlist, replace=False))]
+    # k-means on 64 points per list (faiss warns under 39); the PQ codebooks need >= 256 points
+    size = max(64 * nlist, 10_000)
+    sample = vectors if n <= size else vectors[np.sort(rng.choice(n, size, replace=False))]
     index.train(np.ascontiguousarray(sample, np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
