@@ -236,13 +236,18 @@ def extract_shard(data, cfg, shard, progress: Progress | None = None) -> dict:
 def train_distributed(run_single, data, out, cfg, progress: Progress | None, resume: bool, overwrite: bool) -> dict:
     """One rank's part of a torchrun training (see the module docstring).
 
-    ``run_single(progress)`` is the single-process training (:func:`vidtune.train.trainer.train`'s
-    body): rank 0 runs it for the linear strategy, every rank runs it (inside DDP) end to end.
+    ``run_single(progress, cfg)`` is the single-process training (:func:`vidtune.train.trainer.train`):
+    rank 0 runs it for the linear strategy, every rank runs it (inside DDP) end to end, each on its
+    own device (``cuda:LOCAL_RANK`` with GPUs).
     """
+    from dataclasses import replace
+
     from vidtune.runs.device import resolve_device
     from vidtune.scale.shards import Shard
 
     with process_group(cfg.device) as d:
+        if d.device.type == "cuda":
+            cfg = replace(cfg, device=str(d.device))
         quiet = progress if d.is_main else NullProgress()
         strategy = cfg.resolved(resolve_device(cfg.device).type).strategy
         if strategy == "linear":
@@ -250,9 +255,9 @@ def train_distributed(run_single, data, out, cfg, progress: Progress | None, res
             d.barrier()  # every shard's features are in the cache
             if not d.is_main:
                 return {"run": str(out), "rank": d.rank, "world": d.world, "role": "features", "features": info}
-            result = run_single(quiet)
+            result = run_single(quiet, cfg)
         else:
-            result = run_single(quiet)
+            result = run_single(quiet, cfg)
             if not d.is_main:
                 return {"run": str(out), "rank": d.rank, "world": d.world, "role": "worker"}
         result["distributed"] = {"world": d.world, "backend": "nccl" if d.device.type == "cuda" else "gloo",

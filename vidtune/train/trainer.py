@@ -70,7 +70,7 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     from vidtune.train import distributed
 
     if distributed.launched() and distributed.current() is None:  # torchrun: one rank of several
-        return distributed.train_distributed(lambda p: train(data, out, cfg, p, resume, overwrite), data, out,
+        return distributed.train_distributed(lambda p, c: train(data, out, c, p, resume, overwrite), data, out,
                                              cfg or TrainConfig(), progress, resume, overwrite)
     if not _writes():  # ranks > 0 of a distributed run train along but write nothing
         return _train(data, out, cfg, progress, resume)
