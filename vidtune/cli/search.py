@@ -287,8 +287,9 @@ def register(sub) -> None:
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     q.add_argument("--kind", default="flat", help="flat (exact inner product, default) | hnsw (approximate, "
-                                                  "for millions of segments) | ivfpq (compressed: about 90 bytes "
-                                                  "per vector, trained once 20,000 segments are in; 10^7-10^9)")
+                                                  "for millions of segments) | ivfpq (experimental: 64-byte codes, "
+                                                  "trained once 20,000 segments are in, no exact re-ranking yet; "
+                                                  "see README Scale out)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
     shard_arg(q)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vidtune-index"
 VERSION = 1
-KINDS = ("flat", "hnsw", "ivfpq")
+KINDS = ("flat", "hnsw", "ivfpq")  # ivfpq: experimental, codes only (no exact re-ranking; README Scale out)
 # ivfpq: vectors stay exact (flat) until the index holds this many, then the next commit trains an
 # IVF-PQ index on them (k-means needs ~40 points per list) and re-encodes everything into it.
 IVFPQ_MIN_TRAIN = 20_000
