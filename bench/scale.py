@@ -132,6 +132,9 @@ def bench_train(tmp: Path) -> None:
     one = _wait([_vidtune(*args, "--out", tmp / "run1")])[0]
     t_one = time.perf_counter() - t0
     t0 = time.perf_counter()
+    one_t1 = _wait([_vidtune(*args, "--out", tmp / "run1t", threads=1)])[0]
+    t_one_t1 = time.perf_counter() - t0
+    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                            "127.0.0.1", "--master-port", str(_free_port()), "-m", "vidtune",
                            *map(str, args), "--out", str(tmp / "run2")], env=_env(1), cwd=ROOT, capture_output=True,
@@ -146,10 +149,12 @@ def bench_train(tmp: Path) -> None:
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
     print("\n| run | wall s | training s (in the run) | val top-1 | val mean class acc. |")
     print("|---|---|---|---|---|")
-    for name, t, r in (("1 process", t_one, one), ("torchrun 2 x gloo (1 thread each)", t_two, two)):
+    for name, t, r in (("1 process (2 threads)", t_one, one), ("1 process (1 thread)", t_one_t1, one_t1),
+                       ("torchrun 2 x gloo (1 thread each)", t_two, two)):
         print(f"| {name} | {t:.1f} | {r['seconds']:.1f} | {r['val']['top1']:.3f} | "
               f"{r['val']['mean_class_accuracy']:.3f} |")
-    print(f"overhead of 2 processes: {t_two / t_one:.2f}x the wall time; largest weight difference after training "
+    print(f"2 processes take {t_two / t_one:.2f}x the wall time of 1 process (2 threads), {t_two / t_one_t1:.2f}x "
+          f"of 1 process (1 thread); largest weight difference after training "
           f"{diff:.1e} (dropout masks differ per rank)")
 
 
