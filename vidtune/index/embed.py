@@ -236,7 +236,9 @@ class Embedder:
         if self.model is not None:
             frames = self.run_config.frames
             with torch.no_grad():
-                x = torch.zeros(1, frames, self.encoder.num_features, device=self.device)
+                head = self.model.head
+                x = torch.zeros(1, frames, self.encoder.num_features + getattr(head, "extra_channels", 0),
+                                device=self.device)
                 return int(self.model.head.eval().to(self.device).pool(x).shape[-1])
         return int(self.encoder.num_features)
 
@@ -378,6 +380,9 @@ class Embedder:
             return self.embed_frames(arr[None])[0]
         frames = self.run_config.frames
         raw = self._raw_frame_features(arr[None])  # (1, D): what the run's head was trained on
+        extra = getattr(self.model.head, "extra_channels", 0)
+        if extra:  # no motion and no sound in a photo: zero flow cues, audio flagged missing
+            raw = torch.cat([raw, raw.new_zeros(raw.shape[0], extra)], dim=-1)
         with torch.no_grad():
             pooled = self.model.head.eval().to(self.device).pool(raw[None].expand(1, frames, -1))
         return l2n(pooled[0].float().cpu().numpy())

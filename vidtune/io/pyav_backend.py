@@ -184,6 +184,11 @@ class PyAVReader(VideoReader):
             keyframes=len(self._keyframes),
         )
 
+    @property
+    def origin(self) -> float:
+        """Container time (s) of the first frame: time 0 of this reader and of ``vidtune.audio``."""
+        return float(self._start_pts * self._tb)
+
     # -- time limit ------------------------------------------------------------------------------
     def _start_clock(self) -> None:
         self._deadline = time.monotonic() + self.time_limit if self.time_limit else None

@@ -25,6 +25,7 @@ FORMAT = "vidtune-run"
 FORMAT_VERSION = 1
 TASKS = ("single_label", "multilabel")
 TEMPORAL_KINDS = ("mean", "attention", "transformer", "tsm")
+MODALITIES = ("video", "audio")
 _TASK_ALIASES = {"single": "single_label", "singlelabel": "single_label", "multi_label": "multilabel",
                  "multi": "multilabel"}
 
@@ -35,7 +36,8 @@ class ModelSpec:
 
     backbone: registry/timm/torchvision name. temporal: mean | attention | transformer | tsm (a mean
     head over a backbone with temporal shifts in ``tsm["blocks"]``). frames: segments per clip.
-    grid: tokens per frame side (1: one pooled vector). head: the head's options (dropout, dim, ...).
+    grid: tokens per frame side (1: one pooled vector). head: the head's options (dropout, dim, ...;
+    ``audio``/``fusion`` for a fused run). audio: a fused run's audio encoder, ``{"encoder", "id", "dim"}``.
     """
 
     backbone: str
@@ -47,6 +49,7 @@ class ModelSpec:
     grid: int = 1
     head: dict = field(default_factory=dict)
     tsm: dict | None = None
+    audio: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -59,6 +62,11 @@ class ModelSpec:
             raise ConfigError("grid", f"must be between 1 and 7, got {self.grid!r}")
         if self.temporal == "tsm" and not (isinstance(self.tsm, dict) and "blocks" in self.tsm):
             raise ConfigError("tsm", "must name the shifted blocks of a tsm run")
+        if self.audio is not None and not (isinstance(self.audio, dict) and self.audio.get("encoder")
+                                           and int(self.head.get("audio", 0)) == int(self.audio.get("dim", -1))):
+            raise ConfigError("audio", "must name the audio encoder and its width, the width the head reads")
+        if self.audio is None and int(self.head.get("audio", 0)):
+            raise ConfigError("audio", "must name the audio encoder of a head that reads audio")
 
     @property
     def head_kind(self) -> str:
@@ -80,13 +88,16 @@ class ModelSpec:
              "temporal": self.temporal, "frames": self.frames, "grid": self.grid, "head": dict(self.head)}
         if self.tsm is not None:
             d["tsm"] = self.tsm
+        if self.audio is not None:
+            d["audio"] = dict(self.audio)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
         return cls(backbone=d["backbone"], temporal=d["temporal"], frames=int(d["frames"]),
                    feature_dim=d.get("feature_dim"), source=d.get("source"), arch=d.get("arch"),
-                   grid=int(d.get("grid", 1)), head=dict(d.get("head") or {}), tsm=d.get("tsm"))
+                   grid=int(d.get("grid", 1)), head=dict(d.get("head") or {}), tsm=d.get("tsm"),
+                   audio=dict(d["audio"]) if d.get("audio") else None)
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class RunConfig:
     tagging leaves out; multi-label: not a label). sampling: frames, views (cached training
     positions per segment) and clip_seconds (median training clip length, the tagging window).
     train / data / lineage: the training options, data summary and ``--init`` ancestry, as recorded.
+    modalities: what the model sees, ``["video"]`` or ``["video", "audio"]``; None for runs written
+    before sound arrived, which have no such field (:attr:`senses` is then video, and a rewrite of
+    their config keeps the file as it was).
     """
 
     labels: list[str]
@@ -113,6 +127,7 @@ class RunConfig:
     run_id: str | None = None
     vidtune_version: str | None = None
     created: str | None = None
+    modalities: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -124,10 +139,21 @@ class RunConfig:
         if self.thresholds is not None and len(self.thresholds) != len(self.labels):
             raise ConfigError("thresholds", f"has {len(self.thresholds)} values for {len(self.labels)} labels; "
                                             "retrain the run")
+        mods = self.senses
+        bad = [m for m in mods if m not in MODALITIES]
+        if bad or "video" not in mods or len(set(mods)) != len(mods):
+            raise ConfigError("modalities", f"must be video or video,audio, got {','.join(map(str, mods))}")
+        if ("audio" in mods) != (self.model.audio is not None):
+            raise ConfigError("modalities", "must list audio exactly when the model has an audio branch")
         if self.task == "single_label" and self.background is not None and self.background not in self.labels:
             raise ConfigError("background", f"{self.background!r} is not one of the labels")
 
     # --- derived, in one place ---------------------------------------------------------------
+    @property
+    def senses(self) -> tuple[str, ...]:
+        """The modalities the model sees (video when the run did not record them)."""
+        return tuple(self.modalities) if self.modalities is not None else ("video",)
+
     @property
     def multilabel(self) -> bool:
         return self.task == "multilabel"
@@ -183,6 +209,8 @@ class RunConfig:
              "task": self.task, "labels": list(self.labels), "model": self.model.to_dict(),
              "transform": self.transform.to_dict(), "sampling": dict(self.sampling), "train": dict(self.train),
              "data": dict(self.data)}
+        if self.modalities is not None:
+            d["modalities"] = list(self.modalities)
         if self.thresholds is not None:
             d["thresholds"] = [float(t) for t in self.thresholds]  # one per label, in ``labels`` order
         if self.background is not None:
@@ -208,7 +236,8 @@ class RunConfig:
                        background=d.get("background"), sampling=dict(d.get("sampling") or {}),
                        train=dict(d.get("train") or {}), data=dict(d.get("data") or {}),
                        lineage=d.get("lineage") or None, run_id=d.get("run_id"),
-                       vidtune_version=d.get("vidtune_version"), created=d.get("created"))
+                       vidtune_version=d.get("vidtune_version"), created=d.get("created"),
+                       modalities=tuple(d["modalities"]) if d.get("modalities") is not None else None)
         except ConfigError as exc:
             raise CheckpointError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:

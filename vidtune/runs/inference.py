@@ -45,6 +45,12 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
         return {i: f[:, 0] for i, f in feats.items()}, skipped
     head = model.head.eval().to(device)
     idx = sorted(feats)
+    if getattr(model, "audio", None) is not None:  # a fused run: each clip's sound after its frame features
+        from vidtune.runs.sound import append_audio, extract_audio_features
+
+        snd = extract_audio_features(model.audio, [items[i] for i in idx], config.frames, cache=cache,
+                                     progress=progress, description=f"{description} (audio)")
+        feats = {i: append_audio(feats[i][None], snd[j][None])[0] for j, i in enumerate(idx)}
     results: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for lo in range(0, len(idx), 256):

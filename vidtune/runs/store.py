@@ -49,7 +49,15 @@ def assemble(encoder, spec: ModelSpec, num_classes: int, shift: bool = True) -> 
     if spec.grid > 1:
         encoder.set_grid(spec.grid)
     head = create_head(spec.head_kind, encoder.num_features, num_classes, spec.frames, grid=spec.grid, **spec.head)
-    return VideoClassifier(encoder, head)
+    audio = None
+    if spec.audio is not None:  # a fused run: its audio encoder (a missing extra fails here, clearly)
+        from vidtune.audio.features import create_audio_encoder
+
+        audio = create_audio_encoder(spec.audio["encoder"])
+        if spec.audio.get("id") not in (None, audio.id):
+            raise CheckpointError(f"the run's audio features came from {spec.audio['id']}, this vidtune computes "
+                                  f"{audio.id}; retrain the run")
+    return VideoClassifier(encoder, head, audio)
 
 
 def build_model(config: RunConfig, pretrained: bool = False) -> VideoClassifier:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import ConfigError, ModelMismatchError, VidtuneError
+from vidtune.errors import ConfigError, MissingExtraError, ModelMismatchError, VidtuneError
 from vidtune.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise VidtuneError("--engine ray needs Ray: pip install 'vidtune[ray]'") from None
+        raise MissingExtraError("--engine ray", "ray", "ray") from None
     return ray
 
 

@@ -127,7 +127,7 @@ def _streaming(model, config: RunConfig) -> bool:
 
     enc = getattr(model, "encoder", None)
     return (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder) and hasattr(model, "head")
-            and config.model.per_frame)
+            and config.model.per_frame and getattr(model, "audio", None) is None)  # fused runs: by clips
 
 
 def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -36,10 +36,11 @@ def build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, ModelSp
         within = None if cfg.strategy == "full" else _top_stages(encoder, cfg.unfreeze)
         blocks = add_temporal_shift(encoder, cfg.frames, cfg.tsm_fold_div, within=within)
         tsm = {"fold_div": cfg.tsm_fold_div, "blocks": blocks}
+    audio = audio_spec(cfg)
     spec = ModelSpec(backbone=cfg.backbone, source=encoder.source, arch=encoder.arch,
                      feature_dim=encoder.num_features, temporal=cfg.temporal, frames=cfg.frames,
                      grid=cfg.grid or default_grid(cfg.temporal, encoder),
-                     head=_head_options(cfg, uses_flow(cfg, encoder)), tsm=tsm)
+                     head=_head_options(cfg, uses_flow(cfg, encoder), audio), tsm=tsm, audio=audio)
     return assemble(encoder, spec, len(labels), shift=False), spec, None
 
 
@@ -48,6 +49,13 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     classifier is rebuilt for ``labels``, keeping the rows of labels both tasks share."""
     source, src_cfg = load_run(cfg.init)
     src_model = src_cfg.model
+    if cfg.modalities is None and src_model.audio is not None:  # a fused run: keep hearing, the same way
+        if cfg.strategy != "linear":
+            raise ConfigError("modalities", f"defaults to the init run's video,audio ({cfg.init} hears), which trains "
+                                            f"on cached features: pass --strategy linear, or --modalities video "
+                                            f"to train a video-only head on its backbone")
+        cfg = replace(cfg, modalities="video,audio", audio_encoder=src_model.audio["encoder"],
+                      fusion=src_model.head.get("fusion", "mid"))
     src_labels = list(src_cfg.labels)
     temporal = cfg.temporal or src_model.temporal
     if temporal == "tsm" and src_model.temporal != "tsm":
@@ -56,13 +64,18 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     if cfg.grid is not None and cfg.grid != src_model.grid:
         raise ConfigError("grid", f"{cfg.grid} differs from the init run's grid {src_model.grid}; leave it out to "
                                   "use the run's")
-    keep_head = temporal == src_model.temporal
-    spec = replace(src_model, temporal=temporal, frames=cfg.frames,
-                   head=src_model.head if keep_head else _head_options(cfg, uses_flow(cfg, source.encoder)))
+    audio = audio_spec(cfg)
+    # the head carries over when it reads the same inputs: same kind, same sound (or none) fused the same way
+    keep_head = temporal == src_model.temporal and audio == src_model.audio and (
+        audio is None or src_model.head.get("fusion") == cfg.fusion)
+    head = _head_options(cfg, uses_flow(cfg, source.encoder), audio)
+    if keep_head:
+        head = {**src_model.head, **({"modality_dropout": cfg.modality_dropout} if audio else {})}
+    spec = replace(src_model, temporal=temporal, frames=cfg.frames, head=head, audio=audio)
     model = assemble(source.encoder, spec, len(labels), shift=False)
     carried = ["encoder"]
     if keep_head:
-        state = {k: v for k, v in source.head.state_dict().items() if not k.startswith("fc.")}
+        state = {k: v for k, v in source.head.state_dict().items() if not k.startswith(("fc.", "audio_fc."))}
         model.head.load_state_dict(state, strict=False)
         shared = [lab for lab in labels if lab in src_labels]
         with torch.no_grad():
@@ -71,6 +84,9 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
                     i = src_labels.index(lab)
                     model.head.fc.weight[j] = source.head.fc.weight[i]
                     model.head.fc.bias[j] = source.head.fc.bias[i]
+                    if hasattr(model.head, "audio_fc"):  # late fusion: the audio classifier's row too
+                        model.head.audio_fc.weight[j] = source.head.audio_fc.weight[i]
+                        model.head.audio_fc.bias[j] = source.head.audio_fc.bias[i]
         carried.append("temporal head" + (f" and classifier rows of {len(shared)} shared label(s)" if shared else ""))
     model.encoder.invalidate_fingerprint()
     lineage = {
@@ -106,11 +122,24 @@ def uses_flow(cfg: TrainConfig, encoder) -> bool:
             and getattr(encoder, "clip_len", 1) == 1)
 
 
-def _head_options(cfg: TrainConfig, flow: bool = False) -> dict:
+def _head_options(cfg: TrainConfig, flow: bool = False, audio: dict | None = None) -> dict:
     opts = {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth, "motion": cfg.motion_tokens}
     if flow:
         opts["flow"] = FLOW_CHANNELS
+    if audio is not None:
+        opts.update(audio=audio["dim"], fusion=cfg.fusion, modality_dropout=cfg.modality_dropout)
     return opts
+
+
+def audio_spec(cfg: TrainConfig) -> dict | None:
+    """A fused run's audio encoder (``model.audio`` in config.json), or None for video only. Builds the
+    encoder, so a missing extra fails here, before any video is decoded."""
+    if not cfg.audio:
+        return None
+    from vidtune.audio.features import create_audio_encoder
+
+    enc = create_audio_encoder(cfg.audio_encoder)
+    return {"encoder": cfg.audio_encoder, "id": enc.id, "dim": int(enc.dim)}
 
 
 def _top_stages(encoder, n: int) -> list[nn.Module]:

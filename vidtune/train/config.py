@@ -87,6 +87,22 @@ class TrainConfig:
     # 0.937 -> 0.952 top-1, rPC 0.871 -> 0.912), none end to end (a corruption every epoch costs CPU)
     augment_views: int = 2  # robust: corrupted copies of the cached training grid (linear); a clip is corrupted
     # with probability augment_views / (augment_views + 1) in both strategies
+    modalities: str | None = None  # video | video,audio: also the clip's sound (vidtune.runs.sound), linear only;
+    # None: video, or the --init run's (with its audio encoder and fusion)
+    fusion: str = "mid"  # audio: mid (audio tokens beside the visual ones in the head) | late (mixed logits)
+    modality_dropout: float = 0.1  # audio: per training clip, drop the sound (missing token) with this
+    # probability, or the frames with the same probability
+    audio_encoder: str = "whisper"  # audio: whisper (Whisper tiny.en encoder, the speech extra) | logmel
+
+    @property
+    def modality_list(self) -> tuple[str, ...]:
+        if self.modalities is None:
+            return ("video",)
+        return tuple(m.strip() for m in str(self.modalities).split(",") if m.strip())
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.modality_list
 
     def __post_init__(self):
         for name, choices in (("temporal", TEMPORALS), ("strategy", ("auto", *STRATEGIES)), ("balance", BALANCE),
@@ -135,6 +151,29 @@ class TrainConfig:
             raise ConfigError("min_steps", f"must be >= 0, got {self.min_steps}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError("epochs", f"must be >= 1, got {self.epochs}")
+        self._check_modalities()
+
+    def _check_modalities(self) -> None:
+        from vidtune.audio.features import AUDIO_ENCODERS
+        from vidtune.models.heads import FUSIONS
+        from vidtune.runs.config import MODALITIES
+
+        mods = self.modality_list
+        bad = [m for m in mods if m not in MODALITIES]
+        if bad or "video" not in mods or len(set(mods)) != len(mods):
+            raise ConfigError("modalities", f"must be video or video,audio (frames are always used), got "
+                                            f"{self.modalities!r}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError("fusion", f"must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.audio_encoder not in AUDIO_ENCODERS:
+            raise ConfigError("audio_encoder", f"must be one of {', '.join(AUDIO_ENCODERS)}, got "
+                                               f"{self.audio_encoder!r}")
+        if not 0.0 <= self.modality_dropout < 0.5:
+            raise ConfigError("modality_dropout", f"must be in [0, 0.5) (sound and frames are each dropped with "
+                                                  f"this probability), got {self.modality_dropout}")
+        if self.audio and (self.strategy in ("partial", "full") or self.temporal == "tsm"):
+            raise ConfigError("modalities", "with audio trains a head on cached frame and audio features: use the "
+                                            "linear strategy (and a mean, attention or transformer head)")
 
     def reverse_map(self, labels: list[str]) -> list[int] | None:
         """Per class index, the index of the class its clips become when played backwards (-1: none)."""
@@ -159,7 +198,7 @@ class TrainConfig:
         if cfg.temporal is None and not cfg.init:
             cfg.temporal = "mean"
         if cfg.strategy == "auto":  # tsm changes the backbone itself, so it has no frozen-feature path
-            end_to_end = (device_type != "cpu" and not cfg.flow) or cfg.temporal == "tsm"
+            end_to_end = (device_type != "cpu" and not cfg.flow and not cfg.audio) or cfg.temporal == "tsm"
             cfg.strategy = "partial" if end_to_end else "linear"
         if cfg.min_steps is None:
             cfg.min_steps = MIN_STEPS if cfg.strategy == "linear" and cfg.epochs is None else 0

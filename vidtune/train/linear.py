@@ -112,6 +112,11 @@ class LinearStrategy:
         self.has_val = self.x_va is not None
         task.balance_for(self.y_tr, cfg.balance, device)
         task.set_reversal(cfg.reverse_map(task.labels), flow=model.head.flow)
+        if model.audio is not None:  # a fused run: each segment's sound rides along with its frame features
+            from vidtune.runs.sound import with_sound
+
+            x_tr, self.x_va = with_sound(model.audio, self.used, cfg.frames, x_tr, self.x_va, cache, progress)
+            self.x_tr = x_tr
         self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
         self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
         self.gen = torch.Generator().manual_seed(cfg.seed)

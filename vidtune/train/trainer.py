@@ -149,6 +149,7 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         data={"source": str(data), "train": dict(sorted(used_counts.items())),
               "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
         thresholds=thresholds, background=cfg.background, lineage=lineage or None,
+        modalities=("video", "audio") if spec.audio else ("video",),
     )
     result = {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
               "best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.perf_counter() - t_start, 2)}

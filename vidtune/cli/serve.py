@@ -1,0 +1,103 @@
+"""``vidtune serve``: a local web page over an index and runs (search, runs, timelines) and its JSON API."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from pathlib import Path
+
+from rich.markup import escape
+
+from vidtune.cli.common import device_arg, finite_float, output_args
+from vidtune.cli.console import err, print_json
+from vidtune.errors import VidtuneError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a clear error (exit 2) when it is taken or not ours to use."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise VidtuneError(f"--host {host}: not an address this machine can listen on ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only: a live listener still refuses
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise VidtuneError(f"port {port} on {host} is already in use (another server?); stop it, or choose "
+                               "another port with --port") from None
+        if exc.errno == errno.EACCES:
+            raise VidtuneError(f"not allowed to listen on {host}:{port} (ports below 1024 need root); choose "
+                               "another port with --port") from None
+        raise VidtuneError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def cmd_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import jinja2  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise VidtuneError(f"`vidtune serve` needs the web extra ({exc.name} is missing): "
+                           "pip install 'vidtune[web]'") from None
+    from vidtune.serve import Catalog, create_app
+
+    if not 0 <= args.port <= 65535:
+        raise VidtuneError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise VidtuneError(f"--max-upload-mb must be above 0, got {args.max_upload_mb:g}")
+    if args.index is None and not args.run:
+        raise VidtuneError("nothing to serve: give --index INDEX_DIR and/or --run RUN_DIR")
+    sock = bind(args.host, args.port)  # first: a taken port fails before anything is read or created
+    try:
+        catalog = Catalog(args.index, args.run or (), cache_dir=args.cache_dir, read_only=args.read_only,
+                          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+        app = create_app(catalog, device=args.device)
+    except BaseException:
+        sock.close()
+        raise
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    info = {"url": url, "index": str(args.index) if args.index else None,
+            "runs": {k: str(v) for k, v in catalog.runs.items()}, "read_only": args.read_only,
+            "cache_dir": None if args.read_only else str(catalog.cache_dir)}
+    if args.json:
+        print_json(info)
+        sys.stdout.flush()
+    else:
+        err.print(f"vidtune serving on [bold]{escape(url)}[/bold] (Ctrl-C stops)", highlight=False)
+    if host not in ("127.0.0.1", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {escape(host)}: other machines can reach this page and "
+                  "its videos. There is no login; use --host 127.0.0.1 unless you mean it.")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning" if not args.verbose else "info",
+                                           access_log=bool(args.verbose)))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page: search results, runs (metrics, confusion clips) and tag "
+                                     "timelines, with a JSON API")
+    p.add_argument("--index", type=Path, default=None, metavar="INDEX_DIR", help="index to search (vidtune index build)")
+    p.add_argument("--run", type=Path, action="append", default=None, metavar="RUN_DIR",
+                   help="a run folder to show and tag with (repeat for several)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument("--read-only", action="store_true",
+                   help="change nothing on disk: no uploads, no cached thumbnails or features")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where thumbnails, uploads and features go (default ~/.cache/vidtune/serve)")
+    p.add_argument("--max-upload-mb", type=finite_float, default=200.0, help="largest upload (default 200 MB)")
+    device_arg(p)
+    output_args(p, quiet=False)
+    p.set_defaults(func=cmd_serve)

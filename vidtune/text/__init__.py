@@ -1,0 +1,1 @@
+"""Words in videos: on-screen text (OCR) and sentence embeddings for searching spoken and shown words."""

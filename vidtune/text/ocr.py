@@ -1,0 +1,202 @@
+"""On-screen text: OCR of sampled frames, the same text on consecutive samples merged into time spans.
+
+RapidOCR (PP-OCR detection + recognition ONNX models inside the ``rapidocr`` wheel, run by ONNX
+Runtime) reads each sampled frame. A line of text seen on consecutive samples (the same words, up to
+small OCR flicker, at an overlapping place) becomes one span ``[first sample, last sample + 1/fps)``;
+one missed sample in between does not split it. Single characters are dropped: on real footage they
+are mostly texture read as a glyph.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
+from vidtune.extras import require
+from vidtune.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+MAX_SHORT_SIDE = 720  # larger frames are scaled down to this short side before OCR (time grows with pixels)
+BATCH = 16  # frames decoded at a time
+SAME_TEXT = 0.8  # difflib ratio above which two readings are the same text (OCR flicker)
+
+
+@dataclass
+class TextSpan:
+    """One line of on-screen text and when it is visible.
+
+    ``box`` is ``[x0, y0, x1, y1]`` in display pixels of the video (the best reading's box);
+    ``score`` the recognition confidence of the best reading.
+    """
+
+    start: float
+    end: float
+    text: str
+    box: list[float]
+    score: float
+    _last: float = field(default=0.0, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text,
+                "box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
+
+
+@dataclass
+class OcrResult:
+    path: str
+    spans: list[TextSpan]
+    duration: float = 0.0
+    frames: int = 0  # frames read
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "spans": [s.to_dict() for s in self.spans]}
+
+
+class TextReader:
+    """A loaded OCR engine; load once, read many videos.
+
+    Args:
+        fps: frames read per second of video (text that shows for less than 1/fps may be missed).
+        min_score: readings with a lower recognition confidence are dropped.
+        threads: ONNX Runtime threads (default: all cores).
+    """
+
+    def __init__(self, fps: float = 1.0, min_score: float = 0.7, threads: int | None = None):
+        if not (math.isfinite(fps) and fps > 0):
+            raise ConfigError("fps", f"must be a positive number of frames per second, got {fps}")
+        if not 0 <= min_score <= 1:
+            raise ConfigError("min_score", f"must be between 0 and 1, got {min_score}")
+        rapidocr = require("rapidocr", "on-screen text (OCR)", "ocr")
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        params = {"Global.log_level": "error"}
+        if threads:
+            params.update({"EngineConfig.onnxruntime.intra_op_num_threads": int(threads)})
+        try:
+            self.engine = rapidocr.RapidOCR(params=params)
+        except Exception as exc:  # noqa: BLE001 (a broken install: say which package)
+            raise VidtuneError(f"cannot start RapidOCR ({str(exc).splitlines()[0][:200]}); reinstall it: "
+                               "pip install --force-reinstall 'vidtune[ocr]'") from None
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self.fps = float(fps)
+        self.min_score = float(min_score)
+
+    def read_image(self, rgb: np.ndarray) -> list[tuple[str, list[float], float]]:
+        """``(text, [x0, y0, x1, y1], score)`` of each line of text in one RGB uint8 image."""
+        res = self.engine(np.ascontiguousarray(rgb[..., ::-1]))  # RapidOCR takes OpenCV's BGR order
+        if res is None or res.txts is None or res.boxes is None:
+            return []
+        out = []
+        for text, box, score in zip(res.txts, res.boxes, res.scores):
+            text = " ".join(str(text).split())
+            if len(text.replace(" ", "")) < 2 or float(score) < self.min_score:  # lone glyphs: mostly noise
+                continue
+            b = np.asarray(box, dtype=np.float64).reshape(-1, 2)
+            out.append((text, [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()),
+                               float(b[:, 1].max())], float(score)))
+        return out
+
+    def read_video(self, path, start: float = 0.0, end: float | None = None) -> OcrResult:
+        """Text spans of ``path`` (sampled at ``fps`` frames per second, at the middle of each interval)."""
+        from vidtune.io import open_video
+
+        path = Path(path)
+        with open_video(path) as reader:
+            info = reader.info
+            stop = info.duration if end is None else min(end, info.duration)
+            step = 1.0 / self.fps
+            times = [t for t in np.arange(start + step / 2, stop, step).tolist()] or [start]
+            short = min(info.width, info.height)
+            short_side = MAX_SHORT_SIDE if short > MAX_SHORT_SIDE else None
+            scale = short / MAX_SHORT_SIDE if short_side else 1.0
+            merger = SpanMerger(step)
+            for i in range(0, len(times), BATCH):
+                chunk = times[i:i + BATCH]
+                frames = reader.frames_at(chunk, short_side=short_side)
+                for t, frame in zip(chunk, frames):
+                    lines = [(text, [v * scale for v in box], score) for text, box, score in self.read_image(frame)]
+                    merger.add(t, lines)
+        return OcrResult(str(path), merger.finish(), stop - start, len(times))
+
+
+class SpanMerger:
+    """Joins readings of the same text on consecutive samples ``step`` seconds apart into spans."""
+
+    def __init__(self, step: float, max_gap: int = 1):
+        self.step = step
+        self.max_gap = max_gap  # samples a text may be missed without closing its span
+        self.open: list[TextSpan] = []
+        self.done: list[TextSpan] = []
+        self._best: dict[int, str] = {}
+
+    def add(self, t: float, lines: list[tuple[str, list[float], float]]) -> None:
+        taken: set[int] = set()
+        for text, box, score in lines:
+            j = self._match(text, box, taken)
+            if j is None:
+                self.open.append(TextSpan(t - self.step / 2, t + self.step / 2, text, box, score, t))
+                taken.add(len(self.open) - 1)
+                continue
+            span = self.open[j]
+            taken.add(j)
+            span.end, span._last = t + self.step / 2, t
+            if score > span.score:
+                span.text, span.box, span.score = text, box, score
+        still = []
+        for j, span in enumerate(self.open):
+            if j in taken or t - span._last <= self.max_gap * self.step + 1e-6:
+                still.append(span)
+            else:
+                self.done.append(span)
+        self.open = still
+
+    def _match(self, text: str, box: list[float], taken: set[int]) -> int | None:
+        best, best_r = None, SAME_TEXT
+        for j, span in enumerate(self.open):
+            if j in taken or _overlap(box, span.box) <= 0:
+                continue
+            r = 1.0 if text.casefold() == span.text.casefold() else difflib.SequenceMatcher(
+                None, text.casefold(), span.text.casefold()).ratio()
+            if r >= best_r:
+                best, best_r = j, r
+        return best
+
+    def finish(self) -> list[TextSpan]:
+        spans = self.done + self.open
+        self.done, self.open = [], []
+        spans.sort(key=lambda s: (s.start, s.box[1], s.box[0]))
+        for s in spans:
+            s.start = max(0.0, s.start)
+        return spans
+
+
+def _overlap(a: list[float], b: list[float]) -> float:
+    """Intersection over the smaller box (0 when apart)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / small if small > 0 else 0.0
+
+
+def read_videos(paths, reader: TextReader | None = None, progress: Progress | None = None,
+                **options) -> tuple[list[OcrResult], list[dict]]:
+    """OCR several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
+    reader = reader or TextReader(**options)
+    progress = progress or NullProgress()
+    done, skipped = [], []
+    with progress.task("reading on-screen text", total=len(paths)) as task:
+        for p in paths:
+            try:
+                done.append(reader.read_video(p))
+            except VideoDecodeError as exc:
+                skipped.append({"path": str(p), "reason": exc.reason})
+            task.advance()
+    return done, skipped
