@@ -348,9 +348,9 @@ def register(sub) -> None:
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     q.add_argument("--kind", default="flat", help="flat (exact inner product, default) | hnsw (approximate, "
-                                                  "for millions of segments) | ivfpq (experimental: 64-byte codes, "
-                                                  "trained once 20,000 segments are in, no exact re-ranking yet; "
-                                                  "see README Scale out)")
+                                                  "for millions of segments) | ivfpq (64-byte codes in RAM, exact "
+                                                  "vectors on disk for re-ranking; trained once 20,000 segments "
+                                                  "are in; see README Scale out)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
     words_args(q)

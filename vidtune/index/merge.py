@@ -7,6 +7,9 @@ single generation commit (:class:`vidtune.index.store._Writer`), so a merge kill
 leaves the target as it was, and running it again completes it. Idempotent: a video already in the
 target with the same content is left alone.
 
+Only the visual segment vectors are merged (an ``ivfpq`` shard's exact ones, nothing quantised
+twice); the words modalities (speech, on-screen text) of shard indexes are not merged yet.
+
 Refused before anything is written: shards made with another model (other weights) or other
 embedding parameters than the target's (or than each other's), and one path with different
 content in two shards.
