@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -156,7 +155,3 @@ def test_a_group_that_cannot_form_fails_in_seconds_with_a_clear_error(data, tmp_
     monkeypatch.setenv("RANK", "x")
     assert main(args) == 2 and "torchrun" in capsys.readouterr().err
 
-
-def test_signal_constant_is_available():
-    assert signal.SIGKILL  # the kill test relies on SIGKILL (POSIX)
-    assert torch.distributed.is_available() and torch.distributed.is_gloo_available()
