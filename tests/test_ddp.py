@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -144,13 +143,10 @@ def test_a_group_that_cannot_form_fails_in_seconds_with_a_clear_error(data, tmp_
         monkeypatch.setenv(k, v)
     args = ["train", str(data), "--out", str(tmp_path / "r"), "--backbone", "test_efficientnet", "--no-pretrained",
             "--strategy", "partial", "--device", "cpu", "--json"]
-    t0 = time.monotonic()
-    assert main(args) == 2
-    waited = time.monotonic() - t0
+    assert main(args) == 2  # returns: the 3 s rendezvous timeout fired instead of the 30 min default
     captured = capsys.readouterr()
     assert "did not form within 3 s" in captured.err and "127.0.0.1" in captured.err
     assert "error" in json.loads(captured.out)
-    assert waited < 60  # generous for a busy machine; the point is no hang (the default would be 30 min)
     assert not torch.distributed.is_initialized()
     monkeypatch.setenv("RANK", "x")
     assert main(args) == 2 and "torchrun" in capsys.readouterr().err
