@@ -95,6 +95,8 @@ class TrainingDivergedError(VidtuneError):
     """The training loss became NaN or infinite: the numbers can no longer mean anything."""
 
 
+class DistributedError(VidtuneError):
+    """The processes of a distributed run (torchrun) could not form a group or disagree."""
 class NotServedError(VidtuneError):
     """``vidtune serve``: a request names a file, video or run that the server was not given (HTTP 404)."""
 

@@ -141,6 +141,45 @@ def cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
+def shard_type(text: str):
+    """argparse type: ``I/N`` -> :class:`vidtune.scale.Shard` (a bad value exits 2 with the reason)."""
+    from vidtune.scale.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def shard_arg(p: argparse.ArgumentParser) -> None:
+    """``--shard I/N``: this process takes shard I (0-based) of N of the inputs, split by content hash."""
+    p.add_argument("--shard", type=shard_type, default=None, metavar="I/N",
+                   help="do only shard I of N (0-based) of the inputs, split by content hash: run N processes "
+                        "(a SLURM array, N machines) with 0/N ... N-1/N; work already done is skipped on a rerun")
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray [--address ADDR] [--ray-workers N]``: where the per-video work runs."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process, default) | ray: an actor pool on a Ray cluster (pip install "
+                        "'vidtune[ray]'); every worker needs vidtune and the videos at the same paths")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to use (ray://HEAD:10001, HEAD:6379 or auto; default: a new local one)")
+    g.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray actors (default: one per cluster CPU, or per GPU with --device cuda)")
+
+
+def ray_options(args) -> dict | None:
+    """The ``ray`` keyword arguments of the library calls from :func:`engine_args` (None: local)."""
+    if getattr(args, "engine", "local") != "ray":
+        if getattr(args, "address", None):
+            raise ConfigError("address", "needs --engine ray")
+        return None
+    gpu = str(getattr(args, "device", "auto")).startswith("cuda")
+    return {"address": args.address, "workers": args.ray_workers, "gpus_per_worker": 1.0 if gpu else 0.0}
+
+
 def common_run_args(p: argparse.ArgumentParser) -> None:
     """Options of the commands that run a model over videos: device, workers, cache, output."""
     device_arg(p)

@@ -23,6 +23,7 @@ from vidtune.cli.common import (
     parse_size,
     print_metrics,
     print_skipped,
+    shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging, tolerate_undecodable_names
 from vidtune.defaults import DEFAULT_BACKBONE
@@ -142,8 +143,22 @@ def _print_multilabel(title: str, m: dict) -> None:
 def cmd_train(args) -> int:
     from vidtune.train.trainer import train
 
+    if args.shard is not None:  # fill the feature cache with one shard's features; no training
+        from vidtune.train.distributed import extract_shard
+
+        info = extract_shard(args.data, _train_config(args), args.shard, progress=RichProgress(not args.quiet))
+        if args.json:
+            print_json(info)
+        else:
+            print_skipped(info["skipped"])
+            out.print(f"shard {info['shard']}: features of {info['train']} training and {info['val']} validation "
+                      f"clip(s) are in the cache {escape(info['cache'])}; run the same `vidtune train` without "
+                      "--shard once every shard is done", highlight=False)
+        return 0
     result = train(args.data, args.out, _train_config(args), progress=RichProgress(not args.quiet), resume=args.resume,
                    overwrite=args.overwrite)
+    if result.get("role") in ("features", "worker"):  # torchrun rank > 0: rank 0 reports
+        return 0
     if args.json:
         print_json(result)
         return 0
@@ -363,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "same arguments required")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in RUN_DIR (without it, an existing run is never overwritten)")
+    shard_arg(p)
     common_run_args(p)
     p.set_defaults(func=cmd_train)
 

@@ -13,9 +13,12 @@ from vidtune.cli.common import (
     check_output_file,
     check_output_folder,
     device_arg,
+    engine_args,
     finite_float,
     output_args,
     print_skipped,
+    ray_options,
+    shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.cli.multimodal import clip_args, words_args
@@ -68,14 +71,27 @@ def cmd_embed(args) -> int:
     check_output_folder(args.out, "--out")
     paths = expand_video_args(args.videos)
     emb = Embedder(_config(args), **_common(args))
-    embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
-    if not embs:
+    if args.shard is not None:
+        from vidtune.scale.shards import select_shard
+
+        paths = select_shard(list(dict.fromkeys(paths)), args.shard,
+                             digest=emb.cache.digest if emb.cache is not None else None)
+    ray = ray_options(args)
+    if ray is not None:
+        from vidtune.scale.ray_engine import embed_on_ray
+
+        embs, skipped = embed_on_ray(emb, paths, progress=RichProgress(not args.quiet), **ray)
+    else:
+        embs, skipped = embed_videos(emb, paths, progress=RichProgress(not args.quiet))
+    if not embs and not (args.shard is not None and not paths):  # an empty shard is fine
         raise VidtuneError(f"no readable videos to embed ({len(skipped)} skipped: "
                            + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3]) + ")")
     meta = save_embeddings(args.out, embs, emb.model_id, emb.config.params(), skipped)
     result = {"out": str(args.out), "files": ["segments.npy", "videos.npy", "embeddings.json"], "videos": len(embs),
               "segments": len(meta["segments"]), "dim": meta["dim"], "model": emb.model_id, "params": meta["params"],
               "skipped": skipped}
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
         return 0
@@ -97,17 +113,34 @@ def _print_change(result: dict, verb: str) -> None:
               f"{result['segments']} segments", highlight=False)
 
 
+def _select_shard(args) -> None:
+    """``--shard I/N``: narrow ``args.videos`` to this shard's files, for every modality alike."""
+    if args.shard is None:
+        return
+    from vidtune.runs.features import open_cache
+    from vidtune.runs.inference import expand_video_args
+    from vidtune.scale.shards import select_shard
+
+    cache = open_cache(args.cache_dir, not args.no_cache)
+    args.videos = select_shard(list(dict.fromkeys(expand_video_args(args.videos))), args.shard,
+                               digest=cache.digest if cache is not None else None)
+
+
 def cmd_index_build(args) -> int:
     from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import build_index
 
+    _select_shard(args)
     mods = index_modalities(args, args.index, building=True)
     if "visual" in mods:
         result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                             progress=RichProgress(not args.quiet), **_common(args))
+                             progress=RichProgress(not args.quiet), ray=ray_options(args),
+                             **_common(args))
     else:
         result = words_only_start(args, building=True)
     result = add_words(args, result, mods, create=True)
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
     else:
@@ -120,18 +153,35 @@ def cmd_index_add(args) -> int:
     from vidtune.cli.multimodal import add_words, index_modalities, print_words, words_only_start
     from vidtune.index.search import add_to_index
 
+    _select_shard(args)
     mods = index_modalities(args, args.index, building=False)
     if "visual" in mods:
         result = add_to_index(args.index, args.videos, options=_options(args), progress=RichProgress(not args.quiet),
-                              **_common(args))
+                              ray=ray_options(args), **_common(args))
     else:
         result = words_only_start(args, building=False)
     result = add_words(args, result, mods, create=False)
+    if args.shard is not None:
+        result["shard"] = str(args.shard)
     if args.json:
         print_json(result)
     else:
         _print_change(result, "added")
         print_words(result)
+    return 0
+
+
+def cmd_index_merge(args) -> int:
+    from vidtune.index.merge import merge_indexes
+
+    result = merge_indexes(args.index, args.shards, kind=args.kind)
+    if args.json:
+        print_json(result)
+    else:
+        parts = [f"added {len(result['added'])}", f"{len(result['replaced'])} replaced",
+                 f"{len(result['unchanged'])} unchanged"]
+        out.print(f"{escape(result['index'])}: merged {len(result['shards'])} shard(s): " + ", ".join(parts)
+                  + f"; now {result['videos']} videos, {result['segments']} segments", highlight=False)
     return 0
 
 
@@ -337,6 +387,8 @@ def register(sub) -> None:
     p.add_argument("videos", nargs="+", type=Path, help="video files, or folders searched recursively")
     p.add_argument("--out", type=Path, required=True, help="folder for segments.npy, videos.npy, embeddings.json")
     _embed_args(p)
+    shard_arg(p)
+    engine_args(p)
     _device_args(p)
     p.set_defaults(func=cmd_embed)
 
@@ -347,10 +399,14 @@ def register(sub) -> None:
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+", type=Path)
     q.add_argument("--kind", default="flat", help="flat (exact inner product, default) | hnsw (approximate, "
-                                                  "for millions of segments)")
+                                                  "for millions of segments) | ivfpq (64-byte codes in RAM, exact "
+                                                  "vectors on disk for re-ranking; trained once 20,000 segments "
+                                                  "are in; see README Scale out)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
     words_args(q)
+    shard_arg(q)
+    engine_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_build)
     q = isub.add_parser("add", help="add new or changed videos (unchanged files are not embedded again)")
@@ -358,8 +414,17 @@ def register(sub) -> None:
     q.add_argument("videos", nargs="+", type=Path)
     _embed_args(q, defaults=False)
     words_args(q, defaults=False)
+    shard_arg(q)
+    engine_args(q)
     _device_args(q)
     q.set_defaults(func=cmd_index_add)
+    q = isub.add_parser("merge", help="merge shard indexes into INDEX_DIR (same model and settings; crash-safe)")
+    q.add_argument("index", type=Path, metavar="INDEX_DIR", help="target index (created like the first shard if missing)")
+    q.add_argument("shards", nargs="+", type=Path, metavar="SHARD_INDEX")
+    q.add_argument("--kind", default=None, help="FAISS structure when the merge creates INDEX_DIR (default: the "
+                                               "first shard's)")
+    output_args(q, quiet=False)
+    q.set_defaults(func=cmd_index_merge)
     q = isub.add_parser("remove", help="remove videos (paths as added; a folder removes all below it)")
     q.add_argument("index", type=Path, metavar="INDEX_DIR")
     q.add_argument("videos", nargs="+")

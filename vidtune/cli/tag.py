@@ -12,9 +12,12 @@ from vidtune.cli.common import (
     check_output_file,
     check_output_parent,
     device_arg,
+    engine_args,
     finite_float,
     output_args,
+    ray_options,
     seconds,
+    shard_arg,
 )
 from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
 from vidtune.errors import VidtuneError
@@ -52,6 +55,12 @@ def _tag_all(args, videos):
     """Tag every video; unreadable ones come back as ``{"path", "error"}``."""
     from vidtune.tag.tagger import tag_videos
 
+    ray = ray_options(args)
+    if ray is not None:
+        from vidtune.scale.ray_engine import tag_on_ray
+
+        return tag_on_ray(args.run, videos, _options(args), device=args.device, progress=RichProgress(not args.quiet),
+                          **ray)
     return tag_videos(args.run, videos, _options(args), device=args.device, progress=RichProgress(not args.quiet))
 
 
@@ -94,9 +103,12 @@ def cmd_tag(args) -> int:
         (check_output_parent if fmt in ("vtt", "srt") else check_output_file)(args.out, "--out")
     if args.plot is not None:
         check_output_parent(args.plot, "--plot")
-    results, errors = _tag_all(args, args.videos)
+    videos, done = args.videos, []
+    if args.shard is not None:
+        videos, done = _shard_videos(args, fmt)
+    results, errors = _tag_all(args, videos) if videos else ([], [])
     dicts = [r.to_dict(scores=args.scores) for r in results]
-    many = len(results) > 1
+    many = len(results) > 1 or args.shard is not None
     if fmt in ("vtt", "srt") and many and args.out is None:
         raise VidtuneError(f"{fmt} holds one video; with several videos give --out FOLDER (one file per video)")
     if args.plot is not None:
@@ -116,7 +128,8 @@ def cmd_tag(args) -> int:
             atomic_write_text(target, render(fmt, dicts + errors if fmt == "json" else dicts))
             written.append(str(target))
     if args.json:
-        print_json({"results": dicts + errors})
+        print_json({"results": dicts + errors} if args.shard is None else
+                   {"results": dicts + errors, "shard": str(args.shard), "done": done})
     elif fmt is not None and args.out is None:
         import sys
 
@@ -130,6 +143,33 @@ def cmd_tag(args) -> int:
     for e in errors:
         err.print(f"[red]error[/red] {escape(e['path'])}: {escape(e['error'])}", highlight=False)
     return 1 if errors else 0
+
+
+def _shard_videos(args, fmt) -> tuple[list[Path], list[str]]:
+    """``--shard I/N``: this shard's videos, less those whose per-video output (``--out FOLDER`` with
+    vtt/srt) is already there and newer than both the video and the run's weights (a rerun after a
+    crash finishes the rest)."""
+    from vidtune.runs.features import open_cache
+    from vidtune.runs.inference import expand_video_args
+    from vidtune.scale.shards import select_shard
+    from vidtune.tag.exports import EXTENSIONS
+
+    cache = open_cache(None, True)
+    mine = select_shard(list(dict.fromkeys(expand_video_args(args.videos))), args.shard,
+                        digest=cache.digest if cache is not None else None)
+    if fmt not in ("vtt", "srt") or args.out is None:
+        return mine, []
+    weights = Path(args.run) / "model.safetensors"
+    stamp = weights.stat().st_mtime if weights.exists() else 0.0
+    todo, done = [], []
+    for v in mine:
+        target = _per_video_path(Path(args.out), str(v), EXTENSIONS[fmt], True)
+        try:
+            fresh = target.stat().st_mtime >= max(Path(v).stat().st_mtime, stamp)
+        except OSError:
+            fresh = False
+        (done if fresh else todo).append(v)
+    return todo, [str(v) for v in done]
 
 
 def cmd_shots(args) -> int:
@@ -218,6 +258,8 @@ def register(sub) -> None:
                    help="file to write (vtt/srt with several videos: a folder, one file per video)")
     p.add_argument("--plot", default=None, help="PNG timeline (several videos: a folder, one PNG per video)")
     p.add_argument("--scores", action="store_true", help="JSON: add every window's smoothed scores")
+    shard_arg(p)
+    engine_args(p)
     _tag_args(p)
     p.set_defaults(func=cmd_tag)
 

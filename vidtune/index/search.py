@@ -32,13 +32,17 @@ def _expand(videos) -> list[Path]:
 
 def build_index(index_dir, videos, config: EmbedConfig | None = None, kind: str = "flat", overwrite: bool = False,
                 device: str = "auto", cache_dir=None, use_cache: bool = True,
-                progress: Progress | None = None) -> dict:
-    """Create an index at ``index_dir`` and add ``videos`` (files and folders, searched recursively)."""
+                progress: Progress | None = None, shard=None, ray: dict | None = None) -> dict:
+    """Create an index at ``index_dir`` and add ``videos`` (files and folders, searched recursively).
+
+    ``shard`` (a :class:`vidtune.scale.Shard`): only that shard's videos (``vidtune index merge`` joins
+    the shard indexes). ``ray``: embed on a Ray cluster (keyword arguments of
+    :func:`vidtune.scale.ray_engine.embed_on_ray`: ``address``, ``workers``, ``gpus_per_worker``)."""
     paths = _expand(videos)
     embedder = Embedder(config or EmbedConfig(), device=device, cache_dir=cache_dir, use_cache=use_cache)
     VideoIndex.create(index_dir, embedder.model_id, embedder.model_desc, embedder.config.params(), embedder.dim,
                       kind=kind, overwrite=overwrite).close()
-    return _add(index_dir, paths, embedder, progress)
+    return _add(index_dir, paths, embedder, progress, shard, ray)
 
 
 def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use_cache: bool = True) -> Embedder:
@@ -58,12 +62,14 @@ def embedder_for_index(ix: VideoIndex, device: str = "auto", cache_dir=None, use
 
 
 def add_to_index(index_dir, videos, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
-                 use_cache: bool = True, progress: Progress | None = None, options: dict | None = None) -> dict:
+                 use_cache: bool = True, progress: Progress | None = None, options: dict | None = None,
+                 shard=None, ray: dict | None = None) -> dict:
     """Add new or changed ``videos``; files already indexed with the same content are not embedded again.
 
     ``config`` (optional) states the model the caller expects; an index built with another model
     refuses it instead of mixing vectors. ``options`` states only some of its fields (``None``
-    values are not stated); the others default to the index's own.
+    values are not stated); the others default to the index's own. ``shard``: only that shard's videos;
+    ``ray``: embed on a Ray cluster (see :func:`build_index`).
     """
     paths = _expand(videos)
     with VideoIndex.open(index_dir) as ix:
@@ -73,11 +79,17 @@ def add_to_index(index_dir, videos, config: EmbedConfig | None = None, device: s
         if config is not None:
             wanted = Embedder(config, device=device, cache_dir=cache_dir, use_cache=use_cache)
             ix.check_compatible(wanted.model_id, wanted.config.params())
-    return _add(index_dir, paths, embedder, progress)
+    return _add(index_dir, paths, embedder, progress, shard, ray)
 
 
-def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | None) -> dict:
+def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | None, shard=None,
+         ray: dict | None = None) -> dict:
     progress = progress or NullProgress()
+    if shard is not None:
+        from vidtune.scale.shards import select_shard
+
+        paths = select_shard(list(dict.fromkeys(paths)), shard,
+                             digest=embedder.cache.digest if embedder.cache is not None else None)
     with VideoIndex.open(index_dir) as ix:
         ix.check_compatible(embedder.model_id, embedder.config.params())
         with ix.writing() as w:
@@ -101,7 +113,12 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
                     copies.append((key, by_digest[digest]))
                 else:
                     todo.append(p)
-            embs, bad = embed_videos(embedder, todo, progress=progress, description="embedding")
+            if ray is not None:
+                from vidtune.scale.ray_engine import embed_on_ray
+
+                embs, bad = embed_on_ray(embedder, todo, progress=progress, **ray)
+            else:
+                embs, bad = embed_videos(embedder, todo, progress=progress, description="embedding")
             skipped.extend(bad)
             for e in embs:
                 w.add(e, _display_path(e.path))
@@ -110,8 +127,11 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
                 copied.append(key)
             w.commit()
         info = ix.info()
-    return {"index": str(index_dir), "added": [_display_path(e.path) for e in embs], "copied": copied,
-            "unchanged": unchanged, "skipped": skipped, "videos": info["videos"], "segments": info["segments"]}
+    result = {"index": str(index_dir), "added": [_display_path(e.path) for e in embs], "copied": copied,
+              "unchanged": unchanged, "skipped": skipped, "videos": info["videos"], "segments": info["segments"]}
+    if shard is not None:
+        result["shard"] = str(shard)
+    return result
 
 
 def _digest(p) -> str:

@@ -76,6 +76,13 @@ class EndToEndStrategy:
         model.to(device)
         if device.type == "cuda":
             model.encoder.to(memory_format=torch.channels_last)
+        from vidtune.train import distributed
+
+        self.dist = distributed.current()  # torchrun: DDP over the ranks (vidtune.train.distributed)
+        self.net = self.dist.wrap(model) if self.dist is not None else model
+        if self.dist is not None:  # a resume must continue from the same epoch on every rank
+            self.dist.check_same("the checkpoint to resume from",
+                                 ckpt.loaded[1].get("epoch") if ckpt is not None and ckpt.loaded else None)
         self.norm = Normalize(enc.cfg).to(device)
         self.y_all = task.targets(ok["train"])
         task.balance_for(self.y_all, cfg.balance, device)
@@ -129,6 +136,10 @@ class EndToEndStrategy:
 
     # --- the Strategy interface -------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
+        if self.dist is not None:
+            from vidtune.train.distributed import train_epoch
+
+            return train_epoch(self, epoch)
         model, task = self.model, self.task
         self.train_ds.epoch = epoch
         model.train()
@@ -144,6 +155,10 @@ class EndToEndStrategy:
 
     @torch.no_grad()
     def predict_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dist is not None:
+            from vidtune.train.distributed import predict_all
+
+            return predict_all(self)
         self.model.eval()
         outs, ys = [], []
         for x, y in self._batches(self.val_ds, range(len(self.val_ds))):

@@ -42,6 +42,7 @@ class Checkpointing:
     fingerprint: dict  # the arguments and data the run depends on; a resume must match them
     device: str
     loaded: tuple[dict, dict] | None = None  # (tensors, state) of the checkpoint to resume from
+    write: bool = True  # False on the ranks > 0 of a distributed run: only rank 0 writes
 
 
 class Strategy(Protocol):
@@ -164,9 +165,15 @@ class Fitter:
         self._micro = 0
         self._seen = [0.0, 0, 0, 0]  # loss sum, right, clips, clips scored (for the epoch's numbers)
 
-    def learn(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, task: Task) -> None:
-        """:meth:`backward` on a batch's loss, and count it into the epoch's loss and top-1."""
-        self.backward(loss)
+    def learn(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, task: Task,
+              grad_scale: float = 1.0, count: bool = True) -> None:
+        """:meth:`backward` on a batch's loss, and count it into the epoch's loss and top-1.
+
+        ``grad_scale`` weights the gradient (DDP: this rank's share of the global batch); ``count=False``
+        leaves the batch out of the epoch's numbers (a zero-weight pass that keeps ranks in step)."""
+        self.backward(loss if grad_scale == 1.0 else loss * grad_scale)
+        if not count:
+            return
         right, counted = task.hits(logits, y)
         self._seen[0] += loss.item() * len(y)
         self._seen[1] += right
@@ -284,7 +291,7 @@ class Fitter:
                 bar.advance(1)
                 log.info(epoch_text(row))
                 stop = self._should_stop(strategy.has_val, stale)
-                if self.ckpt is not None:
+                if self.ckpt is not None and self.ckpt.write:
                     self._save(module, best, gen, strategy, history, best_key, best_epoch, stale, smooth)
                 if stop:
                     log.info("early stopping after %d optimiser steps: no validation improvement for %d epochs",

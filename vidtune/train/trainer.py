@@ -67,6 +67,13 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
     once with :class:`BusyError` naming the first one, instead of interleaving their files.
     """
     out = Path(out)
+    from vidtune.train import distributed
+
+    if distributed.launched() and distributed.current() is None:  # torchrun: one rank of several
+        return distributed.train_distributed(lambda p, c: train(data, out, c, p, resume, overwrite), data, out,
+                                             cfg or TrainConfig(), progress, resume, overwrite)
+    if not _writes():  # ranks > 0 of a distributed run train along but write nothing
+        return _train(data, out, cfg, progress, resume)
     _prepare_out(out)
     lock = hold_lock(out / LOCK_FILE, f"the run folder {out}", "vidtune train")
     try:
@@ -79,6 +86,14 @@ def train(data, out, cfg: TrainConfig | None = None, progress: Progress | None =
 
 
 LOCK_FILE = ".lock"
+
+
+def _writes() -> bool:
+    """Whether this process writes the run folder: always, except on the ranks > 0 of a torchrun run."""
+    from vidtune.train.distributed import current
+
+    d = current()
+    return d is None or d.is_main
 
 
 def _is_finished_run(out: Path) -> bool:
@@ -136,6 +151,10 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         thresholds=thresholds, background=cfg.background, lineage=lineage or None,
         modalities=("video", "audio") if spec.audio else ("video",),
     )
+    result = {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
+              "best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.perf_counter() - t_start, 2)}
+    if not _writes():
+        return result
     metrics = {
         "val": val_metrics,
         "train": train_fit,
@@ -175,7 +194,7 @@ def _checkpointing(out: Path, cfg: TrainConfig, task: Task, train_items: list[Vi
     fingerprint = {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE}
     fingerprint.update(task=task.name, labels=task.labels, data=stable_hash(
         [[str(it.path), it.start, it.end, it.label, it.split] for it in train_items + val_items]))
-    ckpt = Checkpointing(out / CHECKPOINT, fingerprint, str(device))
+    ckpt = Checkpointing(out / CHECKPOINT, fingerprint, str(device), write=_writes())
     if not resume:
         if ckpt.path.exists():
             log.info("%s: starting over (use --resume to continue the interrupted run)", ckpt.path)

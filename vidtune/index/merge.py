@@ -1,0 +1,103 @@
+"""``vidtune index merge INDEX SHARD_INDEX...``: shard indexes (``index build --shard I/N``, the Ray
+engine) into one.
+
+Order-independent: the videos of all shards are staged sorted by path, so merging ``a b`` or
+``b a`` gives the same rows, segment ids and vectors. Crash-safe: everything lands in the target's
+single generation commit (:class:`vidtune.index.store._Writer`), so a merge killed at any point
+leaves the target as it was, and running it again completes it. Idempotent: a video already in the
+target with the same content is left alone.
+
+Only the visual segment vectors are merged (an ``ivfpq`` shard's exact ones, nothing quantised
+twice); the words modalities (speech, on-screen text) of shard indexes are not merged yet.
+
+Refused before anything is written: shards made with another model (other weights) or other
+embedding parameters than the target's (or than each other's), and one path with different
+content in two shards.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vidtune.errors import IndexStoreError, ModelMismatchError
+from vidtune.index.store import DB_NAME, VideoIndex
+
+log = logging.getLogger(__name__)
+
+
+def merge_indexes(index_dir, shard_dirs, kind: str | None = None) -> dict:
+    """Merge the indexes in ``shard_dirs`` into ``index_dir`` (created like the first shard when missing;
+    ``kind`` then chooses its FAISS structure, default the first shard's).
+
+    Returns ``{"index", "shards", "added", "replaced", "unchanged", "videos", "segments"}``.
+    """
+    index_dir = Path(index_dir)
+    shard_dirs = [Path(s) for s in shard_dirs]
+    if not shard_dirs:
+        raise IndexStoreError("give at least one SHARD_INDEX to merge")
+    target_real = index_dir.resolve()
+    for s in shard_dirs:
+        if s.resolve() == target_real:
+            raise IndexStoreError(f"{s} is the target index itself; list only the shard indexes after INDEX")
+    shards = [VideoIndex.open(s) for s in shard_dirs]
+    try:
+        first = shards[0]
+        for s in shards[1:]:
+            _check_same(first, s)
+        if not (index_dir / DB_NAME).is_file():
+            VideoIndex.create(index_dir, first.model_id, first.meta("model"), first.params, first.dim,
+                              kind=kind or first.kind).close()
+        elif kind is not None:
+            with VideoIndex.open(index_dir) as ix:
+                if ix.kind != kind:
+                    raise IndexStoreError(f"{index_dir} is a {ix.kind!r} index; --kind {kind} applies only when "
+                                          "the merge creates INDEX")
+        with VideoIndex.open(index_dir) as ix:
+            _check_same(ix, first)
+            incoming = _collect(shards)
+            with ix.writing() as w:
+                known = {r.path: r for r in ix.videos()}
+                added, replaced, unchanged = [], [], []
+                for path in sorted(incoming):
+                    shard, row = incoming[path]
+                    old = known.get(path)
+                    if old is not None and old.digest == row.digest:
+                        unchanged.append(path)
+                        continue
+                    (replaced if old is not None else added).append(path)
+                    w.add(shard.stored_embedding(row.id), path)
+                w.commit()
+            info = ix.info()
+    finally:
+        for s in shards:
+            s.close()
+    return {"index": str(index_dir), "shards": [str(s) for s in shard_dirs], "added": added, "replaced": replaced,
+            "unchanged": unchanged, "videos": info["videos"], "segments": info["segments"]}
+
+
+def _check_same(a: VideoIndex, b: VideoIndex) -> None:
+    """``b``'s vectors must be comparable with ``a``'s: same model, same embedding parameters."""
+    if a.model_id != b.model_id:
+        raise ModelMismatchError(f"{b.root} was built with model {b.model_id!r}, {a.root} with {a.model_id!r}: "
+                                 "vectors of different models are not comparable, so they cannot be merged; "
+                                 "build every shard with the same --backbone/--weights/--run")
+    if a.params != b.params or a.dim != b.dim:
+        raise ModelMismatchError(f"{b.root} was built with embedding parameters {b.params} ({b.dim} dims), "
+                                 f"{a.root} with {a.params} ({a.dim} dims); build every shard with the same "
+                                 "--window/--stride/--fps/--tta")
+
+
+def _collect(shards: list[VideoIndex]) -> dict:
+    """path -> (shard, row) over all shards; the same path with other content in two shards is refused."""
+    seen: dict[str, tuple[VideoIndex, object]] = {}
+    for s in shards:
+        for row in s.videos():
+            prev = seen.get(row.path)
+            if prev is None:
+                seen[row.path] = (s, row)
+            elif prev[1].digest != row.digest:
+                raise IndexStoreError(f"{row.path} has different content in {prev[0].root} and {s.root} (the file "
+                                      "changed between shard runs); re-embed it in one shard (`vidtune index add`) "
+                                      "and merge again")
+    return seen
