@@ -204,3 +204,51 @@ def test_ivfpq_index_trains_when_big_enough_then_searches_removes_and_reopens(tm
             w.commit()
         assert ix.faiss_index().ntotal == 630 and ix.info()["videos"] == 4
         assert ix.db.execute("SELECT COUNT(*) FROM exact").fetchone()[0] == 630  # removed with their segments
+
+
+def _with_words(shards, tmp_path, encoder="fake-sentences", dim=8):
+    """Copies of the shard indexes, each given words (one span per video) like --modalities visual,speech."""
+    from vidtune.index.text_search import TextIndex
+
+    out = []
+    for i, d in enumerate(shards["dirs"]):
+        copy = tmp_path / f"w{i}"
+        shutil.copytree(d, copy)
+        with VideoIndex.open(copy) as ix, TextIndex.create(copy, ("speech",), encoder, dim) as tix:
+            for row in ix.videos():
+                vec = np.random.default_rng(len(row.path)).standard_normal((1, dim)).astype(np.float32)
+                tix.replace_video(row.path, row.digest, 1.5, "en", [("speech", 0.2, 1.0, f"words of {row.path}")], vec)
+        out.append(copy)
+    return out
+
+
+def _words(ix_dir) -> dict:
+    from vidtune.index.text_search import TextIndex
+
+    with TextIndex.open(ix_dir) as tix:
+        rows = tix.db.execute('SELECT path, modality, start, "end", text, vector FROM spans ORDER BY path').fetchall()
+        return {"rows": rows, "digests": tix.digests(), "modalities": tix.modalities}
+
+
+def test_merge_carries_the_words_of_shards(shards, tmp_path):
+    dirs = _with_words(shards, tmp_path)
+    a = merge_indexes(tmp_path / "a", dirs)
+    b = merge_indexes(tmp_path / "b", list(reversed(dirs)))
+    assert a["words"]["videos_added"] == a["videos"] == 9 and a["words"]["spans"] == 9 and b["words"] == a["words"]
+    got = _words(tmp_path / "a")
+    assert got == _words(tmp_path / "b") and got["modalities"] == ("speech",)
+    expected = sorted(r for d in dirs for r in _words(d)["rows"])
+    assert sorted(got["rows"]) == expected  # every span with its vector, nothing lost or doubled
+    again = merge_indexes(tmp_path / "a", dirs)  # idempotent
+    assert again["words"] == {"videos_added": 0, "videos_unchanged": 9, "spans": 9}
+
+
+def test_merge_refuses_mixed_or_mismatched_words(shards, tmp_path):
+    dirs = _with_words(shards, tmp_path)
+    with pytest.raises(IndexStoreError, match="no words"):
+        merge_indexes(tmp_path / "t1", [dirs[0], shards["dirs"][1]])
+    assert not (tmp_path / "t1").exists()  # refused before anything was written
+    other = _with_words(shards, tmp_path / "other", encoder="another-model")
+    with pytest.raises(ModelMismatchError, match="encoder"):
+        merge_indexes(tmp_path / "t2", [dirs[0], other[1]])
+    assert not (tmp_path / "t2").exists()
