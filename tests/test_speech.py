@@ -117,3 +117,20 @@ def test_missing_extra_names_it(monkeypatch, spoken, capsys):
     captured = capsys.readouterr()
     assert "pip install 'vidtune[speech]'" in captured.err
     assert "pip install 'vidtune[speech]'" in json.loads(captured.out)["error"]
+
+
+def test_shards_cover_every_video_once_and_a_rerun_skips_finished_ones(spoken, tmp_path, capsys):
+    videos = [write_with_sound(tmp_path / f"mute{i}.mp4", None, seconds=1.0) for i in range(4)] + [spoken]
+    seen = []
+    for i in range(2):
+        assert main(["transcribe", *map(str, videos), "--shard", f"{i}/2", "--json", "-q"]) == 0
+        seen += [r["path"] for r in json.loads(capsys.readouterr().out)["results"]]
+    assert sorted(seen) == sorted(map(str, videos))  # each video in exactly one shard
+    subs = tmp_path / "subs"
+    assert main(["transcribe", *map(str, videos), "--shard", "0/2", "--out-dir", str(subs), "-q"]) == 0
+    written = {p.name: p.stat().st_mtime_ns for p in subs.iterdir()}
+    assert written and len(written) < len(videos)
+    capsys.readouterr()
+    assert main(["transcribe", *map(str, videos), "--shard", "0/2", "--out-dir", str(subs)]) == 0
+    assert f"{len(written)} video(s) of this shard already transcribed" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in subs.iterdir()} == written  # nothing redone

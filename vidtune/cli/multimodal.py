@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import check_output_folder, finite_float, output_args, print_skipped
+from vidtune.cli.common import check_output_folder, finite_float, output_args, print_skipped, shard_arg
 from vidtune.cli.console import RichProgress, out, print_json
 from vidtune.errors import VidtuneError
 
@@ -20,6 +20,34 @@ def _paths(videos) -> list[Path]:
     return expand_video_args(videos)
 
 
+def _shard_paths(args) -> list[Path]:
+    """``--shard I/N``: this process's share of the videos, split by content hash (``vidtune.scale``)."""
+    paths = list(dict.fromkeys(_paths(args.videos)))
+    if getattr(args, "shard", None) is None:
+        return paths
+    from vidtune.runs.features import open_cache
+    from vidtune.scale.shards import select_shard
+
+    cache = open_cache(None, True)
+    return select_shard(paths, args.shard, digest=cache.digest if cache is not None else None)
+
+
+def _not_done(paths: list[Path], out_dir: Path | None, fmt: str) -> tuple[list[Path], list[str]]:
+    """With ``--shard`` and ``--out-dir``: skip videos whose output file is already there and newer than
+    the video (a rerun after a crash finishes the rest)."""
+    if out_dir is None or fmt == "json":
+        return paths, []
+    todo, done = [], []
+    for v in paths:
+        target = Path(out_dir) / f"{Path(v).stem}.{fmt}"
+        try:
+            fresh = target.stat().st_mtime >= Path(v).stat().st_mtime
+        except OSError:
+            fresh = False
+        (done if fresh else todo).append(v)
+    return todo, [str(v) for v in done]
+
+
 # -- transcribe -----------------------------------------------------------------------------------------
 def cmd_transcribe(args) -> int:
     from vidtune.audio.speech import SpeechRecognizer, format_transcript, transcribe_videos
@@ -27,9 +55,15 @@ def cmd_transcribe(args) -> int:
     fmt = "json" if args.json else args.format
     if args.out_dir:
         check_output_folder(args.out_dir, "--out-dir")
+    paths, already = _shard_paths(args), []
+    if args.shard is not None:
+        paths, already = _not_done(paths, args.out_dir, fmt)
     rec = SpeechRecognizer(model=args.model, language=args.language, device=args.device, threads=args.threads,
                            beam_size=args.beam_size)
-    done, skipped = transcribe_videos(_paths(args.videos), rec, progress=RichProgress(not args.quiet))
+    done, skipped = transcribe_videos(paths, rec, progress=RichProgress(not args.quiet))
+    if already and not args.quiet:
+        out.print(f"{len(already)} video(s) of this shard already transcribed in {escape(str(args.out_dir))}; "
+                  "skipped", highlight=False)
     if args.out_dir and fmt != "json":
         from vidtune.utils import atomic_write_text
 
@@ -55,7 +89,7 @@ def cmd_ocr(args) -> int:
     from vidtune.text.ocr import TextReader, read_videos
 
     reader = TextReader(fps=args.fps, min_score=args.min_score, threads=args.threads)
-    done, skipped = read_videos(_paths(args.videos), reader, progress=RichProgress(not args.quiet))
+    done, skipped = read_videos(_shard_paths(args), reader, progress=RichProgress(not args.quiet))
     if args.json:
         print_json({"results": [r.to_dict() for r in done] + [{"path": s["path"], "error": s["reason"]} for s in skipped]})
         return 1 if skipped else 0
@@ -209,6 +243,7 @@ def register(sub) -> None:
     p.add_argument("--beam-size", type=int, default=1, help="1: greedy (fast, default); 5: Whisper's beam")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    shard_arg(p)
     output_args(p)
     p.set_defaults(func=cmd_transcribe)
 
@@ -217,5 +252,6 @@ def register(sub) -> None:
     p.add_argument("--fps", type=finite_float, default=1.0, help="frames read per second (default 1)")
     p.add_argument("--min-score", type=finite_float, default=0.7, help="lowest recognition confidence kept")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    shard_arg(p)
     output_args(p)
     p.set_defaults(func=cmd_ocr)
