@@ -88,7 +88,7 @@ def cmd_transcribe(args) -> int:
 def cmd_ocr(args) -> int:
     from vidtune.text.ocr import TextReader, read_videos
 
-    reader = TextReader(fps=args.fps, min_score=args.min_score, threads=args.threads)
+    reader = TextReader(fps=args.fps, min_score=args.min_score, threads=args.threads, sharpen=not args.no_sharpen)
     done, skipped = read_videos(_shard_paths(args), reader, progress=RichProgress(not args.quiet))
     if args.json:
         print_json({"results": [r.to_dict() for r in done] + [{"path": s["path"], "error": s["reason"]} for s in skipped]})
@@ -252,6 +252,9 @@ def register(sub) -> None:
     p.add_argument("--fps", type=finite_float, default=1.0, help="frames read per second (default 1)")
     p.add_argument("--min-score", type=finite_float, default=0.7, help="lowest recognition confidence kept")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-sharpen", action="store_true",
+                   help="read frames as decoded (default: sharpen blurred frames first, which recovers "
+                        "text that defocus blur hides from the detector)")
     shard_arg(p)
     output_args(p)
     p.set_defaults(func=cmd_ocr)
