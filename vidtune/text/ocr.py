@@ -42,13 +42,14 @@ BLURRED_BELOW = 30.0  # variance of the Laplacian (grey, short side 352) under w
 
 
 def sharpness(rgb: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey frame scaled to a 352-pixel short side (low: blurred)."""
+    """Variance of the Laplacian of the grey frame, larger frames scaled down to a 352-pixel short side
+    (low: blurred). Smaller frames are measured as they are: scaling them up would blur them."""
     import cv2
 
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     f = 352 / min(grey.shape)
-    if abs(f - 1) > 0.05:
-        grey = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    if f < 0.95:
+        grey = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
