@@ -55,11 +55,11 @@ def cmd_transcribe(args) -> int:
     fmt = "json" if args.json else args.format
     if args.out_dir:
         check_output_folder(args.out_dir, "--out-dir")
+    rec = SpeechRecognizer(model=args.model, language=args.language, device=args.device, threads=args.threads,
+                           beam_size=args.beam_size)
     paths, already = _shard_paths(args), []
     if args.shard is not None:
         paths, already = _not_done(paths, args.out_dir, fmt)
-    rec = SpeechRecognizer(model=args.model, language=args.language, device=args.device, threads=args.threads,
-                           beam_size=args.beam_size)
     done, skipped = transcribe_videos(paths, rec, progress=RichProgress(not args.quiet))
     if already and not args.quiet:
         out.print(f"{len(already)} video(s) of this shard already transcribed in {escape(str(args.out_dir))}; "
