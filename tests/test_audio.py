@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,41 @@ def test_damaged_audio_is_not_fatal(tmp_path):
     except VideoDecodeError:
         return  # the container itself is unreadable: a clear error is fine
     assert clip.samples.shape == (48000,)
+
+
+def test_a_damaged_audio_packet_costs_only_its_own_samples(tmp_path):
+    """AVI with AC-3 whose first and 31st frames are cut short (as in opencv-doc's Megamind.avi):
+    FFmpeg refuses those packets; the rest of the sound still comes back."""
+    import av
+
+    from tests.videos import frame_with_index
+
+    sr, path = 48000, tmp_path / "damaged.avi"
+    sound = tone_bursts(ONSETS, 3.0)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream("ac3", rate=sr)
+        a.layout = "stereo"
+        for i in range(75):
+            f = av.VideoFrame.from_ndarray(frame_with_index(i, 48, 64), format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        k = 0
+        for pos in range(0, len(sound), 1536):
+            part = np.pad(sound[pos:pos + 1536], (0, max(0, pos + 1536 - len(sound))))
+            fr = av.AudioFrame.from_ndarray(np.stack([part, part]), format="fltp", layout="stereo")
+            fr.sample_rate, fr.pts, fr.time_base = sr, pos, Fraction(1, sr)
+            for pk in a.encode(fr):
+                if k in (0, 30):  # an incomplete AC-3 frame
+                    cut = av.Packet(bytes(pk)[: pk.size // 2])
+                    cut.pts, cut.dts, cut.time_base, cut.stream = pk.pts, pk.dts, pk.time_base, pk.stream
+                    pk = cut
+                out.mux(pk)
+                k += 1
+        out.mux(a.encode(None))
+    clip = read_audio(path, 0.0, 3.0)
+    assert 0.9 < clip.coverage < 1.0  # two 32 ms frames lost, nothing else
+    found = onsets_of(clip.samples)
+    assert len(found) == len(ONSETS) and np.abs(np.array(found) - ONSETS).max() < 0.03

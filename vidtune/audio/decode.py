@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # what Whisper and most speech/audio encoders expect
 _SEEK_MARGIN_S = 0.5  # seek this far before the window: audio frames are up to ~0.1 s long
+_MAX_BAD_PACKETS = 50  # this many undecodable audio packets in a row end a window (the rest is silent)
 _GAP_S = 0.04  # timestamp jumps larger than this are gaps/overlaps in the sound, smaller ones rounding
 
 
@@ -204,9 +205,23 @@ def _decode_into(path: Path, container, out: np.ndarray, covered: np.ndarray, t0
             covered[lo:hi] = True
         return True
 
+    bad = 0  # consecutive packets the decoder refused
     try:
         for packet in container.demux(stream):
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                # One damaged packet (e.g. an AC-3 frame cut at the start of an AVI) costs its own
+                # samples only, as in FFmpeg's command line; a run of them ends the window.
+                bad += 1
+                if bad == 1 or bad == _MAX_BAD_PACKETS:
+                    log.debug("%s: audio packet at %s s not decodable (%s)", path,
+                              float(packet.pts * packet.time_base) if packet.pts is not None else "?", exc)
+                if bad >= _MAX_BAD_PACKETS:
+                    raise
+                continue
+            bad = 0
+            for frame in frames:
                 if frame.pts is None:
                     continue
                 for rf in resampler.resample(frame):
