@@ -31,3 +31,21 @@ class NullProgress:
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Task]:
         yield _NullTask()
+
+
+def each_video(paths, work, description: str, progress: Progress | None = None) -> tuple[list, list[dict]]:
+    """``work(path)`` for every path, with progress; a video that fails with a vidtune error is skipped
+    and reported as ``{"path", "reason"}`` instead of ending the job."""
+    from vidtune.errors import VideoDecodeError, VidtuneError
+
+    done, skipped = [], []
+    with (progress or NullProgress()).task(description, total=len(paths)) as task:
+        for p in paths:
+            try:
+                done.append(work(p))
+            except VideoDecodeError as exc:
+                skipped.append({"path": str(p), "reason": exc.reason})
+            except VidtuneError as exc:
+                skipped.append({"path": str(p), "reason": str(exc)})
+            task.advance()
+    return done, skipped

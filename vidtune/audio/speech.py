@@ -17,9 +17,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError, WeightsError
+from vidtune.errors import ConfigError, WeightsError
 from vidtune.extras import require
-from vidtune.progress import NullProgress, Progress
+from vidtune.progress import Progress, each_video
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +168,7 @@ def transcribe_videos(paths, recognizer: SpeechRecognizer | None = None, progres
                       **options) -> tuple[list[Transcript], list[dict]]:
     """Transcribe several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
     recognizer = recognizer or SpeechRecognizer(**options)
-    progress = progress or NullProgress()
-    done, skipped = [], []
-    with progress.task("transcribing", total=len(paths)) as task:
-        for p in paths:
-            try:
-                done.append(recognizer.transcribe(p))
-            except VideoDecodeError as exc:
-                skipped.append({"path": str(p), "reason": exc.reason})
-            except VidtuneError as exc:
-                skipped.append({"path": str(p), "reason": str(exc)})
-            task.advance()
-    return done, skipped
+    return each_video(paths, recognizer.transcribe, "transcribing", progress)
 
 
 # -- subtitle formats -------------------------------------------------------------------------------

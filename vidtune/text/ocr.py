@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
+from vidtune.errors import ConfigError, VidtuneError
 from vidtune.extras import require
-from vidtune.progress import NullProgress, Progress
+from vidtune.progress import Progress, each_video
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +229,4 @@ def read_videos(paths, reader: TextReader | None = None, progress: Progress | No
                 **options) -> tuple[list[OcrResult], list[dict]]:
     """OCR several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
     reader = reader or TextReader(**options)
-    progress = progress or NullProgress()
-    done, skipped = [], []
-    with progress.task("reading on-screen text", total=len(paths)) as task:
-        for p in paths:
-            try:
-                done.append(reader.read_video(p))
-            except VideoDecodeError as exc:
-                skipped.append({"path": str(p), "reason": exc.reason})
-            task.advance()
-    return done, skipped
+    return each_video(paths, reader.read_video, "reading on-screen text", progress)
