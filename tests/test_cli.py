@@ -76,12 +76,12 @@ def test_train_eval_predict_real_backbone(capsys, sample_data, tmp_path, monkeyp
     assert history[0].startswith("epoch,train_loss") and len(history) >= 2
 
     # A second run with another head and learning rate is served from the feature cache: no decoding.
-    import vidtune.runs.features as features
+    import vidtune.data.clips as clips
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded a video although its features are cached")
 
-    monkeypatch.setattr(features, "open_video", no_decoding)
+    monkeypatch.setattr(clips, "open_video", no_decoding)
     code, res2 = run_json(capsys, "train", sample_data / "train", "--out", tmp_path / "run2", "--frames", "4",
                           "--epochs", "5", "--temporal", "attention", "--grid", "1", "--lr", "3e-3",
                           "--no-flow", "--workers", "0")  # grid 1, no flow: the same pooled vectors (attention

@@ -284,3 +284,8 @@ def hold_lock(lock_path: Path, what: str, holder: str):
     except OSError:
         pass
     return fh
+
+
+def default_workers() -> int:
+    """Decoding worker processes: the cores but one (the main process runs the network), 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))

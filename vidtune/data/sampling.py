@@ -8,6 +8,8 @@ quantised to ``views`` evenly spaced positions per segment whose features are ca
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 
@@ -48,3 +50,54 @@ def segment_grid(start: float, end: float, n: int, views: int) -> np.ndarray:
         raise ValueError("views must be >= 1")
     seg = (end - start) / n
     return start + (np.arange(n)[:, None] + (np.arange(views)[None, :] + 0.5) / views) * seg
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a clip to use.
+
+    mode: ``centre`` (evaluation: segment centres), ``grid`` (``views`` positions per segment, for
+    cached training views) or ``random`` (a fresh random offset per segment, end-to-end training).
+    ``clip_len`` > 1 (video backbones such as r3d_18): each position is the centre of ``clip_len``
+    consecutive frames ``step`` seconds apart (the frame rate the weights were trained at), clamped
+    to the clip's span; frames come out position by position, each position's frames contiguous.
+    """
+
+    frames: int
+    mode: str = "centre"
+    views: int = 1
+    clip_len: int = 1
+    step: float = 0.0
+    flow: bool = False  # also optical-flow cues between consecutive sampled frames (vidtune.data.flow)
+
+    def timestamps(self, duration: float, start, end, rng: np.random.Generator | None = None) -> np.ndarray:
+        s, e = clip_span(duration, start, end)
+        if self.mode == "centre":
+            pos = segment_centres(s, e, self.frames)
+        elif self.mode == "grid":
+            pos = segment_grid(s, e, self.frames, self.views).reshape(-1)
+        elif self.mode == "random":
+            pos = segment_random(s, e, self.frames, rng or np.random.default_rng())
+        else:
+            raise ValueError(f"unknown sampling mode {self.mode!r}")
+        if self.clip_len == 1:
+            return pos
+        offsets = (np.arange(self.clip_len) - (self.clip_len - 1) / 2) * self.step
+        return np.clip(pos[:, None] + offsets[None], s, max(s, e - 1e-3)).reshape(-1)
+
+    @property
+    def per_clip(self) -> int:
+        return self.frames * (self.views if self.mode == "grid" else 1) * self.clip_len
+
+    def cache_fields(self) -> dict:
+        d = asdict(self)
+        if self.clip_len == 1:  # keys of frame-encoder features stay what they were
+            d.pop("clip_len")
+            d.pop("step")
+        if self.flow:  # what the cues are, so a change to them never serves stale ones
+            from vidtune.data.flow import FLOW_ID
+
+            d["flow"] = FLOW_ID
+        else:
+            d.pop("flow")
+        return d

@@ -14,18 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidtune.models.backbones import PretrainedConfig
-
-
-def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) -> (T, size, size, 3); pads with edge pixels when a side is shorter than ``size``."""
-    t, h, w, _ = frames.shape
-    if h < size or w < size:
-        ph, pw = max(0, size - h), max(0, size - w)
-        frames = np.pad(frames, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="edge")
-        t, h, w, _ = frames.shape
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
+from vidtune.data.preprocess import PretrainedConfig, centre_crop, transform_id  # noqa: F401 (re-exported)
 
 
 def random_resized_crop(frames: np.ndarray, size: int, rng: np.random.Generator,
@@ -63,8 +52,3 @@ class Normalize(torch.nn.Module):
         x = x.movedim(-1, -3).float()
         return (x - self.mean.to(x.device)) * self.inv_std.to(x.device)
 
-
-def transform_id(cfg: PretrainedConfig) -> dict:
-    """What the evaluation transform depends on (part of feature-cache keys)."""
-    return {"resize": cfg.resize_size, "crop": cfg.input_size, "interp": cfg.interpolation,
-            "mean": list(cfg.mean), "std": list(cfg.std)}

@@ -9,9 +9,10 @@ Heavy libraries (onnx, onnxruntime, openvino) are imported inside functions: the
 extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvino]'``).
 """
 
-from vidtune.export.formats import FORMATS, RUNTIME_EXTRAS
+from vidtune.export.sessions import RUNTIME_EXTRAS
 
 __all__ = ["FORMATS", "RUNTIME_EXTRAS", "export_run"]
+FORMATS = ("onnx", "openvino", "torchscript")  # vidtune.export.formats.FORMATS (that module imports torch)
 
 
 def export_run(*args, **kwargs):

@@ -20,32 +20,20 @@ import numpy as np
 import torch
 
 from vidtune.errors import ConfigError, VidtuneError
+from vidtune.export import FORMATS
+from vidtune.export.sessions import (  # noqa: F401 (re-exported)
+    RUNTIME_EXTRAS,
+    openvino_compiled,
+    ort_session,
+    require,
+    runtime_installed,
+)
 from vidtune.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "openvino", "torchscript")
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
-# what to install for each runtime / format (optional extras of the vidtune package)
-RUNTIME_EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino"}
 OPSET = 18
-
-
-def require(module: str, extra: str):
-    """Import an optional dependency or say which extra installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise VidtuneError(f"{module} is not installed ({exc}); install it with: pip install 'vidtune[{extra}]'") from None
-
-
-def runtime_installed(runtime: str) -> bool:
-    import importlib.util
-
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}[runtime]
-    return importlib.util.find_spec(module) is not None
 
 
 @contextlib.contextmanager
@@ -153,17 +141,6 @@ def write(fmt: str, module: torch.nn.Module, example: torch.Tensor, path, **name
     return WRITERS[fmt](module, example, path, **names)
 
 
-def ort_session(path_or_bytes, threads: int | None = None):
-    ort = require("onnxruntime", "onnx")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    src = str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
 class ExportedModel:
     """A written model file, run on CPU: ``model(x: float32 ndarray) -> ndarray``."""
 
@@ -174,10 +151,7 @@ class ExportedModel:
             self._sess = ort_session(self.path, threads)
             self._input = self._sess.get_inputs()[0].name
         elif fmt == "openvino":
-            ov = require("openvino", "openvino")
-            core = ov.Core()
-            config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-            self._compiled = core.compile_model(str(self.path), "CPU", config)
+            self._compiled = openvino_compiled(self.path, threads, latency=False)
         elif fmt == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, still works

@@ -12,15 +12,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidtune.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, PretrainedConfig  # noqa: F401 (re-exported)
 from vidtune.defaults import DEFAULT_BACKBONE  # re-exported here
 from vidtune.errors import ConfigError, UnknownBackboneError, WeightsError
 from vidtune.models.efficientnet_lite import (
@@ -30,38 +30,6 @@ from vidtune.models.efficientnet_lite import (
 )
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class PretrainedConfig:
-    """Preprocessing the weights were trained with; the frame transform is derived from it."""
-
-    input_size: int = 224  # square crop fed to the network
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"  # resize filter: bicubic | bilinear | area | nearest
-    crop_pct: float = 0.875  # centre crop = input_size; resize short side to input_size / crop_pct
-
-    @property
-    def resize_size(self) -> int:
-        return int(math.floor(self.input_size / self.crop_pct))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PretrainedConfig:
-        return cls(
-            input_size=int(d["input_size"]),
-            mean=tuple(float(x) for x in d["mean"]),
-            std=tuple(float(x) for x in d["std"]),
-            interpolation=str(d["interpolation"]),
-            crop_pct=float(d["crop_pct"]),
-        )
-
 
 @dataclass(frozen=True)
 class BackboneSpec:

@@ -5,11 +5,19 @@
 - :mod:`vidtune.runs.features`: frame sampling, decoding workers and the on-disk feature cache;
 - :mod:`vidtune.runs.inference`: ``run_clips`` (every way a run is applied to videos), ``predict``, ``evaluate``;
 - :mod:`vidtune.runs.metrics`, :mod:`vidtune.runs.robustness`: what a run scores, clean and corrupted;
-- :mod:`vidtune.runs.device`: device choice and autocast precision.
+- :mod:`vidtune.runs.device`: device choice and autocast precision;
+- :mod:`vidtune.runs.lean`: ``predict`` through a run's exported engines without importing torch.
 """
 
-from vidtune.runs.config import ModelSpec, RunConfig
-from vidtune.runs.device import resolve_device
-from vidtune.runs.store import LoadedRun, load_run
-
 __all__ = ["ModelSpec", "RunConfig", "LoadedRun", "load_run", "resolve_device"]
+
+_WHERE = {"ModelSpec": "config", "RunConfig": "config", "LoadedRun": "store", "load_run": "store",
+          "resolve_device": "device"}
+
+
+def __getattr__(name):  # lazy: a command that runs an exported engine never imports torch
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"vidtune.runs.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'vidtune.runs' has no attribute {name!r}")

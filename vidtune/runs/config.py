@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from vidtune.data.preprocess import PretrainedConfig
 from vidtune.errors import CheckpointError, ConfigError, VidtuneError
-from vidtune.models.backbones import PretrainedConfig
 from vidtune.utils import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ feature cache does not tell them apart: a cached feature serves every fp32 runti
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -21,70 +20,29 @@ from pathlib import Path
 import torch
 
 from vidtune.errors import ConfigError, VidtuneError
+from vidtune.runs.runtime import (  # noqa: F401 (re-exported: their home before vidtune.runs.runtime)
+    AUTO_ORDER,
+    RUNTIMES,
+    check_runtime,
+    default_int8,
+    default_runtime,
+    engine_dir,
+    engine_threads,
+    installed,
+    run_record_path,
+    set_default_runtime,
+    using_runtime,
+)
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
-# ``auto``'s order of preference on CPU, fastest first: OpenVINO runs Lite0 at 162 frames/s against ONNX
-# Runtime's 140 (batch 32, bench/runtime.py) and finished `vidtune predict` on 8 real videos first in four of
-# five bench/sidebyside.py runs, with less memory (README, "Export and fast CPU inference").
-AUTO_ORDER = ("openvino", "onnxruntime")
 # The largest |difference| between an fp32 engine's features and PyTorch's, relative to the feature scale
 # (max |feature|), that still counts as "the same features" (test_runtimes checks it).
 FEATURE_TOLERANCE = 1e-3
 _AUTO_MIN_FRAMES = 256  # below this, exporting the engine (seconds) costs more than it saves, unless cached
 
-_default = "torch"
-_default_int8 = False
 _engines: dict[tuple, object] = {}
 _lock = threading.Lock()
-
-
-def set_default_runtime(name: str, int8: bool = False) -> None:
-    """The runtime feature passes use when they are not given one (the CLI's ``--runtime``, ``--int8``)."""
-    global _default, _default_int8
-    check_runtime(name)
-    if int8 and name == "torch":
-        raise ConfigError("int8", "needs an int8 engine: --runtime onnxruntime, openvino or auto")
-    _default, _default_int8 = name, bool(int8)
-
-
-def default_runtime() -> str:
-    return _default
-
-
-def default_int8() -> bool:
-    return _default_int8
-
-
-@contextlib.contextmanager
-def using_runtime(name: str | None, int8: bool = False):
-    """Make ``name`` (and ``int8``) the default for the duration of a block (one CLI command), then restore."""
-    before = (_default, _default_int8)
-    if name:
-        set_default_runtime(name, int8)
-    try:
-        yield
-    finally:
-        set_default_runtime(*before)
-
-
-def check_runtime(name: str) -> str:
-    if name not in RUNTIMES:
-        raise ConfigError("runtime", f"must be one of {', '.join(RUNTIMES)}, got {name!r}")
-    return name
-
-
-def installed(runtime: str) -> bool:
-    from vidtune.export.formats import runtime_installed
-
-    return runtime_installed(runtime)
-
-
-def engine_dir() -> Path:
-    from vidtune.runs.features import default_cache_dir
-
-    return default_cache_dir() / "engines"
 
 
 def _engine_path(encoder) -> Path:
@@ -110,7 +68,7 @@ def resolve(runtime: str | None, encoder, device: torch.device, n_frames: int, i
 
 
 def _resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) -> str:
-    runtime = check_runtime(runtime or _default)
+    runtime = check_runtime(runtime or default_runtime())
     if runtime == "torch":
         return "torch"
     if not exportable(encoder, device):
@@ -139,43 +97,16 @@ def _built(encoder, runtime: str) -> bool:
     return _key(encoder, runtime) in _engines or _engine_path(encoder).is_file()
 
 
-def engine_threads() -> int:
-    """Cores left to the engine beside the decoding workers: on 2 cores one thread for ONNX Runtime next to
-    one decoding process finished a warm 8-video predict in 3.3-5.9 s against 4.9-7.5 s with two threads
-    (three interleaved runs), which then fought the worker for the cores."""
-    import os
+class _Engine:
+    """An ONNX Runtime / OpenVINO session over the encoder's graph: torch ``(N, 3, S, S)`` in, torch out."""
 
-    from vidtune.runs.features import default_workers
+    def __init__(self, path: Path, runtime: str):
+        from vidtune.export.sessions import EngineSession
 
-    return max(1, (os.cpu_count() or 2) - default_workers())
-
-
-class _OnnxEngine:
-    """An ONNX Runtime session over the encoder's graph: torch ``(N, 3, S, S)`` in, torch features out."""
-
-    def __init__(self, path: Path):
-        from vidtune.export.formats import ort_session
-
-        self.sess = ort_session(path, engine_threads())
-        self.input = self.sess.get_inputs()[0].name
+        self.session = EngineSession(path, runtime, engine_threads())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.sess.run(None, {self.input: x.contiguous().numpy()})[0])
-
-
-class _OpenVinoEngine:
-    def __init__(self, path: Path):
-        from vidtune.export.formats import require
-
-        ov = require("openvino", "openvino")
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "INFERENCE_NUM_THREADS": engine_threads()}
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.request.infer({0: x.contiguous().numpy()})
-        return torch.from_numpy(next(iter(out.values())).copy())
+        return torch.from_numpy(self.session(x.contiguous().numpy()))
 
 
 def _build(encoder, runtime: str, calibration: torch.Tensor | None = None):
@@ -195,7 +126,7 @@ def _build(encoder, runtime: str, calibration: torch.Tensor | None = None):
             quantise_file(path, q, calibration.float().contiguous(), "frames")
             log.info("quantised %s to int8 on %d of this job's frames", encoder.name, len(calibration))
         path = q
-    return _OnnxEngine(path) if runtime == "onnxruntime" else _OpenVinoEngine(path)
+    return _Engine(path, runtime)
 
 
 def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames: int,
@@ -268,14 +199,6 @@ class EngineEncoder:
         return self.engine(x)
 
 
-def _run_record(run_dir) -> Path:
-    from vidtune.runs.config import RunConfig
-    from vidtune.utils import file_digest, stable_hash
-
-    config = RunConfig.read(run_dir)
-    return engine_dir() / f"run-{stable_hash([config.run_id, file_digest(Path(run_dir) / 'model.safetensors')])}.json"
-
-
 def remember_run_engine(run_dir, encoder) -> None:
     """After a run's feature pass used an exported engine: note which one, for :func:`load_light`."""
     if not isinstance(encoder, torch.nn.Module) or not _engine_path(encoder).is_file():
@@ -283,7 +206,7 @@ def remember_run_engine(run_dir, encoder) -> None:
     from vidtune.utils import atomic_write_json
 
     try:
-        atomic_write_json(_run_record(run_dir), {
+        atomic_write_json(run_record_path(run_dir), {
             "fingerprint": encoder.fingerprint(), "onnx": _engine_path(encoder).name, "name": encoder.name,
             "num_features": encoder.num_features, "grid": encoder.grid, "input_size": encoder.cfg.input_size})
     except (OSError, VidtuneError) as exc:
@@ -298,15 +221,15 @@ def load_light(run_dir, device: torch.device, runtime: str | None = None):
 
     from vidtune.errors import CheckpointError
 
-    runtime = check_runtime(runtime or _default)
-    if device.type != "cpu" or runtime == "torch" or _default_int8:
+    runtime = check_runtime(runtime or default_runtime())
+    if device.type != "cpu" or runtime == "torch" or default_int8():
         return None
     names = [runtime] if runtime != "auto" else [n for n in AUTO_ORDER if installed(n)]
     names = [n for n in names if installed(n)]
     if not names:
         return None
     try:
-        record_path = _run_record(run_dir)
+        record_path = run_record_path(run_dir)
         if not record_path.is_file():
             return None
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -341,7 +264,7 @@ def _assemble_light(run_dir, record: dict, onnx: Path, runtime: str):
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _OnnxEngine(onnx) if runtime == "onnxruntime" else _OpenVinoEngine(onnx)
+            engine = _Engine(onnx, runtime)
             _engines[key] = engine
     encoder = EngineEncoder(engine, runtime, record, config.transform)
     model = VideoClassifier.__new__(VideoClassifier)

@@ -9,81 +9,34 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import warnings
 import zlib
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vidtune.data.clips import read_clip
 from vidtune.data.manifest import VideoItem
-from vidtune.data.sampling import clip_span, segment_centres, segment_grid, segment_random
-from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop, transform_id
-from vidtune.errors import ConfigError, OutputWriteError, VideoDecodeError, VidtuneError
-from vidtune.io import open_video
+from vidtune.data.sampling import Sampling
+from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop
+from vidtune.errors import ConfigError, VideoDecodeError
 from vidtune.models.backbones import FrameEncoder, PretrainedConfig
 from vidtune.progress import NullProgress, Progress
+from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home before vidtune.runs.cache)
+    CACHE_VERSION,
+    FeatureCache,
+    cache_key,
+    default_cache_dir,
+    lookup,
+    op_identity,
+    open_cache,
+)
 from vidtune.runs.device import autocast, precision
-from vidtune.utils import atomic_path, check_regular_file, db_text, file_digest, stable_hash
+from vidtune.utils import default_workers  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Which frames of a clip to use.
-
-    mode: ``centre`` (evaluation: segment centres), ``grid`` (``views`` positions per segment, for
-    cached training views) or ``random`` (a fresh random offset per segment, end-to-end training).
-    ``clip_len`` > 1 (video backbones such as r3d_18): each position is the centre of ``clip_len``
-    consecutive frames ``step`` seconds apart (the frame rate the weights were trained at), clamped
-    to the clip's span; frames come out position by position, each position's frames contiguous.
-    """
-
-    frames: int
-    mode: str = "centre"
-    views: int = 1
-    clip_len: int = 1
-    step: float = 0.0
-    flow: bool = False  # also optical-flow cues between consecutive sampled frames (vidtune.data.flow)
-
-    def timestamps(self, duration: float, start, end, rng: np.random.Generator | None = None) -> np.ndarray:
-        s, e = clip_span(duration, start, end)
-        if self.mode == "centre":
-            pos = segment_centres(s, e, self.frames)
-        elif self.mode == "grid":
-            pos = segment_grid(s, e, self.frames, self.views).reshape(-1)
-        elif self.mode == "random":
-            pos = segment_random(s, e, self.frames, rng or np.random.default_rng())
-        else:
-            raise ValueError(f"unknown sampling mode {self.mode!r}")
-        if self.clip_len == 1:
-            return pos
-        offsets = (np.arange(self.clip_len) - (self.clip_len - 1) / 2) * self.step
-        return np.clip(pos[:, None] + offsets[None], s, max(s, e - 1e-3)).reshape(-1)
-
-    @property
-    def per_clip(self) -> int:
-        return self.frames * (self.views if self.mode == "grid" else 1) * self.clip_len
-
-    def cache_fields(self) -> dict:
-        d = asdict(self)
-        if self.clip_len == 1:  # keys of frame-encoder features stay what they were
-            d.pop("clip_len")
-            d.pop("step")
-        if self.flow:  # what the cues are, so a change to them never serves stale ones
-            from vidtune.data.flow import FLOW_ID
-
-            d["flow"] = FLOW_ID
-        else:
-            d.pop("flow")
-        return d
 
 
 def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1, flow: bool = False) -> Sampling:
@@ -94,127 +47,6 @@ def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1, flo
     if flow and clip_len > 1:
         raise ConfigError("flow", f"is for image backbones; {encoder.name} is a video model that sees motion itself")
     return Sampling(frames, mode, views, clip_len, step, flow)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("VIDTUNE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vidtune" / "features"
-
-
-class FeatureCache:
-    """Per-clip features in safetensors files named by a hash of everything they depend on."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self._write_failed = False
-        self._digests: sqlite3.Connection | None = None
-
-    def digest(self, path) -> str:
-        """Content fingerprint of a video, remembered by (path, size, mtime, inode) like git's index.
-
-        A rerun over 10,000 unchanged videos then stats them instead of reading them.
-        """
-        st = check_regular_file(path)  # a FIFO or device is refused before any lookup or read
-        real = db_text(os.path.realpath(path))
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-        db = self._digest_db()
-        if db is not None:
-            row = db.execute("SELECT size, mtime_ns, ino, digest FROM digests WHERE path = ?", (real,)).fetchone()
-            if row is not None and tuple(row[:3]) == stamp:
-                return row[3]
-        digest = file_digest(path)
-        if db is not None:
-            try:
-                with db:
-                    db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (real, *stamp, digest))
-            except sqlite3.Error as exc:
-                log.debug("digest index not updated: %s", exc)
-        return digest
-
-    def _digest_db(self) -> sqlite3.Connection | None:
-        if self._digests is None:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.root / "digests.sqlite", timeout=30)
-                db.execute("PRAGMA journal_mode=WAL")  # one small write per new video, no fsync storm
-                db.execute("PRAGMA synchronous=NORMAL")
-                with db:
-                    db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
-                               "mtime_ns INTEGER, ino INTEGER, digest TEXT)")
-                self._digests = db
-            except (sqlite3.Error, OSError) as exc:  # read-only or damaged: hash every time
-                log.warning("feature cache digest index unavailable (%s); hashing files every run", exc)
-                self._digests = False
-        return self._digests or None
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.safetensors"
-
-    def get(self, key: str) -> torch.Tensor | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        p = self._path(key)
-        if not p.exists():
-            return None
-        try:
-            return load_file(str(p))["features"]
-        except (SafetensorError, OSError, KeyError) as exc:  # damaged entry: recompute
-            log.warning("ignoring damaged cache entry %s (%s)", p, exc)
-            return None
-
-    def put(self, key: str, features: torch.Tensor) -> None:
-        """Store features; a full disk or lost permission only costs the cache, never the job."""
-        from safetensors import SafetensorError
-        from safetensors.torch import save_file
-
-        try:
-            with atomic_path(self._path(key)) as tmp:
-                save_file({"features": features.contiguous().cpu()}, str(tmp))
-        except (OSError, SafetensorError, OutputWriteError) as exc:
-            if not self._write_failed:
-                log.warning("feature cache %s is not writable (%s); continuing without caching", self.root, exc)
-            self._write_failed = True
-
-
-def open_cache(cache_dir, enabled: bool = True) -> FeatureCache | None:
-    """The feature cache at ``cache_dir`` (default location when None); checks it is a usable folder."""
-    if not enabled:
-        return None
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    if root.exists() and not root.is_dir():
-        raise ConfigError("cache_dir", f"{root} exists and is not a folder; pick a folder or turn the cache off")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VidtuneError(f"cannot create the feature cache {root} ({exc.strerror or exc}); "
-                           "pick another --cache-dir or use --no-cache") from None
-    return FeatureCache(root)
-
-
-def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling,
-              precision: str = "fp32", frame_op: FrameOp | None = None) -> str:
-    key = {
-        "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end, "precision": precision,
-        "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": sampling.cache_fields(),
-    }
-    if frame_op is not None:
-        key["frame_op"] = frame_op.cache_id
-        key["op_clip"] = op_identity(item)  # what seeds the op's draw for this clip
-    return stable_hash(key)
-
-
-
-
-
-
-def op_identity(item: VideoItem) -> str:
-    """What seeds a frame op's random draw for a clip: its file name and segment, so the same clip
-    gets the same corruption wherever the dataset lies (and whatever temporary folder a test uses)."""
-    return f"{Path(item.path).name}|{item.start}|{item.end}"
 
 
 @runtime_checkable
@@ -257,26 +89,16 @@ class ClipDataset(Dataset):
         i = k % len(self.items)
         item = self.items[i]
         rng = np.random.default_rng([self.seed, self.epoch, k])
-        try:
-            with open_video(item.path, interpolation=self.cfg.interpolation) as reader:
-                ts = self.sampling.timestamps(reader.info.duration, item.start, item.end, rng)
-                # Seeded by the clip (file name and segment), not by its position in the list nor by the
-                # folder it lies in: a corrupted clip must not depend on which other clips were already
-                # cached, nor change when the dataset moves (its cache key records the same name).
-                op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
-                                                zlib.crc32(op_identity(item).encode())])
-                if self.frame_op is not None and hasattr(self.frame_op, "retime"):
-                    ts = self.frame_op.retime(ts, reader.info.duration, op_rng)
-                frames = reader.frames_at(ts, short_side=self.cfg.resize_size)
-                if self.frame_op is not None:
-                    frames = self.frame_op(frames, ts, op_rng)
-        except VidtuneError as exc:
-            return {"index": i, "frames": None, "error": getattr(exc, "reason", str(exc))}
-        except ValueError as exc:
-            return {"index": i, "frames": None, "error": str(exc)}
-        except Exception as exc:  # a decoder bug must not end a 10,000-video job
-            log.debug("unexpected error on %s", item.path, exc_info=True)
-            return {"index": i, "frames": None, "error": f"unexpected {type(exc).__name__}: {exc}"}
+        # Seeded by the clip (file name and segment), not by its position in the list nor by the folder it
+        # lies in: a corrupted clip must not depend on which other clips were already cached, nor change
+        # when the dataset moves (its cache key records the same name).
+        op_rng = None
+        if self.frame_op is not None:
+            op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
+                                            zlib.crc32(op_identity(item).encode())])
+        frames, error = read_clip(item, self.sampling, self.cfg, rng, self.frame_op, op_rng)
+        if error is not None:
+            return {"index": i, "frames": None, "error": error}
         if self.augment:
             frames = random_resized_crop(frames, self.cfg.input_size, rng, flip=self.flip)
         else:
@@ -354,10 +176,6 @@ def with_flow(feats: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return torch.cat([feats, flow], dim=-1)
 
 
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
 
 
 @torch.inference_mode()
@@ -406,16 +224,10 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 skipped.append({"path": str(item.path), "reason": exc.reason})
                 log.warning("skipping %s: %s", item.path, exc.reason)
                 continue
-            hit = cache.get(keys[i])
-            if hit is not None and hit.shape[:2] == (sampling.frames, views):
-                feats[i] = hit
+            hit = lookup(cache, item, digest, fp, encoder.cfg, sampling, prec, frame_op, grid_views)
+            if hit is not None:
+                feats[i] = torch.from_numpy(hit)
                 continue
-            if sampling.mode == "centre" and grid_views and grid_views % 2 == 1 and frame_op is None:
-                grid = cache.get(cache_key(item, digest, fp, encoder.cfg,
-                                           replace(sampling, mode="grid", views=grid_views), prec))
-                if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
-                    feats[i] = grid[:, grid_views // 2 : grid_views // 2 + 1].clone()
-                    continue
         todo.append(i)
     if not todo:
         return feats, skipped

@@ -1,0 +1,75 @@
+"""Open a written ONNX / OpenVINO file for inference on CPU, without importing torch.
+
+Used by the exported-model runner (:mod:`vidtune.export.formats`), the feature-pass engines
+(:mod:`vidtune.runs.engines`) and the engine-only path (:mod:`vidtune.runs.lean`). onnxruntime and
+openvino are optional extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvino]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vidtune.errors import VidtuneError
+
+# what to install for each runtime / format (optional extras of the vidtune package)
+RUNTIME_EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino"}
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise VidtuneError(f"{module} is not installed ({exc}); install it with: pip install 'vidtune[{extra}]'") from None
+
+
+def runtime_installed(runtime: str) -> bool:
+    import importlib.util
+
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}[runtime]
+    return importlib.util.find_spec(module) is not None
+
+
+def ort_session(path_or_bytes, threads: int | None = None):
+    ort = require("onnxruntime", "onnx")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    src = str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def openvino_compiled(path, threads: int | None = None, latency: bool = True):
+    """An OpenVINO model (ONNX or IR file) compiled for the CPU in fp32."""
+    ov = require("openvino", "openvino")
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"PERFORMANCE_HINT": "LATENCY"} if latency else {}),
+              **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+class EngineSession:
+    """One ONNX graph run by ONNX Runtime or OpenVINO: float32 ndarray in, first output as ndarray."""
+
+    def __init__(self, path, runtime: str, threads: int | None = None):
+        self.path = Path(path)
+        self.runtime = runtime
+        if runtime == "onnxruntime":
+            self._sess = ort_session(self.path, threads)
+            self._input = self._sess.get_inputs()[0].name
+        elif runtime == "openvino":
+            self._request = openvino_compiled(self.path, threads).create_infer_request()
+        else:
+            raise ValueError(f"no engine session for runtime {runtime!r}")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.runtime == "onnxruntime":
+            return self._sess.run(None, {self._input: x})[0]
+        out = self._request.infer({0: x})
+        return np.array(next(iter(out.values())))  # a copy: the request reuses its output buffer

@@ -1,0 +1,176 @@
+"""The on-disk feature cache: per-clip features in safetensors files named by a hash of everything they
+depend on (video content, span, backbone weights, transform, sampling, precision, frame changes).
+
+No torch at import time: :meth:`FeatureCache.get_array` / :meth:`FeatureCache.put_array` serve the
+engine-only path (:mod:`vidtune.runs.lean`); :meth:`FeatureCache.get` / :meth:`FeatureCache.put` give
+torch tensors. Both read and write the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from vidtune.data.manifest import VideoItem
+from vidtune.data.preprocess import PretrainedConfig, transform_id
+from vidtune.data.sampling import Sampling
+from vidtune.errors import ConfigError, OutputWriteError, VidtuneError
+from vidtune.utils import atomic_path, check_regular_file, db_text, file_digest, stable_hash
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("VIDTUNE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vidtune" / "features"
+
+
+class FeatureCache:
+    """Per-clip features in safetensors files named by a hash of everything they depend on."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self._write_failed = False
+        self._digests: sqlite3.Connection | None = None
+
+    def digest(self, path) -> str:
+        """Content fingerprint of a video, remembered by (path, size, mtime, inode) like git's index.
+
+        A rerun over 10,000 unchanged videos then stats them instead of reading them.
+        """
+        st = check_regular_file(path)  # a FIFO or device is refused before any lookup or read
+        real = db_text(os.path.realpath(path))
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        db = self._digest_db()
+        if db is not None:
+            row = db.execute("SELECT size, mtime_ns, ino, digest FROM digests WHERE path = ?", (real,)).fetchone()
+            if row is not None and tuple(row[:3]) == stamp:
+                return row[3]
+        digest = file_digest(path)
+        if db is not None:
+            try:
+                with db:
+                    db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (real, *stamp, digest))
+            except sqlite3.Error as exc:
+                log.debug("digest index not updated: %s", exc)
+        return digest
+
+    def _digest_db(self) -> sqlite3.Connection | None:
+        if self._digests is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.root / "digests.sqlite", timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")  # one small write per new video, no fsync storm
+                db.execute("PRAGMA synchronous=NORMAL")
+                with db:
+                    db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+                               "mtime_ns INTEGER, ino INTEGER, digest TEXT)")
+                self._digests = db
+            except (sqlite3.Error, OSError) as exc:  # read-only or damaged: hash every time
+                log.warning("feature cache digest index unavailable (%s); hashing files every run", exc)
+                self._digests = False
+        return self._digests or None
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get_array(self, key: str) -> np.ndarray | None:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        p = self._path(key)
+        if not p.exists():
+            return None
+        try:
+            return load_file(str(p))["features"]
+        except (SafetensorError, OSError, KeyError) as exc:  # damaged entry: recompute
+            log.warning("ignoring damaged cache entry %s (%s)", p, exc)
+            return None
+
+    def put_array(self, key: str, features: np.ndarray) -> None:
+        """Store features; a full disk or lost permission only costs the cache, never the job."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import save_file
+
+        try:
+            with atomic_path(self._path(key)) as tmp:
+                save_file({"features": np.ascontiguousarray(features)}, str(tmp))
+        except (OSError, SafetensorError, OutputWriteError) as exc:
+            if not self._write_failed:
+                log.warning("feature cache %s is not writable (%s); continuing without caching", self.root, exc)
+            self._write_failed = True
+
+    def get(self, key: str):
+        """The cached features as a torch tensor, or None."""
+        import torch
+
+        arr = self.get_array(key)
+        return None if arr is None else torch.from_numpy(arr)
+
+    def put(self, key: str, features) -> None:
+        self.put_array(key, features.detach().contiguous().cpu().numpy())
+
+
+def open_cache(cache_dir, enabled: bool = True) -> FeatureCache | None:
+    """The feature cache at ``cache_dir`` (default location when None); checks it is a usable folder."""
+    if not enabled:
+        return None
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("cache_dir", f"{root} exists and is not a folder; pick a folder or turn the cache off")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VidtuneError(f"cannot create the feature cache {root} ({exc.strerror or exc}); "
+                           "pick another --cache-dir or use --no-cache") from None
+    return FeatureCache(root)
+
+
+def cache_key(item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig, sampling: Sampling,
+              precision: str = "fp32", frame_op=None) -> str:
+    """``frame_op``: a :class:`vidtune.runs.features.FrameOp` the frames went through, or None."""
+    key = {
+        "v": CACHE_VERSION, "video": digest, "start": item.start, "end": item.end, "precision": precision,
+        "backbone": encoder_fp, "transform": transform_id(cfg), "sampling": sampling.cache_fields(),
+    }
+    if frame_op is not None:
+        key["frame_op"] = frame_op.cache_id
+        key["op_clip"] = op_identity(item)  # what seeds the op's draw for this clip
+    return stable_hash(key)
+
+
+def op_identity(item: VideoItem) -> str:
+    """What seeds a frame op's random draw for a clip: its file name and segment, so the same clip
+    gets the same corruption wherever the dataset lies (and whatever temporary folder a test uses)."""
+    return f"{Path(item.path).name}|{item.start}|{item.end}"
+
+
+def lookup(cache: FeatureCache, item: VideoItem, digest: str, encoder_fp: str, cfg: PretrainedConfig,
+           sampling: Sampling, precision: str, frame_op=None, grid_views: int | None = None) -> np.ndarray | None:
+    """Cached features ``(frames, views, ...)`` of a clip, or None.
+
+    ``grid_views``: for centre sampling, also look for a cached training grid with that many (odd)
+    views, whose middle column holds exactly the centre frames (so evaluating a linear-probe run on its
+    own training videos decodes nothing).
+    """
+    from dataclasses import replace
+
+    views = sampling.views if sampling.mode == "grid" else 1
+    hit = cache.get_array(cache_key(item, digest, encoder_fp, cfg, sampling, precision, frame_op))
+    if hit is not None and hit.shape[:2] == (sampling.frames, views):
+        return hit
+    if sampling.mode == "centre" and grid_views and grid_views % 2 == 1 and frame_op is None:
+        grid = cache.get_array(cache_key(item, digest, encoder_fp, cfg,
+                                         replace(sampling, mode="grid", views=grid_views), precision))
+        if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
+            return np.ascontiguousarray(grid[:, grid_views // 2 : grid_views // 2 + 1])
+    return None

@@ -1,0 +1,87 @@
+"""Which runtime a command asked for (``--runtime``, ``--int8``) and where engines live, without torch.
+
+The engines themselves are in :mod:`vidtune.runs.engines` (which imports torch); the engine-only path
+(:mod:`vidtune.runs.lean`) needs only what is here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from vidtune.errors import ConfigError
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+# ``auto``'s order of preference on CPU, fastest first: OpenVINO runs Lite0 at 162 frames/s against ONNX
+# Runtime's 140 (batch 32, bench/runtime.py) and finished `vidtune predict` on 8 real videos first in four of
+# five bench/sidebyside.py runs, with less memory (README, "Export and fast CPU inference").
+AUTO_ORDER = ("openvino", "onnxruntime")
+
+_default = "torch"
+_default_int8 = False
+
+
+def check_runtime(name: str) -> str:
+    if name not in RUNTIMES:
+        raise ConfigError("runtime", f"must be one of {', '.join(RUNTIMES)}, got {name!r}")
+    return name
+
+
+def set_default_runtime(name: str, int8: bool = False) -> None:
+    """The runtime feature passes use when they are not given one (the CLI's ``--runtime``, ``--int8``)."""
+    global _default, _default_int8
+    check_runtime(name)
+    if int8 and name == "torch":
+        raise ConfigError("int8", "needs an int8 engine: --runtime onnxruntime, openvino or auto")
+    _default, _default_int8 = name, bool(int8)
+
+
+def default_runtime() -> str:
+    return _default
+
+
+def default_int8() -> bool:
+    return _default_int8
+
+
+@contextlib.contextmanager
+def using_runtime(name: str | None, int8: bool = False):
+    """Make ``name`` (and ``int8``) the default for the duration of a block (one CLI command), then restore."""
+    before = (_default, _default_int8)
+    if name:
+        set_default_runtime(name, int8)
+    try:
+        yield
+    finally:
+        set_default_runtime(*before)
+
+
+def installed(runtime: str) -> bool:
+    from vidtune.export.sessions import runtime_installed
+
+    return runtime_installed(runtime)
+
+
+def engine_dir() -> Path:
+    from vidtune.runs.cache import default_cache_dir
+
+    return default_cache_dir() / "engines"
+
+
+def engine_threads() -> int:
+    """Cores left to the engine beside the decoding workers: on 2 cores one thread for ONNX Runtime next to
+    one decoding process finished a warm 8-video predict in 3.3-5.9 s against 4.9-7.5 s with two threads
+    (three interleaved runs), which then fought the worker for the cores."""
+    from vidtune.utils import default_workers
+
+    return max(1, (os.cpu_count() or 2) - default_workers())
+
+
+def run_record_path(run_dir) -> Path:
+    """Where the record of a run's built engines lives: keyed by its id and a digest of its weights."""
+    from vidtune.runs.config import RunConfig
+    from vidtune.utils import file_digest, stable_hash
+
+    config = RunConfig.read(run_dir)
+    return engine_dir() / f"run-{stable_hash([config.run_id, file_digest(Path(run_dir) / 'model.safetensors')])}.json"
