@@ -423,3 +423,25 @@ def test_decode_order_timestamps_are_corrected(tmp_path):
     with open_video(bad) as reader:
         frames = reader.frames_at([(k + 0.5) / fps for k in ks])
     assert [index_from_frame(f) for f in frames] == ks
+
+
+def test_decode_order_timestamps_are_found_at_open_and_no_frame_is_decoded_twice(tmp_path, monkeypatch):
+    """The pts-as-dts clock is found while opening (a few frames decoded ahead and kept), so a sparse
+    request is served once on the right clock instead of being decoded again from the start."""
+    n, fps = 120, 25
+    src = write_indexed_video(tmp_path / "src.mp4", n, fps=fps, bframes=2, gop=30)
+    decoded = []
+    original = PyAVReader._check_clock
+
+    def counting(self, frame):  # called once for every frame that comes out of the decoder
+        decoded.append(frame.pts)
+        return original(self, frame)
+
+    monkeypatch.setattr(PyAVReader, "_check_clock", counting)
+    for path in (src, _remux_with_decode_times_as_pts(src, tmp_path / "no_ctts.mp4")):
+        decoded.clear()
+        ks = [int((k + 0.5) * n / 8) for k in range(8)]
+        with open_video(path) as reader:
+            frames = reader.frames_at([(k + 0.5) / fps for k in ks])
+        assert [index_from_frame(f) for f in frames] == ks
+        assert len(decoded) <= n + 2 * 12, (path.name, len(decoded))  # the probe may be decoded twice, no more

@@ -29,6 +29,11 @@ _FORWARD_DECODE_S = 1.0
 # threads), so every frame near the target is decoded in full.
 _SKIP_MARGIN_S = 0.5
 _SKIP_MARGIN_FRAMES = 24
+# Streams that may reorder frames (B-frames) decode this many frames when opened, so that a container
+# storing decode times as presentation times is caught before any request: found mid-request, the
+# switch to the dts clock meant serving the whole request again (box.mp4: 562 frames decoded instead
+# of 306). The frames are kept and served first, so nothing is decoded twice.
+_CLOCK_PROBE_FRAMES = 12
 _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "nearest": "POINT"}
 # Wall-clock limit (s) for opening a file and for each frames_at/scan call, checked between decoded
 # frames and packets: a damaged or hostile file ends as a VideoDecodeError instead of a stuck worker.
@@ -122,6 +127,7 @@ class PyAVReader(VideoReader):
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = self._thread_type
         self._gen = None
+        self._lookahead: list = []  # frames decoded by the clock probe, served before decoding more
         self._prev = None
         self._ahead = None
         self._last_pts = None
@@ -142,6 +148,11 @@ class PyAVReader(VideoReader):
         self._ahead = first
         self._start_pts = first.pts  # times count from the first frame (AVI+B-frames: start_time < it)
         self._first_dts = first.dts if not self._use_dts else first.pts
+        if s.codec_context.has_b_frames and not self._use_dts:
+            first = self._probe_clock(first)
+            if first is None:
+                raise VideoDecodeError(self.path, "video stream has no decodable frames on its decode clock")
+            s, c = self._stream, self._container  # reopened if the clock changed: the old ones are closed
         self._rotation = nearest_rotation(getattr(first, "rotation", 0) or 0)
         sar = float(s.sample_aspect_ratio) if s.sample_aspect_ratio else 1.0
         self._coded = (first.width, first.height)
@@ -184,6 +195,23 @@ class PyAVReader(VideoReader):
             keyframes=len(self._keyframes),
         )
 
+    def _probe_clock(self, first):
+        """Decode a few frames ahead: a reordering stream whose container stores decode times as
+        presentation times shows it here (its pts go backwards), and the reader switches to the dts clock
+        before serving anything. Returns the (possibly re-decoded) first frame."""
+        probed = []
+        while len(probed) < _CLOCK_PROBE_FRAMES and not self._use_dts:
+            frame = self._next_frame()
+            if frame is None:
+                break
+            probed.append(frame)
+        if self._use_dts:  # start again on the dts clock (_check_clock moved _start_pts to the first dts)
+            self._clock_changed = False
+            self._restart()
+            return self._ahead
+        self._lookahead = probed
+        return first
+
     @property
     def origin(self) -> float:
         """Container time (s) of the first frame: time 0 of this reader and of ``vidtune.audio``."""
@@ -222,6 +250,8 @@ class PyAVReader(VideoReader):
 
     def _next_frame(self):
         self._check_deadline()
+        if self._lookahead:
+            return self._lookahead.pop(0)
         if self._gen is None:
             self._gen = self._container.decode(self._stream)
         try:
@@ -259,6 +289,7 @@ class PyAVReader(VideoReader):
                 self._restart()
                 return
             self._gen = None
+            self._lookahead = []
             self._prev = None
             self._last_pts = None
             self._reset_clock_check()
@@ -285,6 +316,8 @@ class PyAVReader(VideoReader):
         if self._prev is None and target < self._ahead.pts:
             return self._ahead.pts <= self._start_pts  # before the first frame: only at the very start
         pos = pos_frame.pts
+        if self._lookahead:  # frames already decoded ahead (the clock probe): decoding on reaches them
+            pos = max(pos, self._lookahead[-1].pts)
         if self._keyframes:
             i = bisect.bisect_right(self._keyframes, target) - 1
             return i < 0 or self._keyframes[i] <= pos
