@@ -193,10 +193,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from vidtune.runs.inference import predict
+    from vidtune.runs import lean
 
-    result = predict(args.run, args.videos, k=args.k, device=args.device, cache_dir=args.cache_dir,
-                     use_cache=not args.no_cache, workers=args.workers, progress=RichProgress(not args.quiet))
+    kwargs = dict(k=args.k, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                  workers=args.workers, progress=RichProgress(not args.quiet))
+    result = lean.predict(args.run, args.videos, **kwargs)  # engines alone, no torch: None if not built yet
+    if result is None:
+        from vidtune.runs.inference import predict
+
+        result = predict(args.run, args.videos, **kwargs)
     failed = sum("error" in r for r in result["results"])
     if args.json:
         print_json({"results": result["results"]})
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if getattr(args, "runtime", None):
-            from vidtune.runs.engines import using_runtime
+            from vidtune.runs.runtime import using_runtime
 
             with using_runtime(args.runtime, int8=getattr(args, "int8", False)):
                 return int(args.func(args) or 0)

@@ -293,3 +293,18 @@ def median_clip_seconds(items: list[VideoItem], sample: int = 32) -> float | Non
         if end - start > 0:
             lengths.append(end - start)
     return round(float(median(lengths)), 3) if lengths else None
+
+
+def expand_video_args(videos) -> list[Path]:
+    """Video paths from arguments: files as given (even with odd extensions), folders searched recursively."""
+    paths: list[Path] = []
+    for v in videos:
+        p = Path(v)
+        if p.is_dir():
+            found = walk_videos(p)
+            if not found:
+                raise DatasetError(f"{p}: folder holds no video files")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths

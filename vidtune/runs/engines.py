@@ -199,18 +199,49 @@ class EngineEncoder:
         return self.engine(x)
 
 
-def remember_run_engine(run_dir, encoder) -> None:
-    """After a run's feature pass used an exported engine: note which one, for :func:`load_light`."""
+def remember_run_engine(run_dir, encoder, head: torch.nn.Module | None = None) -> None:
+    """After a run's feature pass used an exported engine: note which one, for :func:`load_light`.
+
+    ``head``: the run's temporal head, also exported to ONNX beside the record (once) when the run can be
+    applied by engines alone (frame features in, logits out: no flow cues, no sound), so that the next
+    ``predict`` runs without torch (:mod:`vidtune.runs.lean`).
+    """
     if not isinstance(encoder, torch.nn.Module) or not _engine_path(encoder).is_file():
         return
     from vidtune.utils import atomic_write_json
 
     try:
-        atomic_write_json(run_record_path(run_dir), {
-            "fingerprint": encoder.fingerprint(), "onnx": _engine_path(encoder).name, "name": encoder.name,
-            "num_features": encoder.num_features, "grid": encoder.grid, "input_size": encoder.cfg.input_size})
+        record_path = run_record_path(run_dir)
+        record = {"fingerprint": encoder.fingerprint(), "onnx": _engine_path(encoder).name, "name": encoder.name,
+                  "num_features": encoder.num_features, "grid": encoder.grid, "input_size": encoder.cfg.input_size}
+        if head is not None:
+            head_onnx = _export_head(run_dir, encoder, head, record_path.with_name(record_path.stem + "-head.onnx"))
+            if head_onnx is not None:
+                record["head_onnx"] = head_onnx.name
+        atomic_write_json(record_path, record)
     except (OSError, VidtuneError) as exc:
         log.debug("engine record not written: %s", exc)
+
+
+def _export_head(run_dir, encoder, head: torch.nn.Module, path: Path) -> Path | None:
+    """The head as ONNX: frame features ``(batch, T, D)`` (tokens ``(batch, T, G, D)``) in, logits out."""
+    from vidtune.runs.config import RunConfig
+
+    config = RunConfig.read(run_dir)
+    if not config.model.per_frame or config.model.audio is not None or config.model.flow > 0:
+        return None
+    if path.is_file():
+        return path
+    from vidtune.export.formats import write_onnx
+
+    per_frame = (encoder.grid * encoder.grid, encoder.num_features) if encoder.grid > 1 else (encoder.num_features,)
+    example = torch.zeros(2, config.frames, *per_frame)
+    try:
+        write_onnx(head.eval(), example, path, "features", "logits")
+    except (VidtuneError, RuntimeError) as exc:
+        log.info("the head of %s was not exported (%s); predict keeps loading it in PyTorch", run_dir, exc)
+        return None
+    return path
 
 
 def load_light(run_dir, device: torch.device, runtime: str | None = None):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
-from vidtune.data.manifest import SPLITS, VideoItem, item_labels, load_dataset, walk_videos
+from vidtune.data.manifest import SPLITS, VideoItem, expand_video_args, item_labels, load_dataset  # noqa: F401
 from vidtune.data.splits import stratified_split
 from vidtune.errors import ConfigError, DatasetError
 from vidtune.progress import NullProgress, Progress
@@ -59,21 +58,6 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
             y = head(x) if output == "logits" else head.pool(x)
             results.update(zip(chunk, y.float().cpu()))
     return results, skipped
-
-
-def expand_video_args(videos) -> list[Path]:
-    """Video paths from arguments: files as given (even with odd extensions), folders searched recursively."""
-    paths: list[Path] = []
-    for v in videos:
-        p = Path(v)
-        if p.is_dir():
-            found = walk_videos(p)
-            if not found:
-                raise DatasetError(f"{p}: folder holds no video files")
-            paths.extend(found)
-        else:
-            paths.append(p)
-    return paths
 
 
 def select_split(items: list[VideoItem], split: str | None, config: RunConfig | None = None) -> list[VideoItem]:
@@ -135,7 +119,7 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="eval features")
     if light is None:
-        remember_run_engine(run_dir, model.encoder)
+        remember_run_engine(run_dir, model.encoder, model.head)
     if not out:
         raise DatasetError(f"no readable videos to evaluate ({len(skipped)} skipped)")
     idx = sorted(out)
@@ -169,6 +153,7 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     Single-label runs: the top-1 class, with softmax probabilities in ``predictions``.
     """
     from vidtune.runs.engines import load_light, remember_run_engine
+    from vidtune.runs.lean import format_predictions
 
     progress = progress or NullProgress()
     dev = resolve_device(device)
@@ -180,23 +165,9 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
                              workers=workers, progress=progress, description="predict")
     if light is None:
-        remember_run_engine(run_dir, model.encoder)
-    reasons = {s["path"]: s["reason"] for s in skipped}
-    results = []
-    k = max(1, min(k, len(labels)))
+        remember_run_engine(run_dir, model.encoder, model.head)
+
     multilabel = config.multilabel
-    thresholds = torch.tensor(config.label_thresholds()) if multilabel else None
-    for i, p in enumerate(paths):
-        if i not in out:
-            results.append({"path": str(p), "error": reasons.get(str(p), "could not be decoded")})
-            continue
-        scores = out[i].sigmoid() if multilabel else out[i].softmax(-1)
-        top = scores.topk(k)
-        if multilabel:
-            above = torch.nonzero(scores >= thresholds).reshape(-1).tolist()
-            chosen = sorted(above, key=lambda j: -float(scores[j]))
-        else:
-            chosen = [int(top.indices[0])]
-        results.append({"path": str(p), "labels": [labels[j] for j in chosen], "predictions": [
-            {"label": labels[j], "score": round(float(s), 6)} for s, j in zip(top.values, top.indices)]})
+    results = format_predictions(paths, {i: y.numpy() for i, y in out.items()}, skipped, labels, k, multilabel,
+                                 config.label_thresholds() if multilabel else None)
     return {"run": str(run_dir), "task": "multilabel" if multilabel else "single_label", "results": results}
