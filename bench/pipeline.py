@@ -1,96 +1,143 @@
-"""Feature pass throughput: decode + transform + backbone (workers, prefetch) vs the backbone alone.
+"""Feature pass throughput: decode + crop + backbone (worker processes, prefetch) vs the backbone alone.
 
-Both sides push the same frames through the same frozen EfficientNet-Lite0 (batch 32, 224 px,
-channels_last); the backbone-alone side gets them pre-decoded and pre-cropped in memory. A ratio
-near 1 means decoding is hidden behind the network.
+Both sides push the same frames through the same frozen EfficientNet-Lite0 (224 px); the backbone-alone
+side gets them pre-decoded and pre-cropped in memory, and runs with whichever thread count is fastest
+alone (tried: 1 and all cores). A ratio near 1 means decoding is hidden behind the network.
 
-    python bench/pipeline.py [--videos 48] [--frames 8] [--workers N]
+Pipelines measured, per engine (ONNX Runtime, OpenVINO):
+
+* ``lean``: what ``vidtune predict`` runs once a run's engines are built (:mod:`vidtune.runs.lean`):
+  forked decoding workers, numpy crop/normalise, the engine;
+* ``features``: ``extract_features`` (train, embed, index, tag): a torch DataLoader feeding the engine.
+
+TorchScript (``--runtime torch``) runs Lite0 at about half ONNX Runtime's speed (bench/runtime.py), so it
+is left out here.
+
+Each under the engine-thread settings of ``--threads`` (``auto``: vidtune's default; a number: that many
+via ``$VIDTUNE_ENGINE_THREADS``). Data: ``--data sample`` (48 generated H.264 clips, 320x240, 4 s: short
+GOPs, cheap to decode) and/or ``--data real`` (the 21 real videos of bench/sidebyside.py, long GOPs).
+Also the serial decode cost per frame, which bounds what any schedule can reach on these cores.
+
+    nice python bench/pipeline.py [--data sample,real] [--threads auto,1,2] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from _common import CACHE  # noqa: E402
 
-from vidtune.data.manifest import load_dataset  # noqa: E402
-from vidtune.data.sample import write_sample_dataset  # noqa: E402
-from vidtune.data.transforms import Normalize  # noqa: E402
-from vidtune.models.backbones import create_backbone  # noqa: E402
-from vidtune.runs.features import (  # noqa: E402
-    ClipDataset,
-    Sampling,
-    default_workers,
-    extract_features,
-    inference_encoder,
-)
+FRAMES = 8
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=48)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--size", default="320x240", help="sample video size (decoded and resized per frame)")
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--batch-frames", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each side; the best counts")
-    args = ap.parse_args()
-    w, h = (int(x) for x in args.size.split("x"))
-    data = CACHE / f"pipeline_{args.videos}_{args.size}"
+def sample_items():
+    from vidtune.data.manifest import load_dataset
+    from vidtune.data.sample import write_sample_dataset
+
+    data = CACHE / "pipeline_48_320x240"
     if not data.exists():
         tmp = Path(tempfile.mkdtemp(dir=CACHE.mkdir(parents=True, exist_ok=True) or CACHE))
-        write_sample_dataset(tmp, classes=4, per_class=args.videos // 4, seconds=4.0, fps=25, size=(w, h), seed=0)
+        write_sample_dataset(tmp, classes=4, per_class=12, seconds=4.0, fps=25, size=(320, 240), seed=0)
         tmp.rename(data)
-    items = load_dataset(data)
+    return load_dataset(data)
+
+
+def real_items():
+    from sidebyside import video_set
+
+    from vidtune.data.manifest import VideoItem
+
+    return [VideoItem(path=Path(p), label="") for p in video_set("21")[1]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="sample,real")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino")
+    ap.add_argument("--threads", default="auto,2", help="engine thread settings to compare (auto = vidtune's)")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best counts")
+    args = ap.parse_args()
+
+    import torch
+    from sidebyside import make_run
+
+    from vidtune.data.preprocess import normalise
+    from vidtune.export.sessions import EngineSession
+    from vidtune.runs import engines, lean
+    from vidtune.runs.features import extract_features, sampling_for
+    from vidtune.runs.runtime import ENGINE_THREADS_ENV, engine_threads, using_runtime
+    from vidtune.runs.store import load_run
+    from vidtune.utils import default_workers
+
+    tmp = Path(tempfile.mkdtemp())
+    os.environ["VIDTUNE_CACHE"] = str(tmp / "cache")
+    run = make_run(tmp / "run")
+    model = load_run(run).model
+    first = str(sample_items()[0].path)
+    for rt in args.runtimes.split(","):  # build the engine and the run's record, as any earlier job would
+        subprocess.run([sys.executable, "-m", "vidtune", "predict", str(run), first, "--runtime", rt, "-q", "--json",
+                        "--no-cache"], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     workers = default_workers() if args.workers is None else args.workers
-    sampling = Sampling(args.frames, "centre")
-    enc = create_backbone().eval()
-    device = torch.device("cpu")
-    n_frames = len(items) * args.frames
-
-    # backbone alone on pre-decoded frames (the same frames, decoded once beforehand)
-    ds = ClipDataset(items, sampling, enc.cfg)
-    clips = torch.cat([ds[i]["frames"] for i in range(len(items))])  # (N*T, S, S, 3) uint8
-    norm = Normalize(enc.cfg)
-    net = inference_encoder(enc, device, n_frames)  # the same engine the pipeline uses (TorchScript on CPU)
-
-    def backbone_only():
-        with torch.inference_mode():
-            for s in range(0, len(clips), args.batch_frames):
-                x = norm(clips[s : s + args.batch_frames]).contiguous(memory_format=torch.channels_last)
-                net(x)
-
-    def eager():
-        with torch.inference_mode():
-            for s in range(0, len(clips), args.batch_frames):
-                enc(norm(clips[s : s + args.batch_frames]).contiguous(memory_format=torch.channels_last))
-
-    def pipeline():
-        feats, skipped = extract_features(enc, items, sampling, device=device, cache=None,
-                                          batch_frames=args.batch_frames, workers=workers)
-        assert len(feats) == len(items) and not skipped
-
-    backbone_only()  # warm-up (allocations, oneDNN kernels)
-    eager()
-    results = {}
-    for name, fn in [("eager", eager), ("backbone", backbone_only), ("pipeline", pipeline)] * args.repeats:
+    cores = os.cpu_count() or 1
+    for which in args.data.split(","):
+        items = sample_items() if which == "sample" else real_items()
+        n = len(items) * FRAMES
+        probe = lean.load(run, "cpu", args.runtimes.split(",")[0])
         t0 = time.perf_counter()
-        fn()
-        results.setdefault(name, []).append(n_frames / (time.perf_counter() - t0))
-    bb, pl = max(results["backbone"]), max(results["pipeline"])
-    print(f"{len(items)} videos ({args.size}, 4 s, H.264) x {args.frames} frames = {n_frames} frames; "
-          f"{workers} decode worker(s), torch threads {torch.get_num_threads()}")
-    print(f"backbone alone, eager PyTorch      : {max(results['eager']):6.1f} frames/s")
-    print(f"backbone alone (pre-decoded)       : {bb:6.1f} frames/s  ({net is not enc and 'TorchScript' or 'eager'})")
-    print(f"full pipeline (decode+crop+backbone): {pl:6.1f} frames/s")
-    print(f"pipeline/backbone throughput ratio: {pl / bb:.2f}")
+        clips = [lean._decode((i, it, probe.sampling, probe.cfg))[1] for i, it in enumerate(items)]
+        decode_s = time.perf_counter() - t0
+        x = normalise(np.concatenate([c for c in clips if c is not None]), probe.cfg)
+        print(f"\n## {which}: {len(items)} videos x {FRAMES} frames = {n} frames; {cores} cores, {workers} decoding "
+              f"worker(s); serial decode + crop {decode_s / n * 1000:.1f} ms/frame\n")
+        print("| engine | backbone alone, best threads | pipeline | engine threads | frames/s | pipeline / alone |")
+        print("|---|---:|---|---:|---:|---:|")
+        for rt in args.runtimes.split(","):
+            alone = {}
+            for th in sorted({1, cores}):
+                sess = EngineSession(Path(os.environ["VIDTUNE_CACHE"]) / "engines" / probe.record["onnx"], rt, th)
+                sess(x[:4])
+                best = 1e9
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    sess(x)
+                    best = min(best, time.perf_counter() - t0)
+                alone[th] = len(x) / best
+            best_alone = max(alone.values())
+            for setting in args.threads.split(","):
+                if setting == "auto":
+                    os.environ.pop(ENGINE_THREADS_ENV, None)
+                else:
+                    os.environ[ENGINE_THREADS_ENV] = setting
+                lean._sessions.clear()
+                lr = lean.load(run, "cpu", rt)
+                results = {"lean": []}
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    feats, skipped = lean.frame_features(lr, items, workers=workers)
+                    results["lean"].append(len(feats) * FRAMES / (time.perf_counter() - t0))
+                engines._engines.clear()
+                results["features"] = []
+                with using_runtime(rt):
+                    for _ in range(args.repeats):
+                        t0 = time.perf_counter()
+                        feats, _ = extract_features(model.encoder, items, sampling_for(model.encoder, FRAMES),
+                                                    device=torch.device("cpu"), workers=workers)
+                        results["features"].append(len(feats) * FRAMES / (time.perf_counter() - t0))
+                for name, fps in results.items():
+                    print(f"| {rt} | {best_alone:.0f} (1 thread {alone[1]:.0f}, {cores}: {alone[cores]:.0f}) | {name} | "
+                          f"{engine_threads()} | {max(fps):.0f} | {max(fps) / best_alone:.2f} |")
+    os.environ.pop(ENGINE_THREADS_ENV, None)
 
 
 if __name__ == "__main__":

@@ -289,3 +289,21 @@ def hold_lock(lock_path: Path, what: str, holder: str):
 def default_workers() -> int:
     """Decoding worker processes: the cores but one (the main process runs the network), 1 to 4."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+DECODER_NICE = 5  # how much lower decoding workers run than the network (POSIX nice increment)
+DECODER_NICE_ENV = "VIDTUNE_DECODER_NICE"
+
+
+def lower_priority(increment: int | None = None) -> None:
+    """Run this (worker) process at a lower priority (``increment``, default ``$VIDTUNE_DECODER_NICE`` or
+    :data:`DECODER_NICE`), so the network gets the cores it asks for and the decoders fill what it
+    leaves; a no-op where processes have no nice value."""
+    if increment is None:
+        text = os.environ.get(DECODER_NICE_ENV, "").strip()
+        increment = int(text) if text.lstrip("-").isdigit() else DECODER_NICE
+    if increment > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(increment)
+        except OSError:
+            pass

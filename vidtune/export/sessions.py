@@ -34,12 +34,16 @@ def runtime_installed(runtime: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def ort_session(path_or_bytes, threads: int | None = None):
+def ort_session(path_or_bytes, threads: int | None = None, spin: bool = True):
+    """``spin=False``: idle intra-op threads sleep instead of spinning, leaving the cores to decoding
+    workers between engine calls."""
     ort = require("onnxruntime", "onnx")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     src = str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
@@ -71,7 +75,7 @@ class EngineSession:
         self.runtime = runtime
         self.max_batch = max_batch
         if runtime == "onnxruntime":
-            self._sess = ort_session(self.path, threads)
+            self._sess = ort_session(self.path, threads, spin=False)
             self._input = self._sess.get_inputs()[0].name
         elif runtime == "openvino":
             self._request = openvino_compiled(self.path, threads).create_infer_request()

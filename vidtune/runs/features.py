@@ -144,7 +144,10 @@ def inference_encoder(encoder: FrameEncoder, device: torch.device, n_frames: int
 
 
 def _worker_init(_):
+    from vidtune.utils import lower_priority
+
     torch.set_num_threads(1)
+    lower_priority()
 
 
 def _as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Windows) must pickle it

@@ -44,6 +44,7 @@ from vidtune.runs.runtime import (
     installed,
     run_record_path,
 )
+from vidtune.utils import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def decoded_clips(items: list[VideoItem], todo: list[int], sampling: Sampling, c
     window = 2 * workers + 2
     while pending:
         running: dict = {}
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                 initializer=lower_priority) as pool:
             try:
                 while pending or running:
                     while pending and len(running) < window:
@@ -180,7 +182,7 @@ def decoded_clips(items: list[VideoItem], todo: list[int], sampling: Sampling, c
 
 
 def _alone(job: tuple, ctx) -> tuple[int, np.ndarray | None, str | None]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=lower_priority) as pool:
         try:
             return pool.submit(_decode, job).result()
         except BrokenProcessPool:

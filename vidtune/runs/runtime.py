@@ -69,12 +69,17 @@ def engine_dir() -> Path:
     return default_cache_dir() / "engines"
 
 
+ENGINE_THREADS_ENV = "VIDTUNE_ENGINE_THREADS"
+
+
 def engine_threads() -> int:
-    """Cores left to the engine beside the decoding workers: on 2 cores one thread for ONNX Runtime next to
-    one decoding process finished a warm 8-video predict in 3.3-5.9 s against 4.9-7.5 s with two threads
-    (three interleaved runs), which then fought the worker for the cores."""
+    """Threads of an ONNX Runtime / OpenVINO engine: ``$VIDTUNE_ENGINE_THREADS``, else the cores left
+    beside the decoding workers."""
     from vidtune.utils import default_workers
 
+    text = os.environ.get(ENGINE_THREADS_ENV, "").strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
     return max(1, (os.cpu_count() or 2) - default_workers())
 
 
