@@ -187,7 +187,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                      workers: int | None = None, progress: Progress | None = None,
                      description: str = "features", grid_views: int | None = None,
                      frame_op: FrameOp | None = None, seed: int = 0, runtime: str | None = None,
-                     int8: bool | None = None) -> tuple[dict[int, torch.Tensor], list[dict]]:
+                     int8: bool | None = None, reuse: bool = False) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Features ``(frames, views, D)`` (``(frames, views, G, D)`` for token grids) per item index
     (``views`` is 1 unless ``mode='grid'``).
 
@@ -200,8 +200,10 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
     ``int8`` (default: the process default): the backbone quantised to int8, calibrated on this job's
     first batch of frames; its features are cached under their own keys.
+    ``reuse``: the encoder will be applied again in later jobs (a trained run's predict): ``auto`` builds
+    its engine even for a small job, as later ones reuse it from disk.
     """
-    from vidtune.runs.engines import backbone_engine, default_int8
+    from vidtune.runs.engines import _AUTO_MIN_FRAMES, backbone_engine, default_int8
 
     int8 = default_int8() if int8 is None else int8
     progress = progress or NullProgress()
@@ -240,7 +242,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     n_frames = len(todo) * sampling.per_clip
-    net = None if int8 else backbone_engine(encoder, runtime, device, n_frames)[0]  # int8: at the first batch
+    job_frames = max(n_frames, _AUTO_MIN_FRAMES) if reuse else n_frames
+    net = None if int8 else backbone_engine(encoder, runtime, device, job_frames)[0]  # int8: at the first batch
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch.device, output: str = "logits",
               cache_dir=None, use_cache: bool = True, workers: int | None = None,
               progress: Progress | None = None, description: str = "clips", frame_op=None,
-              seed: int = 0) -> tuple[dict[int, torch.Tensor], list[dict]]:
+              seed: int = 0, reuse: bool = False) -> tuple[dict[int, torch.Tensor], list[dict]]:
     """Run a trained model on clips: ``{item index: tensor}`` plus skipped files ``{"path", "reason"}``.
 
     The one entry point for everything that applies a run to videos (eval, predict, tagging,
@@ -31,7 +31,8 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
     ``output``: ``logits`` ``(K,)``, ``embedding`` (the head's pooled clip vector ``(E,)``) or
     ``frames`` (per-frame features ``(T, D)`` before the head). Each item's clip is sampled at the
     centres of ``frames`` segments between its ``start`` and ``end``. ``frame_op`` changes decoded
-    frames first (see :class:`vidtune.runs.features.FrameOp`).
+    frames first (see :class:`vidtune.runs.features.FrameOp`). ``reuse``: the run will be applied again
+    (predict): ``--runtime auto`` builds its backbone engine even for a small job.
     """
     if output not in ("logits", "embedding", "frames"):
         raise ValueError(f"output must be logits, embedding or frames, not {output!r}")
@@ -39,7 +40,8 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
     feats, skipped = extract_features(model.encoder, items, sampling_for(model.encoder, config.frames, "centre",
                                                                                 flow=config.model.flow > 0),
                                       device=device, cache=cache, workers=workers, progress=progress,
-                                      description=description, grid_views=config.views, frame_op=frame_op, seed=seed)
+                                      description=description, grid_views=config.views, frame_op=frame_op, seed=seed,
+                                      reuse=reuse)
     if output == "frames" or not feats:
         return {i: f[:, 0] for i, f in feats.items()}, skipped
     head = model.head.eval().to(device)
@@ -163,7 +165,7 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     paths = expand_video_args(videos)
     items = [VideoItem(path=p, label="") for p in paths]
     out, skipped = run_clips(model, config, items, device=dev, cache_dir=cache_dir, use_cache=use_cache,
-                             workers=workers, progress=progress, description="predict")
+                             workers=workers, progress=progress, description="predict", reuse=True)
     if light is None:
         remember_run_engine(run_dir, model.encoder, model.head)
 
