@@ -109,11 +109,11 @@ def main() -> None:
                             p.unlink()
                     rows.setdefault((what, variant), []).append(timed(cmd, before if variant == "before" else ROOT))
         warm: dict[str, list[float]] = {}
-        many = [py, "-m", "vidtune", "search", str(ix), "--start", "0", "--end", "4", "--no-cache", "--json", *rt]
+        many = ["--start", "0", "--end", "4", "--no-cache", "--json", *rt]
         for _ in range(args.repeats):
             for variant, root in (("before", before), ("after", ROOT)):
-                one = timed([*many, bikes], root)[0]
-                eight = timed([*many, *videos], root)[0]
+                one = timed([py, "-m", "vidtune", "search", str(ix), bikes, *many], root)[0]
+                eight = timed([py, "-m", "vidtune", "search", str(ix), *videos, *many], root)[0]
                 warm.setdefault(variant, []).append((eight - one) / (len(videos) - 1))
     print(f"\n{os.cpu_count()} cores; each command a fresh process; {args.repeats} interleaved rounds; "
           f"before = {args.before}; --runtime {args.runtime}\n")
