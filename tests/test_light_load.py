@@ -139,7 +139,7 @@ def test_record_is_invalidated_when_the_weights_change(cache, videos):
         backbones._REGISTRY[spec.name] = spec
 
 
-def test_tag_and_embed_run_with_a_built_engine_import_no_timm(cache, tmp_path, capsys):
+def test_tag_embed_and_robustness_of_a_run_with_a_built_engine(cache, tmp_path, capsys, monkeypatch):
     from tests.test_tag import make_run, scene_video
 
     run = make_run(tmp_path / "run", ["r", "g", "b"], frames=4)
@@ -168,3 +168,23 @@ def test_tag_and_embed_run_with_a_built_engine_import_no_timm(cache, tmp_path, c
         assert isinstance(emb.encoder, EngineEncoder) and emb.model_id == full.model_id
         got = emb.embed_video(video)
     assert close(got.segments, want.segments)
+    # robustness too: the same report, and the PyTorch run is never built
+    from vidtune.runs import store
+    from vidtune.runs.robustness import robustness_report
+
+    colours = {"r": (200, 30, 30), "g": (30, 200, 30), "b": (30, 30, 200)}
+    for label, colour in colours.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        scene_video(tmp_path / "data" / label / "one.mp4", [colour], seconds_each=1.0, seed=len(label))
+    opts = dict(corruptions="gaussian_noise", severities=[3], use_cache=False, workers=0)
+    with using_runtime("torch"):
+        want = robustness_report(run, tmp_path / "data", **opts)
+
+    def no_full_load(*_, **__):
+        raise AssertionError("the run was loaded in full")
+
+    monkeypatch.setattr(store, "load_run", no_full_load)
+    with using_runtime("onnxruntime"):
+        got = robustness_report(run, tmp_path / "data", **opts)
+    assert got["n"] == want["n"] == 3 and got["clean_top1"] == want["clean_top1"]
+    assert got["results"] == want["results"]
