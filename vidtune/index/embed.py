@@ -175,7 +175,13 @@ def pool_segments(times: np.ndarray, feats: np.ndarray, spans) -> np.ndarray:
 
 # -- the embedder -----------------------------------------------------------------------------------
 class Embedder:
-    """Builds the model once and embeds videos, parts of videos and images with it."""
+    """Builds the model once and embeds videos, parts of videos and images with it.
+
+    On CPU, when the backbone's ONNX engine was built by an earlier job and ``--runtime`` would run it
+    (see :mod:`vidtune.runs.engines`), the backbone is that engine alone (:class:`EngineEncoder`: no
+    PyTorch backbone built, no timm import); its fingerprint, hence the model id and the cache keys, are
+    the full path's.
+    """
 
     def __init__(self, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
                  use_cache: bool = True):

@@ -9,6 +9,11 @@ PyTorch otherwise (GPUs, temporal-shift and video backbones, whose frames are no
 
 Features of the fp32 engines agree within :data:`FEATURE_TOLERANCE` (a test checks it), so the
 feature cache does not tell them apart: a cached feature serves every fp32 runtime.
+
+The light load path: once an engine ran a run's backbone (or a plain backbone: embed, index, search), a
+small JSON record beside the engine says which engine and fingerprint belong to those exact weights, so
+later commands load the engine without building the PyTorch backbone (:func:`load_light`,
+:func:`load_light_backbone`).
 """
 
 from __future__ import annotations
