@@ -371,8 +371,9 @@ def _backbone_identity(name: str, pretrained: bool, weights) -> dict | None:
     from vidtune.utils import file_digest
 
     ident: dict = {"v": _RECORD_VERSION, "name": name}
-    if weights is not None:
-        ident["weights"] = file_digest(weights)
+    if weights is not None:  # file_digest samples big files: a rewrite that it misses still changes the mtime
+        st = Path(weights).stat()
+        ident["weights"] = [file_digest(weights), st.st_size, st.st_mtime_ns]
     elif pretrained:
         from vidtune.models.backbones import registered_backbones
 
