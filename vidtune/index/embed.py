@@ -175,7 +175,13 @@ def pool_segments(times: np.ndarray, feats: np.ndarray, spans) -> np.ndarray:
 
 # -- the embedder -----------------------------------------------------------------------------------
 class Embedder:
-    """Builds the model once and embeds videos, parts of videos and images with it."""
+    """Builds the model once and embeds videos, parts of videos and images with it.
+
+    On CPU, when the backbone's ONNX engine was built by an earlier job and ``--runtime`` would run it
+    (see :mod:`vidtune.runs.engines`), the backbone is that engine alone (:class:`EngineEncoder`: no
+    PyTorch backbone built, no timm import); its fingerprint, hence the model id and the cache keys, are
+    the full path's.
+    """
 
     def __init__(self, config: EmbedConfig | None = None, device: str = "auto", cache_dir=None,
                  use_cache: bool = True):
@@ -187,18 +193,27 @@ class Embedder:
         self.cache = open_cache(cache_dir, use_cache)
         self.run_config: RunConfig | None = None
         self.model = None
-        if self.config.run:
+        self._remembered = False  # the engine record is written (or known to be there)
+        c = self.config
+        if c.run:
+            from vidtune.runs.engines import load_light
             from vidtune.runs.store import load_run
 
-            self.model, self.run_config = load_run(self.config.run)
+            light = load_light(c.run, self.device)  # the run's engine built earlier: no PyTorch backbone
+            self._remembered = light is not None
+            self.model, self.run_config = light or load_run(c.run)
             self.encoder = self.model.encoder
         else:
-            from vidtune.models.backbones import create_backbone
+            from vidtune.runs.engines import load_light_backbone
 
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # a random-init baseline must be the same model at search time
-                self.encoder = create_backbone(self.config.backbone, pretrained=self.config.pretrained,
-                                               weights=self.config.weights)
+            self.encoder = load_light_backbone(c.backbone, c.pretrained, c.weights, self.device)
+            self._remembered = self.encoder is not None
+            if self.encoder is None:
+                from vidtune.models.backbones import create_backbone
+
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)  # a random-init baseline must be the same model at search time
+                    self.encoder = create_backbone(c.backbone, pretrained=c.pretrained, weights=c.weights)
         self.encoder.eval().to(self.device)
         from vidtune.data.transforms import Normalize
 
@@ -210,8 +225,23 @@ class Embedder:
         faster, a second to build; see ``vidtune.runs.features.inference_encoder``)."""
         from vidtune.runs.features import inference_encoder
 
-        if self._net is None and self.model is None and getattr(self.encoder, "clip_len", 1) == 1:
+        if (self._net is None and self.model is None and getattr(self.encoder, "clip_len", 1) == 1
+                and isinstance(self.encoder, torch.nn.Module)):
             self._net = inference_encoder(self.encoder, self.device, 1 << 20)
+
+    def _backbone_net(self, n_frames: int):
+        """What runs the backbone on ``n_frames`` frames: the engine ``--runtime`` picks (an already-built
+        engine, see :mod:`vidtune.runs.engines`), else the TorchScript graph of :meth:`prepare_many`."""
+        from vidtune.runs.engines import backbone_engine, remember_backbone_engine
+
+        net, runtime = backbone_engine(self.encoder, None, self.device, n_frames)
+        if runtime == "torch":
+            return self._net or net
+        if not self._remembered:  # the next process loads this engine without building the backbone
+            c = self.config
+            remember_backbone_engine(c.backbone, c.pretrained, c.weights, self.encoder)
+            self._remembered = True
+        return net
 
     # identity ---------------------------------------------------------------------------------
     @property
@@ -273,7 +303,7 @@ class Embedder:
     def _frame_features(self, path: Path, digest: str, ts: np.ndarray, info_duration: float) -> np.ndarray:
         from vidtune.data.transforms import transform_id
         from vidtune.io import open_video
-        from vidtune.runs.features import inference_encoder, precision
+        from vidtune.runs.features import precision
         from vidtune.utils import stable_hash
 
         key = None
@@ -284,7 +314,7 @@ class Embedder:
             hit = self.cache.get(key)
             if hit is not None and hit.shape[0] == len(ts):
                 return hit.numpy()
-        net = self._net or inference_encoder(self.encoder, self.device, len(ts) * (2 if self.config.tta == "flip" else 1))
+        net = self._backbone_net(len(ts) * (2 if self.config.tta == "flip" else 1))
         feats = []
         with open_video(path, interpolation=self.encoder.cfg.interpolation) as reader:
             for lo in range(0, len(ts), 64):  # bounded memory for long videos
@@ -338,6 +368,11 @@ class Embedder:
         out, skipped = run_clips(self.model, self.run_config, items, device=self.device, output="embedding",
                                  cache_dir=self.cache.root if self.cache is not None else None,
                                  use_cache=self.cache is not None, workers=0)
+        if not self._remembered:  # the next process loads the run with this engine, if one ran it
+            from vidtune.runs.engines import remember_run_engine
+
+            remember_run_engine(self.config.run, self.encoder)
+            self._remembered = True
         if len(out) < len(items):
             reason = skipped[0]["reason"] if skipped else "could not be decoded"
             raise VideoDecodeError(path, reason)

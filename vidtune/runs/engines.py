@@ -9,6 +9,11 @@ PyTorch otherwise (GPUs, temporal-shift and video backbones, whose frames are no
 
 Features of the fp32 engines agree within :data:`FEATURE_TOLERANCE` (a test checks it), so the
 feature cache does not tell them apart: a cached feature serves every fp32 runtime.
+
+The light load path: once an engine ran a run's backbone (or a plain backbone: embed, index, search), a
+small JSON record beside the engine says which engine and fingerprint belong to those exact weights, so
+later commands load the engine without building the PyTorch backbone (:func:`load_light`,
+:func:`load_light_backbone`).
 """
 
 from __future__ import annotations
@@ -304,3 +309,103 @@ def _assemble_light(run_dir, record: dict, onnx: Path, runtime: str):
     object.__setattr__(model, "encoder", encoder)
     model.audio = None
     return LoadedRun(model.eval(), config)
+
+
+# -- a plain backbone (no run) as an engine: embed, index build|add and search without a run -----------------
+_RECORD_VERSION = 1
+
+
+def _backbone_identity(name: str, pretrained: bool, weights) -> dict | None:
+    """What makes ``create_backbone(name, pretrained, weights)`` the same model in another process, known
+    without building it: the weights file's digest, the registered offline weights' identity, or a seeded
+    random init; plus the versions of the libraries that build it. None when only building it tells
+    (weights downloaded from a hub): that backbone always takes the full path."""
+    from importlib import metadata
+
+    from vidtune.utils import file_digest
+
+    ident: dict = {"v": _RECORD_VERSION, "name": name}
+    if weights is not None:  # file_digest samples big files: a rewrite that it misses still changes the mtime
+        st = Path(weights).stat()
+        ident["weights"] = [file_digest(weights), st.st_size, st.st_mtime_ns]
+    elif pretrained:
+        from vidtune.models.backbones import registered_backbones
+
+        spec = registered_backbones().get(name)
+        if spec is None or spec.offline_id is None:
+            return None
+        ident["offline"] = spec.offline_id()
+    else:
+        ident["init"] = "seed0"  # vidtune.index.embed builds random-init baselines under torch.manual_seed(0)
+    versions = {}
+    for package in ("vidtune", "torch", "timm", "torchvision"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    ident["versions"] = versions
+    return ident
+
+
+def _backbone_record(name: str, pretrained: bool, weights) -> Path | None:
+    from vidtune.utils import stable_hash
+
+    ident = _backbone_identity(name, pretrained, weights)
+    return None if ident is None else engine_dir() / f"backbone-{stable_hash(ident)}.json"
+
+
+def remember_backbone_engine(name: str, pretrained: bool, weights, encoder) -> None:
+    """After a feature pass ran the plain backbone ``name`` in an exported engine: note the engine, the
+    fingerprint and the pretrained config, for :func:`load_light_backbone`."""
+    if not isinstance(encoder, torch.nn.Module) or not exportable(encoder, torch.device("cpu")) \
+            or not _engine_path(encoder).is_file():
+        return
+    from vidtune.utils import atomic_write_json
+
+    try:
+        path = _backbone_record(name, pretrained, weights)
+        if path is None:
+            return
+        atomic_write_json(path, {
+            "fingerprint": encoder.fingerprint(), "onnx": _engine_path(encoder).name, "name": encoder.name,
+            "num_features": encoder.num_features, "grid": encoder.grid, "input_size": encoder.cfg.input_size,
+            "cfg": encoder.cfg.to_dict()})
+    except (OSError, VidtuneError) as exc:
+        log.debug("backbone engine record not written: %s", exc)
+
+
+def load_light_backbone(name: str, pretrained: bool, weights, device: torch.device,
+                        runtime: str | None = None) -> EngineEncoder | None:
+    """The plain backbone ``name`` as its already-built engine (no PyTorch model built, timm not imported),
+    or None when that does not apply (not CPU, runtime torch, int8, no record or engine for these exact
+    weights, weights only a download identifies); the caller then builds the backbone."""
+    import json
+
+    from vidtune.models.backbones import PretrainedConfig
+
+    runtime = check_runtime(runtime or _default)
+    if device.type != "cpu" or runtime == "torch" or _default_int8:
+        return None
+    try:
+        path = _backbone_record(name, pretrained, weights)
+        if path is None or not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        cfg = PretrainedConfig.from_dict(record["cfg"])
+        if int(record.get("grid", 1)) != 1 or cfg.input_size != int(record["input_size"]):
+            return None
+        probe = EngineEncoder(None, "", record, cfg)
+        chosen = _resolve(runtime, probe, device, 0)  # the runtime a feature pass would pick: same rules
+        onnx = _engine_path(probe)
+        if chosen == "torch" or not onnx.is_file():
+            return None
+        key = _key(probe, chosen)
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _OnnxEngine(onnx) if chosen == "onnxruntime" else _OpenVinoEngine(onnx)
+                _engines[key] = engine
+        return EngineEncoder(engine, chosen, record, cfg)
+    except (OSError, ValueError, KeyError, TypeError, VidtuneError) as exc:
+        log.debug("light load of backbone %s not possible (%s); building it", name, exc)
+        return None

@@ -61,6 +61,7 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     clean but fails under a corruption counts as wrong for that cell and is listed in ``errors``.
     """
     from vidtune.runs.device import resolve_device
+    from vidtune.runs.engines import load_light, remember_run_engine
     from vidtune.runs.inference import run_clips, select_split
     from vidtune.runs.store import load_run
 
@@ -69,14 +70,15 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     levels = sorted({int(s) for s in (severities or SEVERITIES)})
     if not levels or any(s not in SEVERITIES for s in levels):
         raise VidtuneError(f"severities must be between 1 and 5, got {severities!r}")
-    model, config = load_run(run_dir)
+    dev = resolve_device(device)
+    light = load_light(run_dir, dev)  # an engine built for this run earlier: no PyTorch backbone to build
+    model, config = light or load_run(run_dir)
     labels = config.labels
     items = select_split(load_dataset(data), split, config)
     unknown = sorted({it.label for it in items} - set(labels))
     if unknown:
         raise DatasetError(f"labels not known to the run: {', '.join(map(repr, unknown[:10]))}. "
                            f"The run was trained on: {', '.join(labels)}")
-    dev = resolve_device(device)
     common = dict(device=dev, cache_dir=cache_dir, use_cache=use_cache, workers=workers, progress=NullProgress(),
                   seed=seed)
     passes = [(None, 0)] + [(n, s) for n in names for s in levels]
@@ -85,6 +87,8 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     with progress.task(f"robustness: clean + {len(names)} corruptions x {len(levels)} severities",
                        total=len(passes)) as task:
         out, skipped = run_clips(model, config, items, description="clean", **common)
+        if light is None:
+            remember_run_engine(run_dir, model.encoder)
         if not out:
             raise DatasetError(f"no readable videos to evaluate ({len(skipped)} skipped)")
         keep = sorted(out)  # clips readable when clean: the fixed denominator of every cell

@@ -124,9 +124,11 @@ def _streaming(model, config: RunConfig) -> bool:
     """Whether windows can share per-frame features: a 2D frame encoder (pooled or token grid) whose
     frames do not see each other (TSM shifts features between frames; clip encoders see whole clips)."""
     from vidtune.models.backbones import ClipEncoder, FrameEncoder
+    from vidtune.runs.engines import EngineEncoder
 
     enc = getattr(model, "encoder", None)
-    return (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder) and hasattr(model, "head")
+    frame_encoder = isinstance(enc, EngineEncoder) or (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder))
+    return (frame_encoder and hasattr(model, "head")
             and config.model.per_frame and getattr(model, "audio", None) is None)  # fused runs: by clips
 
 
@@ -139,7 +141,7 @@ def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts:
                       progress_task=None) -> tuple[np.ndarray, np.ndarray, ShotResult, FrameStream]:
     from vidtune.data.transforms import Normalize, centre_crop
     from vidtune.runs.device import autocast
-    from vidtune.runs.features import inference_encoder
+    from vidtune.runs.engines import backbone_engine
 
     enc = model.encoder.eval().to(device)
     head = model.head.eval().to(device)
@@ -148,7 +150,7 @@ def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts:
     flows: list[np.ndarray] = []  # use_flow: flow cues from grid frame `base + i` to the next one
     prev_crop: list[np.ndarray] = []  # the last grid picture, cropped (flow pairs span encode batches)
     norm = Normalize(cfg).to(device)
-    net = inference_encoder(enc, device, plan.grid)
+    net = backbone_engine(enc, None, device, plan.grid)[0]  # --runtime's engine, or TorchScript / eager PyTorch
     stream = FrameStream(path, grid_step=plan.step, short_side=cfg.resize_size, interpolation=cfg.interpolation)
     shots = ShotDetector(stream.info.fps, opts.shots)
     starts = plan.starts()
@@ -284,15 +286,20 @@ def tag_videos(run, videos, options: TagOptions | None = None, device: str = "au
     folder or a loaded ``(model, config)``); unreadable videos come back as ``{"path", "error"}``
     and never stop the others."""
     from vidtune.runs.device import resolve_device
+    from vidtune.runs.engines import load_light, remember_run_engine
     from vidtune.runs.inference import expand_video_args
     from vidtune.runs.store import load_run
 
-    model, config = load_run(run) if isinstance(run, (str, Path)) else run
     dev = resolve_device(device)
+    folder = run if isinstance(run, (str, Path)) else None
+    light = load_light(folder, dev) if folder is not None else None  # its engine built earlier: no PyTorch backbone
+    model, config = (light or load_run(folder)) if folder is not None else run
     results, errors = [], []
     for path in expand_video_args(videos):
         try:
             results.append(tag_video(model, config, path, options, device=dev, progress=progress))
         except VideoDecodeError as exc:
             errors.append({"path": str(path), "error": exc.reason})
+    if folder is not None and light is None:
+        remember_run_engine(folder, model.encoder)
     return results, errors
