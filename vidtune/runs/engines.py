@@ -383,8 +383,8 @@ def load_light_backbone(name: str, pretrained: bool, weights, device: torch.devi
 
     from vidtune.models.backbones import PretrainedConfig
 
-    runtime = check_runtime(runtime or _default)
-    if device.type != "cpu" or runtime == "torch" or _default_int8:
+    runtime = check_runtime(runtime or default_runtime())
+    if device.type != "cpu" or runtime == "torch" or default_int8():
         return None
     try:
         path = _backbone_record(name, pretrained, weights)
@@ -403,7 +403,7 @@ def load_light_backbone(name: str, pretrained: bool, weights, device: torch.devi
         with _lock:
             engine = _engines.get(key)
             if engine is None:
-                engine = _OnnxEngine(onnx) if chosen == "onnxruntime" else _OpenVinoEngine(onnx)
+                engine = _Engine(onnx, chosen)
                 _engines[key] = engine
         return EngineEncoder(engine, chosen, record, cfg)
     except (OSError, ValueError, KeyError, TypeError, VidtuneError) as exc:
