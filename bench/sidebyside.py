@@ -159,57 +159,6 @@ def child(method: str, run: str, videos: list[str]) -> None:
     print(json.dumps(out))
 
 
-def profile(run: Path, videos: list[str], runtime: str) -> None:
-    """Where a warm ``vidtune predict`` spends its time, in one process (cProfile, cumulative seconds)."""
-    import cProfile
-    import pstats
-    import time
-
-    t0 = time.perf_counter()
-    import torch  # noqa: F401
-
-    from vidtune.runs.engines import using_runtime
-    from vidtune.runs.inference import predict
-
-    t_import = time.perf_counter() - t0
-    with using_runtime(runtime):
-        predict(run, videos[:1], use_cache=False)  # warm: engine session, worker start-up code paths
-        prof = cProfile.Profile()
-        t0 = time.perf_counter()
-        prof.enable()
-        predict(run, videos, use_cache=False)
-        prof.disable()
-        total = time.perf_counter() - t0
-    stats = pstats.Stats(prof)
-    wanted = {"load_light": "load the run (light: head + engine)", "load_run": "load the run (PyTorch model)",
-              "_next_data": "wait for decoded clips from the worker", "__call__": None, "flush": "batch + backbone + head",
-              "digest": "hash videos (cache keys)"}
-    rows = []
-    for (file, _, fn), (_, _, _, cum, _) in stats.stats.items():
-        if fn in wanted and wanted[fn] and ("vidtune" in file or fn == "_next_data"):
-            rows.append((wanted[fn], cum))
-    engine = max((cum for (file, _, fn), (_, _, _, cum, _) in stats.stats.items()  # nested __call__s: the outer
-                  if fn == "__call__" and file.endswith("engines.py")), default=0.0)
-    print(f"\n{len(videos)} videos; profile of a warm in-process predict, --runtime {runtime}: {total:.1f} s in all "
-          f"(import torch before it: {t_import:.1f} s)")
-    for name, cum in sorted(set(rows), key=lambda r: -r[1]):
-        print(f"  {name}: {cum:.1f} s")
-    if engine:
-        print(f"  of which in the backbone engine: {engine:.1f} s")
-    # the backbone alone on as many frames, same engine (same threads), batches of 32, no decoding
-    from vidtune.runs import engines
-
-    eng = next(iter(engines._engines.values()))
-    x = torch.randn(32, 3, 224, 224)
-    n = len(videos) * FRAMES
-    eng(x)
-    t0 = time.perf_counter()
-    for _ in range(0, n, 32):
-        eng(x)
-    alone = time.perf_counter() - t0
-    print(f"  the same engine alone on {n} frames: {alone:.1f} s; pipeline / backbone alone = {alone / total:.2f}")
-
-
 def timed(cmd: list[str]) -> tuple[float, int, str]:
     """Wall seconds and peak RSS (MiB) of ``cmd`` (a fresh process), and its stdout."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as t:
@@ -229,8 +178,6 @@ def main() -> None:
     ap.add_argument("--methods", default="seed,torchcodec,torch,onnxruntime,openvino")
     ap.add_argument("--set", default="21", choices=["21", "8"], help="which real videos (see above)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each method counts")
-    ap.add_argument("--profile", default=None, metavar="RUNTIME",
-                    help="instead: profile a warm in-process vidtune predict with this runtime")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.run, args.videos)
@@ -241,11 +188,6 @@ def main() -> None:
         run = make_run(Path(tmp) / "run")
         env_cache = Path(tmp) / "cache"
         os.environ["VIDTUNE_CACHE"] = str(env_cache)
-        if args.profile:
-            timed([py, "-m", "vidtune", "predict", str(run), "--no-cache", "-q", "--json", "--runtime", args.profile,
-                   videos[0]])  # builds the engine and the run's engine record
-            profile(run, videos, args.profile)
-            return
         methods = args.methods.split(",")
         cli = [py, "-m", "vidtune", "predict", str(run), "--no-cache", "--json", "-q", "--runtime"]
         for rt in ("onnxruntime", "openvino"):  # build the engines once (kept on disk), as an earlier job would
