@@ -377,8 +377,9 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
     ``runtime``: auto | torch | onnxruntime | openvino for the backbone (default: the process default,
     :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
-    ``int8`` (default: the process default): the backbone quantised to int8, calibrated on this job's
-    first batch of frames; its features are cached under their own keys.
+    ``int8`` (default: the process default): the backbone quantised to int8 (calibrated once per weights,
+    on frames spread over the first int8 job's videos: :mod:`vidtune.runs.calibration`); its features
+    are cached under keys naming that engine.
     """
     from vidtune.runs.engines import backbone_engine, default_int8
 
@@ -393,7 +394,11 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     keys: dict[int, str] = {}
     todo: list[int] = []
     fp = encoder.fingerprint() if cache is not None else ""
-    prec = precision(device) + ("-int8" if int8 else "")  # int8 features differ beyond the fp32 tolerance
+    prec = precision(device)
+    if int8:  # int8 features differ beyond the fp32 tolerance: keyed by the int8 engine's identity
+        from vidtune.runs.calibration import int8_precision
+
+        prec = int8_precision(encoder, runtime, device, items, workers, prec)
     for i, item in enumerate(items):
         if cache is not None:
             try:
@@ -425,7 +430,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     n_frames = len(todo) * sampling.per_clip
-    net = None if int8 else backbone_engine(encoder, runtime, device, n_frames)[0]  # int8: at the first batch
+    net = backbone_engine(encoder, runtime, device, n_frames, int8=int8)[0]
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -433,13 +438,10 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     clip_len = sampling.clip_len
 
     def flush():
-        nonlocal net
         if not pending:
             return
         x = torch.cat([f for _, f, _ in pending]).to(device, non_blocking=True)
         x = norm(x).contiguous(memory_format=torch.channels_last)
-        if net is None:  # calibrated on the job's own first frames
-            net = backbone_engine(encoder, runtime, device, n_frames, int8=True, calibration=x)[0]
         with autocast(device):
             out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
         pos = 0
