@@ -200,7 +200,9 @@ def choose(encoder, n_frames: int, min_frames: int, exported_only: bool = False)
     env = _order_from_env()
     if env is not None:
         for name in env:
-            if name == "torch" and not exported_only:
+            if name == "torch":
+                if exported_only:  # int8: only an exported engine will do
+                    continue
                 return "torch"
             if installed(name) and (n_frames >= min_frames or _built(encoder, name)):
                 _say(encoder, name, f"first installed in {ORDER_ENV}={','.join(env)}")
