@@ -71,6 +71,11 @@ def test_choice_follows_the_measured_speeds(fresh, encoder, monkeypatch):
         assert resolve("auto", encoder, CPU, 16) == "torch"
         engines.backbone_engine(encoder, "openvino", CPU, 16)
         assert resolve("auto", encoder, CPU, 16) == "openvino"
+    # within 10% of each other the engines count as tied: the preferred one (OpenVINO) wins, not the noise
+    _inject(encoder, {"torch": 50.0, "onnxruntime": 100.0, "openvino": 95.0})
+    assert resolve("auto", encoder, CPU, 4096) == ("openvino" if engines.installed("openvino") else "onnxruntime")
+    _inject(encoder, {"torch": 50.0, "onnxruntime": 100.0, "openvino": 85.0})
+    assert resolve("auto", encoder, CPU, 4096) == "onnxruntime"
     # a measurement for other weights does not count: a small job then measures nothing and stays in torch
     torch.manual_seed(1)
     other = create_backbone("test_efficientnet", pretrained=False).eval()
@@ -102,16 +107,16 @@ def test_a_real_measurement_is_written_once_and_read_back(fresh, encoder, monkey
     fps = record["frames_per_second"]
     expected = {"torch", "onnxruntime"} | ({"openvino"} if engines.installed("openvino") else set())
     assert set(fps) == expected and all(v > 0 for v in fps.values()) and not record["failed"]
-    assert chosen == max(fps, key=fps.get)
+    assert fps[chosen] >= max(fps.values()) * (1 - engine_choice.TIE)  # the fastest, or tied with it
     assert f"--runtime auto: {chosen} for {encoder.name}" in caplog.text and "measured now" in caplog.text
     _no_measuring(monkeypatch)  # a later job (here a new process's state) reads it
     monkeypatch.setattr(engines, "_engines", {})
     assert resolve("auto", encoder, CPU, 4096) == chosen
     assert engine_choice.read_speeds(encoder.fingerprint(), encoder.cfg.input_size)["frames_per_second"] == fps
-    # the light path of a run (load_light) takes the engines measured faster than PyTorch, fastest first
-    faster = [n for n in sorted(fps, key=fps.get, reverse=True) if fps[n] > fps["torch"]]
-    assert engine_choice.auto_engines(encoder.fingerprint(), encoder.cfg.input_size,
-                                      [n for n in engines.AUTO_ORDER if n in fps]) == faster
+    # the light path of a run (load_light) takes the same engine, or none when PyTorch won
+    light = engine_choice.auto_engines(encoder.fingerprint(), encoder.cfg.input_size,
+                                       [n for n in engines.AUTO_ORDER if n in fps])
+    assert light[:1] == ([chosen] if chosen != "torch" else [])
 
 
 def test_environment_order_overrides_the_measurement(fresh, encoder, monkeypatch):

@@ -5,7 +5,7 @@ installed engine (ONNX Runtime, OpenVINO, and PyTorch's TorchScript graph as the
 batch of :data:`BATCH` frames: one warm-up call each, then :data:`REPEATS` timed calls each, interleaved
 (round ``r`` starts at a different engine, so a burst of load from another process hits all of them),
 at the thread count the job uses (:func:`vidtune.runs.engines.engine_threads`). The median call gives
-frames/s. The result goes to ``<feature cache>/engines/speed-<hash>.json``, the hash over the encoder
+frames/s; engines within :data:`TIE` of the fastest count as tied (:func:`ranked`). The result goes to ``<feature cache>/engines/speed-<hash>.json``, the hash over the encoder
 fingerprint, input size, thread count, runtime versions and CPU identity (model name, core count,
 OS and architecture), so an upgrade or another machine measures again and later jobs only read it.
 An engine that is not installed, or that fails to build or run, is not a candidate (the file says why).
@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 SPEED_VERSION = 1
 EXPORTED = ("openvino", "onnxruntime")  # engines that run the exported graph; "torch" is the baseline
 BATCH = 8  # frames per timed call
-REPEATS = 5  # timed calls per engine, interleaved; the median counts
+REPEATS = 4  # timed calls per engine, interleaved; the median counts
+TIE = 0.10  # engines within 10% of the fastest count as tied (three rounds on this shared machine: see README)
+# among tied engines: OpenVINO first (it finished end-to-end predict first in four of five bench/sidebyside.py
+# runs, with less memory), then ONNX Runtime, then PyTorch (nothing exported)
+PREFERENCE = ("openvino", "onnxruntime", "torch")
 ORDER_ENV = "VIDTUNE_RUNTIME_ORDER"
 _DISTRIBUTIONS = {"torch": ("torch",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
                   "openvino": ("openvino",)}
@@ -106,9 +110,18 @@ def read_speeds(fingerprint: str, input_size: int) -> dict | None:
 
 
 def ranked(record: dict, names) -> list[str]:
-    """``names`` that the measurement timed, fastest first (an engine it could not run is left out)."""
+    """``names`` that the measurement timed, best first (an engine it could not run is left out).
+
+    Best: the fastest, except that engines within :data:`TIE` of it count as tied and the first of them
+    in :data:`PREFERENCE` wins, so that two engines a few percent apart (within the noise of a shared
+    machine) do not swap from one machine or measurement to the next."""
     fps = record["frames_per_second"]
-    return sorted((n for n in names if isinstance(fps.get(n), (int, float))), key=lambda n: -fps[n])
+    timed = sorted((n for n in names if isinstance(fps.get(n), (int, float))), key=lambda n: -fps[n])
+    if not timed:
+        return []
+    near = [n for n in timed if fps[n] >= fps[timed[0]] * (1 - TIE)]
+    first = min(near, key=lambda n: PREFERENCE.index(n) if n in PREFERENCE else len(PREFERENCE))
+    return [first] + [n for n in timed if n != first]
 
 
 def measure(encoder, names) -> dict:

@@ -201,11 +201,11 @@ def int8_check(task: Task, int8_logits: torch.Tensor, fp32_logits: torch.Tensor,
 
     metric = "mAP" if task.multilabel else "top1"
     q, ref = task.metrics(int8_logits, y)[metric], task.metrics(fp32_logits, y)[metric]
-    delta = q - ref
+    delta = None if q is None or ref is None else q - ref  # None: no label with a positive to score
     report = {"metric": metric, "fp32": ref, "int8": q, "delta": delta, "bound": DEFAULT_BOUND,
-              "within_bound": bool(delta >= -DEFAULT_BOUND), "validation_clips": int(len(y)),
+              "within_bound": None if delta is None else bool(delta >= -DEFAULT_BOUND), "validation_clips": int(len(y)),
               "top1_agreement_with_fp32": float((int8_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean())}
-    if not report["within_bound"]:
+    if report["within_bound"] is False:
         log.warning("int8 costs %.1f points of validation %s (%.1f%% -> %.1f%% on %d clips), more than the %.1f-point "
                     "bound: use fp32 for this run (drop --int8)", -delta * 100, metric, ref * 100, q * 100, len(y),
                     DEFAULT_BOUND * 100)
