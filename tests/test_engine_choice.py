@@ -198,3 +198,21 @@ def test_int8_check_warns_beyond_the_bound(caplog):
     assert report["fp32"] == 1.0 and report["int8"] == 0.75 and report["delta"] == -0.25
     assert not report["within_bound"] and report["top1_agreement_with_fp32"] == 0.75
     assert "more than the 1.0-point bound" in caplog.text
+
+
+def test_int8_job_with_corrupt_videos_skips_them_and_calibrates_on_the_rest(fresh, clips, encoder, tmp_path):
+    bad = []
+    for i in range(3):
+        p = tmp_path / f"broken{i}.mp4"
+        p.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+        bad.append(VideoItem(path=p, label=""))
+    feats, skipped = extract_features(encoder, bad, Sampling(2), device=CPU, workers=0, runtime="onnxruntime",
+                                      int8=True)
+    assert feats == {} and sorted(s["path"] for s in skipped) == sorted(str(it.path) for it in bad)
+    assert all(s["reason"] for s in skipped) and not list(fresh.glob("engines/*-int8.json"))
+    mixed = [bad[0], *clips[:3], bad[1]]
+    feats, skipped = extract_features(encoder, mixed, Sampling(2), device=CPU, workers=0, runtime="onnxruntime",
+                                      int8=True)
+    assert sorted(feats) == [1, 2, 3] and {s["path"] for s in skipped} == {str(bad[0].path), str(bad[1].path)}
+    (record,) = [json.loads(p.read_text()) for p in fresh.glob("engines/*-int8.json")]
+    assert record["videos"] == 3

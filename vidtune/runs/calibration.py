@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidtune.errors import DatasetError
 from vidtune.utils import atomic_write_json, file_digest
 
 log = logging.getLogger(__name__)
@@ -58,22 +57,33 @@ def spread_items(items: list, budget: int = CALIBRATION_VIDEOS) -> list:
 
 
 def calibration_frames(encoder, items: list, workers: int, frames: int = CALIBRATION_FRAMES
-                       ) -> tuple[torch.Tensor, dict]:
-    """Normalised frames ``(N, 3, S, S)``, ``N <= frames``, spread over ``items``, and what they are."""
+                       ) -> tuple[torch.Tensor | None, dict, dict[str, str]]:
+    """Normalised frames ``(N, 3, S, S)``, ``N <= frames``, spread over ``items``, what they are, and the
+    files that failed (path -> reason). When none of the chosen clips decodes, one clip of each other
+    file is tried; frames are None only when no file of the job decodes at all."""
     from vidtune.data.transforms import Normalize
     from vidtune.runs.features import ClipDataset, Sampling, clip_loader
 
     chosen = spread_items(items, min(CALIBRATION_VIDEOS, frames))
-    per = max(1, frames // max(1, len(chosen)))
-    got, files = [], set()
-    for s in clip_loader(ClipDataset(chosen, Sampling(per), encoder.cfg), workers):
-        if s["error"] is None:
-            got.append(s["frames"])
-            files.add(str(chosen[s["index"]].path))
+    got, files, failed = [], set(), {}
+    for attempt in range(2):
+        if attempt:  # every chosen clip failed: one clip of each file not tried yet
+            tried = {str(it.path) for it in chosen}
+            chosen = list({str(it.path): it for it in items if str(it.path) not in tried}.values())
+        per = max(1, frames // max(1, len(chosen)))
+        for s in clip_loader(ClipDataset(chosen, Sampling(per), encoder.cfg), workers):
+            path = str(chosen[s["index"]].path)
+            if s["error"] is None:
+                got.append(s["frames"])
+                files.add(path)
+            else:
+                failed[path] = s["error"]
+        if got or not chosen:
+            break
     if not got:
-        raise DatasetError(f"int8 calibration: none of the {len(chosen)} videos chosen for it could be decoded")
+        return None, {}, failed
     x = Normalize(encoder.cfg)(torch.cat(got)[:frames])  # (N, 3, S, S)
-    return x, {"method": METHOD, "frames": int(len(x)), "clips": len(got), "videos": len(files)}
+    return x, {"method": METHOD, "frames": int(len(x)), "clips": len(got), "videos": len(files)}, failed
 
 
 def _record_path(int8_path: Path) -> Path:
@@ -118,20 +128,21 @@ def int8_tag(fp32_path: Path) -> str | None:
 
 
 def int8_precision(encoder, runtime: str | None, device: torch.device, items: list, workers: int,
-                   base: str) -> str:
-    """The cache precision of this job's int8 features, ``<base>-int8-<engine identity>``; builds the int8
-    engine first (calibrated on ``items``) when there is none."""
+                   base: str) -> tuple[str | None, list[dict]]:
+    """The cache precision of this job's int8 features, ``<base>-int8-<engine identity>``, building the
+    int8 engine first (calibrated on ``items``) when there is none. ``(None, skipped)`` when it had to be
+    built and not one of the job's videos decodes (each item then skipped with its file's reason)."""
     from vidtune.runs import engines
-    from vidtune.runs.engines import _engine_path, backbone_engine
 
-    tag = int8_tag(_engine_path(encoder))
+    tag = int8_tag(engines._engine_path(encoder))
     if tag is None:
-        stale = _engine_path(encoder).name  # an int8 engine kept in memory whose file has no record now
-        with engines._lock:
+        engines.resolve(runtime, encoder, device, len(items), int8=True)  # an int8 engine can run it at all
+        with engines._lock:  # an int8 engine kept in memory whose file has no record now is stale
             for key in [k for k in engines._engines if k[-1] == "int8" and k[:2] == engines._key(encoder, "")[:2]]:
                 del engines._engines[key]
-        log.debug("building the int8 engine for %s", stale)
-        backbone_engine(encoder, runtime, device, len(items), int8=True,
-                        calibration=lambda: calibration_frames(encoder, items, workers))
-        tag = int8_tag(_engine_path(encoder))
-    return f"{base}-int8-{tag}"
+        x, info, failed = calibration_frames(encoder, items, workers)
+        if x is None:
+            return None, [{"path": str(it.path), "reason": failed.get(str(it.path), "not decodable")} for it in items]
+        engines.backbone_engine(encoder, runtime, device, len(items), int8=True, calibration=lambda: (x, info))
+        tag = int8_tag(engines._engine_path(encoder))
+    return f"{base}-int8-{tag}", []

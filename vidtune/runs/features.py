@@ -398,7 +398,11 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     if int8:  # int8 features differ beyond the fp32 tolerance: keyed by the int8 engine's identity
         from vidtune.runs.calibration import int8_precision
 
-        prec = int8_precision(encoder, runtime, device, items, workers, prec)
+        prec, failed = int8_precision(encoder, runtime, device, items, workers, prec)
+        if prec is None:  # not one video of the job decodes: no frame to calibrate on, nothing to compute
+            for f in failed:
+                log.warning("skipping %s: %s", f["path"], f["reason"])
+            return feats, failed
     for i, item in enumerate(items):
         if cache is not None:
             try:
