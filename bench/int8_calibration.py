@@ -9,9 +9,12 @@ run. Calibrations:
 
 * ``first batch``: what feature passes did before: the 48 frames of the training job's first flush
   (grid sampling, 8 frames x 3 views of the first two training clips), quantised before the job runs;
-* ``spread``: what they do now (vidtune.runs.calibration): up to 64 frames from up to 64 of the job's videos.
+* ``spread``: what they do now (vidtune.runs.calibration): up to 64 frames from up to 64 of the job's videos;
+* ``spread, Percentile`` / ``spread, Entropy``: the same frames, other onnxruntime calibration methods
+  (activation ranges from a histogram instead of the extreme values), with ``--methods``.
 
-    nice python bench/int8_calibration.py            # about 5-10 minutes on 2 shared cores
+    nice python bench/int8_calibration.py            # about 5 minutes on 2 shared cores
+    nice python bench/int8_calibration.py --variants spread --methods Percentile,Entropy
 """
 
 from __future__ import annotations
@@ -65,9 +68,19 @@ def run_variant(name: str, manifest: Path, root: Path, seeds, int8: bool, prebui
     os.environ["VIDTUNE_CACHE"] = str(cache)
     engines._engines.clear()
     if prebuilt is not None:  # the int8 engine calibrated on the given frames, found by the job as its own
+        frames, method = prebuilt
         enc = create_backbone(pretrained=True).eval()
         engines._build(enc, "onnxruntime")
-        quantised(engines._engine_path(enc), prebuilt)
+        fp32 = engines._engine_path(enc)
+        if method == "MinMax":
+            quantised(fp32, frames)
+        else:
+            from vidtune.export.int8 import quantise_file
+            from vidtune.utils import atomic_write_json, file_digest
+
+            q = fp32.with_name(fp32.stem + "-int8.onnx")
+            quantise_file(fp32, q, frames, "frames", method=method)
+            atomic_write_json(q.with_suffix(".json"), {"method": method, "frames": len(frames), "digest": file_digest(q)})
     rows = []
     for seed in seeds:
         cfg = TrainConfig(seed=seed, cache_dir=str(cache), augment="none")
@@ -88,26 +101,39 @@ def run_variant(name: str, manifest: Path, root: Path, seeds, int8: bool, prebui
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--variants", default="fp32,first batch,spread")
+    ap.add_argument("--methods", default="", help="also spread calibration with these onnxruntime methods")
     args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    methods = [m for m in args.methods.split(",") if m]
     logging.disable(logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",")]
+    from vidtune.data.manifest import load_dataset
+    from vidtune.data.splits import stratified_split
     from vidtune.models.backbones import create_backbone
-    from vidtune.runs.calibration import spread_items
+    from vidtune.runs.calibration import calibration_frames, spread_items
     from vidtune.train.config import TrainConfig
 
     manifest = realworld_data.scenes(CACHE / "realworld" / "scenes")
     enc = create_backbone(pretrained=True).eval()
-    calib, videos = first_batch(enc, manifest, TrainConfig().resolved("cpu"))
-    from vidtune.data.manifest import load_dataset
-
-    train_items = [it for it in load_dataset(manifest) if it.split == "train"]
+    cfg = TrainConfig().resolved("cpu")
+    calib, videos = first_batch(enc, manifest, cfg)
+    train_items = stratified_split(load_dataset(manifest), cfg.val_split, cfg.seed)["train"]
     spread = spread_items(train_items)
     t0 = time.perf_counter()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows = run_variant("fp32", manifest, root, seeds, False)
-        rows += run_variant("first batch", manifest, root, seeds, True, prebuilt=calib)
-        rows += run_variant("spread", manifest, root, seeds, True)
+        if "fp32" in variants:
+            rows += run_variant("fp32", manifest, root, seeds, False)
+        if "first batch" in variants:
+            rows += run_variant("first batch", manifest, root, seeds, True, prebuilt=(calib, "MinMax"))
+        if "spread" in variants:
+            rows += run_variant("spread", manifest, root, seeds, True)
+        if methods:  # the frames the library calibrates on (same choice, same decoding), other methods
+            frames = calibration_frames(enc, train_items, 1)[0]
+            for m in methods:
+                rows += run_variant(f"spread, {m}", manifest, root, seeds, True, prebuilt=(frames, m))
     print(f"\nscenes task, EfficientNet-Lite0, ONNX Runtime, linear mean head, seeds {seeds}, "
           f"{time.perf_counter() - t0:.0f} s in all")
     print(f"first batch: {len(calib)} frames from {len(videos)} clips ({', '.join(sorted(set(videos)))}); "
@@ -116,7 +142,7 @@ def main() -> None:
     print("| calibration | test top-1 (features of that engine) | same heads on fp32 features | "
           "val change reported by train |")
     print("|---|---:|---:|---:|")
-    for name in ("fp32", "first batch", "spread"):
+    for name in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == name]
 
         def cell(key, pct=True, rs=rs):
