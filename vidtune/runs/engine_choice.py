@@ -5,9 +5,10 @@ installed engine (ONNX Runtime, OpenVINO, and PyTorch's TorchScript graph as the
 batch of :data:`BATCH` frames: one warm-up call each, then :data:`REPEATS` timed calls each, interleaved
 (round ``r`` starts at a different engine, so a burst of load from another process hits all of them),
 at the thread count the job uses (:func:`vidtune.runs.engines.engine_threads`). The median call gives
-frames/s; engines within :data:`TIE` of the fastest count as tied (:func:`ranked`). The result goes to ``<feature cache>/engines/speed-<hash>.json``, the hash over the encoder
-fingerprint, input size, thread count, runtime versions and CPU identity (model name, core count,
-OS and architecture), so an upgrade or another machine measures again and later jobs only read it.
+frames/s; engines within :data:`TIE` of the fastest count as tied (:func:`ranked`). The result goes
+to ``<feature cache>/engines/speed-<hash>.json``, the hash over the encoder fingerprint, input size,
+thread count, runtime versions and CPU identity (model name, core count, OS and architecture), so an
+upgrade or another machine measures again and later jobs only read it.
 An engine that is not installed, or that fails to build or run, is not a candidate (the file says why).
 
 Small jobs (:data:`vidtune.runs.engines._AUTO_MIN_FRAMES`) never pay for a measurement (it exports the
