@@ -65,6 +65,8 @@ def test_fp32_runtimes_share_cached_features(tmp_path, clips, encoder):
 def test_auto_chooses_by_job_size_frame_independence_and_installed_engines(monkeypatch, tmp_path, encoder):
     monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "fresh"))  # no engine built yet: as in a new process
     monkeypatch.setattr(engines, "_engines", {})
+    # a fixed order instead of a measurement (test_engine_choice checks the measured choice)
+    monkeypatch.setenv("VIDTUNE_RUNTIME_ORDER", ",".join(engines.AUTO_ORDER))
     first = next(n for n in engines.AUTO_ORDER if engines.installed(n))
     assert resolve("auto", encoder, CPU, 16) == "torch"  # a small job: exporting would cost more than it saves
     assert resolve("auto", encoder, CPU, 4096) == first

@@ -128,12 +128,13 @@ def device_arg(p: argparse.ArgumentParser) -> None:
 def runtime_arg(p: argparse.ArgumentParser) -> None:
     """``--runtime``: the engine of the backbone in feature passes (main() makes it the process default)."""
     p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
-                   help="backbone engine for feature passes on CPU: auto (the fastest installed for jobs of 256+ "
-                        "frames or when already built, else torch), torch, onnxruntime, openvino")
+                   help="backbone engine for feature passes on CPU: auto (the engine measured fastest for this "
+                        "backbone on this machine, measured once and remembered; small jobs use it once built, "
+                        "else torch), torch, onnxruntime, openvino")
     p.add_argument("--int8", action="store_true",
-                   help="run the backbone in int8 (ONNX Runtime / OpenVINO), quantised statically on the job's "
-                        "first frames; features are cached apart from fp32 ones. Measure the accuracy change "
-                        "first (vidtune export --int8 reports it)")
+                   help="run the backbone in int8 (ONNX Runtime / OpenVINO), quantised statically once per backbone "
+                        "on frames from up to 64 of the first int8 job's videos; features are cached apart from "
+                        "fp32 ones. train (linear) reports the validation accuracy change against fp32")
 
 
 def cache_args(p: argparse.ArgumentParser) -> None:

@@ -172,6 +172,12 @@ def cmd_train(args) -> int:
         print_metrics("validation", val, out_labels=list(val["per_class"]))
     else:
         out.print("no validation set (use --val-split or a split column to measure accuracy)")
+    q = result.get("int8")
+    if q and q["delta"] is not None:
+        verdict = "within" if q["within_bound"] else "[bold red]beyond[/bold red]"
+        out.print(f"int8 features: validation {q['metric']} {q['fp32']:.1%} (fp32) -> {q['int8']:.1%} (int8), "
+                  f"{q['delta'] * 100:+.1f} points on {q['validation_clips']} clips, {verdict} the "
+                  f"{q['bound'] * 100:.0f}-point bound")
     return 0
 
 

@@ -37,8 +37,9 @@ class _ClipReader:
         return next(self._it, None)
 
 
-def quantise_file(fp32_path, out_path, clips: torch.Tensor, input_name: str = "clips") -> None:
-    """Write the int8 (QDQ) version of the ONNX file ``fp32_path`` to ``out_path``, calibrated on ``clips``."""
+def quantise_file(fp32_path, out_path, clips: torch.Tensor, input_name: str = "clips", method: str = "MinMax") -> None:
+    """Write the int8 (QDQ) version of the ONNX file ``fp32_path`` to ``out_path``, calibrated on ``clips``
+    (``method``: an onnxruntime ``CalibrationMethod`` name; bench/int8_calibration.py compares them)."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -47,7 +48,7 @@ def quantise_file(fp32_path, out_path, clips: torch.Tensor, input_name: str = "c
     with atomic_path(out_path) as tmp, _quiet():  # it logs a "consider pre-processing" hint on every call
         quantize_static(str(fp32_path), str(tmp), _ClipReader(input_name, clips), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method))
 
 
 def score(logits: np.ndarray, items, config) -> float:

@@ -3,8 +3,8 @@
 ``torch``: eager PyTorch, or a traced and frozen TorchScript graph for big CPU jobs
 (:func:`vidtune.runs.features.inference_encoder`). ``onnxruntime`` / ``openvino``: the encoder is
 exported once per weights fingerprint to ONNX (``<feature cache>/engines/``) and run there; the
-compiled session is kept for the life of the process. ``auto``: the fastest engine measured on a
-2-core AVX2 CPU (``bench/sidebyside.py``), among those installed, for frame-by-frame encoders on CPU;
+compiled session is kept for the life of the process. ``auto``: for frame-by-frame encoders on CPU,
+the engine measured fastest for that encoder on this machine (:mod:`vidtune.runs.engine_choice`);
 PyTorch otherwise (GPUs, temporal-shift and video backbones, whose frames are not independent).
 
 Features of the fp32 engines agree within :data:`FEATURE_TOLERANCE` (a test checks it), so the
@@ -65,14 +65,14 @@ def resolve(runtime: str | None, encoder, device: torch.device, n_frames: int, i
 
     ``int8``: an int8 engine is wanted; ``auto`` then picks an installed engine whatever the job size,
     and when none can run the encoder it is an error (never a silent fp32 run)."""
-    chosen = _resolve(runtime, encoder, device, n_frames if not int8 else max(n_frames, _AUTO_MIN_FRAMES))
+    chosen = _resolve(runtime, encoder, device, n_frames if not int8 else max(n_frames, _AUTO_MIN_FRAMES), int8)
     if int8 and chosen == "torch":
         raise ConfigError("int8", f"needs ONNX Runtime or OpenVINO running a frame-by-frame encoder on CPU; "
                                   f"{encoder.name} on {device.type} runs in PyTorch here")
     return chosen
 
 
-def _resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) -> str:
+def _resolve(runtime: str | None, encoder, device: torch.device, n_frames: int, int8: bool = False) -> str:
     runtime = check_runtime(runtime or default_runtime())
     if runtime == "torch":
         return "torch"
@@ -87,10 +87,9 @@ def _resolve(runtime: str | None, encoder, device: torch.device, n_frames: int) 
             raise ConfigError("runtime", f"{runtime} is not installed; pip install 'vidtune[{RUNTIME_EXTRAS[runtime]}]' "
                                          "or use --runtime torch")
         return runtime
-    for name in AUTO_ORDER:
-        if installed(name) and (n_frames >= _AUTO_MIN_FRAMES or _built(encoder, name)):
-            return name
-    return "torch"
+    from vidtune.runs.engine_choice import choose
+
+    return choose(encoder, n_frames, _AUTO_MIN_FRAMES, exported_only=int8)
 
 
 def _key(encoder, runtime: str) -> tuple:
@@ -114,7 +113,7 @@ class _Engine:
         return torch.from_numpy(self.session(x.contiguous().numpy()))
 
 
-def _build(encoder, runtime: str, calibration: torch.Tensor | None = None):
+def _build(encoder, runtime: str, calibration=None, int8: bool = False):
     from vidtune.export.formats import write_onnx
 
     path = _engine_path(encoder)
@@ -123,25 +122,22 @@ def _build(encoder, runtime: str, calibration: torch.Tensor | None = None):
         example = torch.zeros(2, 3, size, size)
         write_onnx(encoder.eval(), example, path, "frames", "features")
         log.info("exported %s to %s for %s", encoder.name, path, runtime)
-    if calibration is not None:
-        from vidtune.export.int8 import quantise_file
+    if int8:  # built once per weights, calibrated on frames spread over the first int8 job
+        from vidtune.runs.calibration import quantised
 
-        q = path.with_name(path.stem + "-int8.onnx")
-        if not q.is_file():  # calibrated on the frames of the first int8 job for these weights
-            quantise_file(path, q, calibration.float().contiguous(), "frames")
-            log.info("quantised %s to int8 on %d of this job's frames", encoder.name, len(calibration))
-        path = q
+        path = quantised(path, calibration)
     return _Engine(path, runtime)
 
 
 def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames: int,
-                    int8: bool = False, calibration: torch.Tensor | None = None):
+                    int8: bool = False, calibration=None):
     """``(callable, runtime name)``: what runs ``encoder`` on normalised frames for this job.
 
     The PyTorch engine is the encoder itself (or its TorchScript graph); an fp32 engine that fails
     to build falls back to PyTorch with a warning, so a feature pass never fails for it. ``int8``:
-    the engine quantised statically on ``calibration`` frames ``(N, 3, S, S)`` (the job's own), built
-    once per weights; failing to build it is an error (features would silently change precision).
+    the engine quantised statically on ``calibration`` frames ``(N, 3, S, S)``, or a function returning
+    them and their description (:mod:`vidtune.runs.calibration`), built once per weights; failing to
+    build it is an error (features would silently change precision).
     """
     from vidtune.runs.features import inference_encoder
 
@@ -150,14 +146,12 @@ def backbone_engine(encoder, runtime: str | None, device: torch.device, n_frames
     chosen = resolve(runtime, encoder, device, n_frames, int8)
     if chosen == "torch":
         return inference_encoder(encoder, device, n_frames), "torch"
-    if int8 and calibration is None:
-        raise ValueError("an int8 engine needs calibration frames")
     key = _key(encoder, chosen) + (("int8",) if int8 else ())
     with _lock:
         engine = _engines.get(key)
         if engine is None:
             try:
-                engine = _build(encoder, chosen, calibration if int8 else None)
+                engine = _build(encoder, chosen, calibration, int8)
             except (VidtuneError, OSError, RuntimeError) as exc:
                 if int8 or (runtime not in (None, "auto") and isinstance(exc, ConfigError)):
                     raise
@@ -272,6 +266,12 @@ def load_light(run_dir, device: torch.device, runtime: str | None = None):
         onnx = engine_dir() / record["onnx"]
         if not onnx.is_file():
             return None
+        if runtime == "auto":  # the engines measured faster than PyTorch for this encoder, fastest first
+            from vidtune.runs.engine_choice import auto_engines
+
+            names = auto_engines(record["fingerprint"], int(record["input_size"]), names)
+            if not names:
+                return None
         return _assemble_light(run_dir, record, onnx, names[0])
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         log.debug("light load of %s not possible (%s); loading the full run", run_dir, exc)

@@ -198,8 +198,9 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
     ``runtime``: auto | torch | onnxruntime | openvino for the backbone (default: the process default,
     :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
-    ``int8`` (default: the process default): the backbone quantised to int8, calibrated on this job's
-    first batch of frames; its features are cached under their own keys.
+    ``int8`` (default: the process default): the backbone quantised to int8 (calibrated once per weights,
+    on frames spread over the first int8 job's videos: :mod:`vidtune.runs.calibration`); its features
+    are cached under keys naming that engine.
     ``reuse``: the encoder will be applied again in later jobs (a trained run's predict): ``auto`` builds
     its engine even for a small job, as later ones reuse it from disk.
     """
@@ -216,7 +217,15 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     keys: dict[int, str] = {}
     todo: list[int] = []
     fp = encoder.fingerprint() if cache is not None else ""
-    prec = precision(device) + ("-int8" if int8 else "")  # int8 features differ beyond the fp32 tolerance
+    prec = precision(device)
+    if int8:  # int8 features differ beyond the fp32 tolerance: keyed by the int8 engine's identity
+        from vidtune.runs.calibration import int8_precision
+
+        prec, failed = int8_precision(encoder, runtime, device, items, workers, prec)
+        if prec is None:  # not one video of the job decodes: no frame to calibrate on, nothing to compute
+            for f in failed:
+                log.warning("skipping %s: %s", f["path"], f["reason"])
+            return feats, failed
     for i, item in enumerate(items):
         if cache is not None:
             try:
@@ -243,7 +252,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         torch.backends.cudnn.benchmark = True
     n_frames = len(todo) * sampling.per_clip
     job_frames = max(n_frames, _AUTO_MIN_FRAMES) if reuse else n_frames
-    net = None if int8 else backbone_engine(encoder, runtime, device, job_frames)[0]  # int8: at the first batch
+    net = backbone_engine(encoder, runtime, device, job_frames, int8=int8)[0]
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -251,13 +260,10 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     clip_len = sampling.clip_len
 
     def flush():
-        nonlocal net
         if not pending:
             return
         x = torch.cat([f for _, f, _ in pending]).to(device, non_blocking=True)
         x = norm(x).contiguous(memory_format=torch.channels_last)
-        if net is None:  # calibrated on the job's own first frames
-            net = backbone_engine(encoder, runtime, device, n_frames, int8=True, calibration=x)[0]
         with autocast(device):
             out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
         pos = 0

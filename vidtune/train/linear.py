@@ -89,6 +89,14 @@ class LinearStrategy:
                                              description="val features", grid_views=cfg.views,
                                              **common) if val_items else ({}, [])
         self.skipped = tr_skip + va_skip
+        self.x_va_fp32 = None  # --int8: the validation clips' fp32 features too, for the accuracy change
+        from vidtune.runs.engines import default_int8
+
+        if default_int8() and va_feats:
+            va32, _ = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre", flow=flow),
+                                       description="val features (fp32, for the int8 check)", int8=False, **common)
+            va_feats = {i: f for i, f in va_feats.items() if i in va32}
+            self.x_va_fp32 = torch.stack([va32[i][:, 0] for i in sorted(va_feats)])
         tr_idx, va_idx = sorted(tr_feats), sorted(va_feats)
         self.used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
         task.require(self.used["train"], self.skipped)
@@ -117,6 +125,9 @@ class LinearStrategy:
 
             x_tr, self.x_va = with_sound(model.audio, self.used, cfg.frames, x_tr, self.x_va, cache, progress)
             self.x_tr = x_tr
+            if self.x_va_fp32 is not None:
+                _, self.x_va_fp32 = with_sound(model.audio, {"train": [], "val": self.used["val"]}, cfg.frames,
+                                               x_tr[:0], self.x_va_fp32, cache)
         self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
         self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -174,6 +185,28 @@ class LinearStrategy:
             right, counted = self.task.hits(tr_logits, self.y_tr)
             train_fit = {"n": int(n), "top1": right / counted if counted else None}
             val_logits = head(self.x_va.to(device)).cpu() if self.x_va is not None else None
+            info = {"steps": self.fitter.steps}
+            if self.x_va_fp32 is not None:
+                info["int8"] = int8_check(self.task, val_logits, head(self.x_va_fp32.to(device)).cpu(), self.y_va)
         self.model.to("cpu")
         return Fit(history, best_epoch, val_logits, self.y_va, train_fit, self.skipped, self.used, last_state,
-                   info={"steps": self.fitter.steps})
+                   info=info)
+
+
+def int8_check(task: Task, int8_logits: torch.Tensor, fp32_logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """The accuracy change int8 features cost on validation: the trained head on the int8 engine's
+    features against the same head on fp32 features of the same clips, with the bound of
+    :data:`vidtune.export.int8.DEFAULT_BOUND` (a loss beyond it is warned about)."""
+    from vidtune.export.int8 import DEFAULT_BOUND
+
+    metric = "mAP" if task.multilabel else "top1"
+    q, ref = task.metrics(int8_logits, y)[metric], task.metrics(fp32_logits, y)[metric]
+    delta = None if q is None or ref is None else q - ref  # None: no label with a positive to score
+    report = {"metric": metric, "fp32": ref, "int8": q, "delta": delta, "bound": DEFAULT_BOUND,
+              "within_bound": None if delta is None else bool(delta >= -DEFAULT_BOUND), "validation_clips": int(len(y)),
+              "top1_agreement_with_fp32": float((int8_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean())}
+    if report["within_bound"] is False:
+        log.warning("int8 costs %.1f points of validation %s (%.1f%% -> %.1f%% on %d clips), more than the %.1f-point "
+                    "bound: use fp32 for this run (drop --int8)", -delta * 100, metric, ref * 100, q * 100, len(y),
+                    DEFAULT_BOUND * 100)
+    return report

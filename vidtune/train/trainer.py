@@ -153,6 +153,8 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
     )
     result = {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
               "best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.perf_counter() - t_start, 2)}
+    if "int8" in fit.info:  # --int8: validation with int8 features against fp32 ones
+        result["int8"] = fit.info["int8"]
     if not _writes():
         return result
     metrics = {
@@ -163,6 +165,7 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         "steps": fit.info.get("steps"),
         "skipped": len(skipped),
         "seconds": round(time.perf_counter() - t_start, 2),
+        **({"int8": fit.info["int8"]} if "int8" in fit.info else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / "model.safetensors", run_id)  # best epoch on validation
@@ -178,8 +181,7 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
     else:  # a rerun without validation must not leave an earlier run's matrix behind
         (out / "confusion_matrix.png").unlink(missing_ok=True)
     ckpt.path.unlink(missing_ok=True)  # the run is complete: nothing left to resume
-    return {"run": str(out), "val": val_metrics, "train": train_fit, "skipped": skipped,
-            "best_epoch": best_epoch, "epochs_run": len(history), "seconds": metrics["seconds"]}
+    return {**result, "seconds": metrics["seconds"]}
 
 
 # Settings that do not change the numbers a run computes: a resume may change them.
