@@ -392,11 +392,11 @@ def _enospc_under(monkeypatch, folder: Path):
 
 
 def test_disk_full(world, capsys, tmp_path, monkeypatch):
-    import safetensors.torch
+    import safetensors.numpy
     from safetensors import SafetensorError
 
     # the feature cache costs only itself: a full disk there (a SafetensorError) and training goes on
-    real_save = safetensors.torch.save_file
+    real_save = safetensors.numpy.save_file  # what the feature cache writes with
 
     def full(tensors, filename, *a, **k):
         if str(filename).startswith(str(tmp_path / "cache")):
@@ -405,7 +405,7 @@ def test_disk_full(world, capsys, tmp_path, monkeypatch):
         return real_save(tensors, filename, *a, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(safetensors.torch, "save_file", full)
+        m.setattr(safetensors.numpy, "save_file", full)
         code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r1", *TINY, "--cache-dir",
                                 tmp_path / "cache", "-q"], capsys)
     assert code == 0, err

@@ -95,7 +95,7 @@ class ClipDataset(Dataset):
         op_rng = None
         if self.frame_op is not None:
             op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
-                                            zlib.crc32(op_identity(item).encode())])
+                                            zlib.crc32(op_identity(item).encode("utf-8", "surrogateescape"))])
         frames, error = read_clip(item, self.sampling, self.cfg, rng, self.frame_op, op_rng)
         if error is not None:
             return {"index": i, "frames": None, "error": error}
