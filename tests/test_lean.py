@@ -162,3 +162,46 @@ def test_where_engines_alone_do_not_apply_the_full_path_serves(tmp_path, data, c
     other = make_run(tmp_path / "other", data, temporal="attention", head={"dim": 32})
     (tmp_path / "run" / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     assert lean.load(run, "cpu", "onnxruntime") is None  # new weights: the record no longer applies
+
+
+def _signal_stack() -> tuple[int, int]:
+    import ctypes
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    st = StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st)) == 0
+    return st.ss_sp or 0, st.ss_flags
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the thread's signal stack with sigaltstack")
+def test_openvino_sessions_dropped_in_any_order_leave_no_freed_signal_stack(tmp_path, data):
+    """OpenVINO's CPU plugin swaps the thread's signal stack per compiled model and puts back the one it
+    found when the model is destroyed: dropping two models oldest first left the process on a freed stack,
+    and the next SIGCHLD of a DataLoader worker killed it (bench/pipeline.py over two data sets). Compiled
+    models now live until exit, so dropping sessions in any order changes nothing."""
+    pytest.importorskip("openvino")
+    import gc
+
+    from vidtune.export.formats import write_onnx
+    from vidtune.export.sessions import EngineSession
+
+    torch = pytest.importorskip("torch")
+    files = []
+    for k in range(2):
+        torch.manual_seed(k)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        files.append(write_onnx(net, torch.zeros(2, 3, 16, 16), tmp_path / f"m{k}.onnx", "x", "y") and
+                     tmp_path / f"m{k}.onnx")
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    first = EngineSession(files[0], "openvino", 1)
+    second = EngineSession(files[1], "openvino", 1)
+    assert first(x).shape == second(x).shape == (2, 4)
+    stack = _signal_stack()
+    del first  # the oldest first: the order that restored a freed stack
+    gc.collect()
+    del second
+    gc.collect()
+    assert _signal_stack() == stack
+    assert EngineSession(files[0], "openvino", 1)(x).shape == (2, 4)  # the kept model serves a new session

@@ -7,6 +7,7 @@ openvino are optional extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvi
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,37 @@ def ort_session(path_or_bytes, threads: int | None = None, spin: bool = True):
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
+# Every OpenVINO model compiled in this process, kept until exit. OpenVINO 2026.4's CPU plugin installs a
+# signal stack (sigaltstack) for the thread that compiles a model and puts back the one it found when
+# that model is destroyed: models destroyed in any order but the reverse of their compiling leave the
+# thread on a freed stack, and the next signal with a Python handler (the SIGCHLD of a DataLoader worker,
+# Ctrl-C) kills the process with SIGSEGV. Kept models are never destroyed out of order (and are reused
+# instead of compiled again); at exit they go newest first.
+_compiled: dict[tuple, object] = {}
+_core = None
+
+
 def openvino_compiled(path, threads: int | None = None, latency: bool = True):
-    """An OpenVINO model (ONNX or IR file) compiled for the CPU in fp32."""
+    """An OpenVINO model (ONNX or IR file) compiled for the CPU in fp32, once per file and settings."""
+    global _core
     ov = require("openvino", "openvino")
-    config = {"INFERENCE_PRECISION_HINT": "f32", **({"PERFORMANCE_HINT": "LATENCY"} if latency else {}),
-              **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-    return ov.Core().compile_model(str(path), "CPU", config)
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, threads, latency)
+    model = _compiled.get(key)
+    if model is None:
+        if _core is None:
+            _core = ov.Core()
+            atexit.register(_release_compiled)
+        config = {"INFERENCE_PRECISION_HINT": "f32", **({"PERFORMANCE_HINT": "LATENCY"} if latency else {}),
+                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        model = _compiled[key] = _core.compile_model(str(path), "CPU", config)
+    return model
+
+
+def _release_compiled() -> None:
+    while _compiled:
+        _compiled.pop(next(reversed(_compiled)))
 
 
 # Frames per engine call on CPU. A batch of 32 costs a 1-2 s warm-up on its first call (ONNX Runtime's and
