@@ -34,7 +34,7 @@ from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home be
     open_cache,
 )
 from vidtune.runs.device import autocast, precision
-from vidtune.utils import default_workers  # noqa: F401 (re-exported)
+from vidtune.utils import default_workers, lower_priority  # noqa: F401 (default_workers: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,6 @@ def inference_encoder(encoder: FrameEncoder, device: torch.device, n_frames: int
 
 
 def _worker_init(_):
-    from vidtune.utils import lower_priority
-
     torch.set_num_threads(1)
     lower_priority()
 

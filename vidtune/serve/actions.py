@@ -186,7 +186,12 @@ class Workbench:
                 raise ConfigError("run", "is multi-label: it has no confusion matrix (see its per-label AP)")
             items = [VideoItem(path=Path(r["path"]), label=r["label"], start=r.get("start"), end=r.get("end"))
                      for r in rows]
-            out, skipped = run_clips(model, config, items, device=resolve_device(self.device), **self.feature_cache)
+            # workers=0: decoding worker processes would be forked from this server thread, copying a
+            # multi-threaded process (uvicorn, engine threads) whose workers' exits then reach whatever
+            # SIGCHLD handler the main thread has (PyTorch's DataLoader one raises there); a few validation
+            # clips decode fine in this thread, once (the result is kept)
+            out, skipped = run_clips(model, config, items, device=resolve_device(self.device), workers=0,
+                                     **self.feature_cache)
             n = len(config.labels)
             confusion = [[0] * n for _ in range(n)]
             cells: dict[str, list[dict]] = {}
