@@ -174,3 +174,36 @@ def lookup(cache: FeatureCache, item: VideoItem, digest: str, encoder_fp: str, c
         if grid is not None and grid.shape[:2] == (sampling.frames, grid_views):
             return np.ascontiguousarray(grid[:, grid_views // 2 : grid_views // 2 + 1])
     return None
+
+
+def split_cached(cache: FeatureCache | None, items: list[VideoItem], encoder_fp: str, cfg: PretrainedConfig,
+                 sampling: Sampling, precision: str, frame_op=None, grid_views: int | None = None):
+    """A job split by the cache: ``(hits, keys, todo, skipped)``: cached features ``{index: array}``, the
+    cache key of every clip still to compute ``{index: key}``, their indices ``todo``, and the files that
+    cannot even be read to hash them ``[{"path", "reason"}]`` (a folder, FIFO or device is refused
+    unread). Without a cache every clip is to do."""
+    from vidtune.errors import VideoDecodeError
+
+    if cache is None:
+        return {}, {}, list(range(len(items))), []
+    hits: dict[int, np.ndarray] = {}
+    keys: dict[int, str] = {}
+    todo: list[int] = []
+    skipped: list[dict] = []
+    for i, item in enumerate(items):
+        try:
+            digest = cache.digest(item.path)
+        except OSError as exc:
+            skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
+            continue
+        except VideoDecodeError as exc:
+            skipped.append({"path": str(item.path), "reason": exc.reason})
+            log.warning("skipping %s: %s", item.path, exc.reason)
+            continue
+        hit = lookup(cache, item, digest, encoder_fp, cfg, sampling, precision, frame_op, grid_views)
+        if hit is not None:
+            hits[i] = hit
+        else:
+            keys[i] = cache_key(item, digest, encoder_fp, cfg, sampling, precision, frame_op)
+            todo.append(i)
+    return hits, keys, todo, skipped

@@ -21,7 +21,7 @@ from vidtune.data.clips import read_clip
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sampling import Sampling
 from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop
-from vidtune.errors import ConfigError, VideoDecodeError
+from vidtune.errors import ConfigError
 from vidtune.models.backbones import FrameEncoder, PretrainedConfig
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home before vidtune.runs.cache)
@@ -32,6 +32,7 @@ from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home be
     lookup,
     op_identity,
     open_cache,
+    split_cached,
 )
 from vidtune.runs.device import autocast, precision
 from vidtune.utils import default_workers, lower_priority  # noqa: F401 (default_workers: re-exported)
@@ -211,9 +212,6 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     norm = Normalize(encoder.cfg).to(device)
     views = sampling.views if sampling.mode == "grid" else 1
     feats: dict[int, torch.Tensor] = {}
-    skipped: list[dict] = []
-    keys: dict[int, str] = {}
-    todo: list[int] = []
     fp = encoder.fingerprint() if cache is not None else ""
     prec = precision(device)
     if int8:  # int8 features differ beyond the fp32 tolerance: keyed by the int8 engine's identity
@@ -224,23 +222,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
             for f in failed:
                 log.warning("skipping %s: %s", f["path"], f["reason"])
             return feats, failed
-    for i, item in enumerate(items):
-        if cache is not None:
-            try:
-                digest = cache.digest(item.path)
-                keys[i] = cache_key(item, digest, fp, encoder.cfg, sampling, prec, frame_op)
-            except OSError as exc:
-                skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
-                continue
-            except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
-                skipped.append({"path": str(item.path), "reason": exc.reason})
-                log.warning("skipping %s: %s", item.path, exc.reason)
-                continue
-            hit = lookup(cache, item, digest, fp, encoder.cfg, sampling, prec, frame_op, grid_views)
-            if hit is not None:
-                feats[i] = torch.from_numpy(hit)
-                continue
-        todo.append(i)
+    hits, keys, todo, skipped = split_cached(cache, items, fp, encoder.cfg, sampling, prec, frame_op, grid_views)
+    feats.update((i, torch.from_numpy(hit)) for i, hit in hits.items())
     if not todo:
         return feats, skipped
 

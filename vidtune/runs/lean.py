@@ -32,7 +32,7 @@ from vidtune.data.clips import read_clip
 from vidtune.data.manifest import VideoItem, expand_video_args
 from vidtune.data.preprocess import PretrainedConfig, centre_crop, normalise
 from vidtune.data.sampling import Sampling
-from vidtune.errors import CheckpointError, VideoDecodeError, VidtuneError
+from vidtune.errors import CheckpointError, VidtuneError
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.runtime import (
     AUTO_ORDER,
@@ -202,33 +202,13 @@ def frame_features(run: LeanRun, items: list[VideoItem], *, cache=None, workers:
                    description: str = "features") -> tuple[dict[int, np.ndarray], list[dict]]:
     """Per-frame features ``(T, 1, ...)`` per readable item, and the skipped ones ``{"path", "reason"}``:
     what :func:`vidtune.runs.features.extract_features` gives for centre sampling, from the engine."""
-    from vidtune.runs.cache import cache_key, lookup
+    from vidtune.runs.cache import split_cached
     from vidtune.utils import default_workers
 
     progress = progress or NullProgress()
     workers = default_workers() if workers is None else workers
     sampling, cfg, fp = run.sampling, run.cfg, run.record["fingerprint"]
-    feats: dict[int, np.ndarray] = {}
-    skipped: list[dict] = []
-    keys: dict[int, str] = {}
-    todo: list[int] = []
-    for i, item in enumerate(items):
-        if cache is not None:
-            try:
-                digest = cache.digest(item.path)
-            except OSError as exc:
-                skipped.append({"path": str(item.path), "reason": f"cannot read file ({exc.strerror or exc})"})
-                continue
-            except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
-                skipped.append({"path": str(item.path), "reason": exc.reason})
-                log.warning("skipping %s: %s", item.path, exc.reason)
-                continue
-            keys[i] = cache_key(item, digest, fp, cfg, sampling, "fp32")
-            hit = lookup(cache, item, digest, fp, cfg, sampling, "fp32", grid_views=run.config.views)
-            if hit is not None:
-                feats[i] = hit
-                continue
-        todo.append(i)
+    feats, keys, todo, skipped = split_cached(cache, items, fp, cfg, sampling, "fp32", grid_views=run.config.views)
     if not todo:
         return feats, skipped
     pending: list[tuple[int, np.ndarray]] = []
