@@ -32,18 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import sidebyside  # noqa: E402
+
 BEFORE = "f88283d"  # main before the light path for tag/embed/index/search
 
 
 def timed(cmd: list[str], code_root: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS (MiB) of ``cmd`` run as a fresh process with ``code_root``'s vidtune."""
-    with tempfile.NamedTemporaryFile("r", suffix=".txt") as t:
-        done = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M", *cmd], capture_output=True, text=True,
-                              cwd=code_root, env={**os.environ, "PYTHONPATH": str(code_root)})
-        if done.returncode != 0:
-            raise SystemExit(f"{cmd} failed: {done.stderr[-2000:]}")
-        wall, rss = Path(t.name).read_text().split()[-2:]
-    return float(wall), int(rss) // 1024
+    return sidebyside.timed(cmd, code_root, ok=(0,))[:2]
 
 
 def unpack(rev: str, dest: Path) -> Path:
@@ -51,24 +47,6 @@ def unpack(rev: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
-
-
-def make_run(out: Path) -> Path:
-    import torch
-
-    from vidtune.models.backbones import create_backbone
-    from vidtune.runs.config import ModelSpec, RunConfig
-    from vidtune.runs.store import assemble, save_weights
-
-    torch.manual_seed(0)
-    enc = create_backbone(pretrained=True)
-    spec = ModelSpec(backbone=enc.name, temporal="mean", frames=8, feature_dim=enc.num_features)
-    model = assemble(enc, spec, 8)
-    cfg = RunConfig(labels=[f"class{i}" for i in range(8)], model=spec, transform=enc.cfg, run_id="light-load")
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / "model.safetensors", cfg.run_id)
-    cfg.save(out / "config.json")
-    return out
 
 
 def main() -> None:
@@ -89,7 +67,7 @@ def main() -> None:
         before = unpack(args.before, tmp / "before")
         os.environ["VIDTUNE_CACHE"] = str(tmp / "cache")
         engines = tmp / "cache" / "engines"
-        run = make_run(tmp / "run")
+        run = sidebyside.make_run(tmp / "run", "light-load")
         ix = tmp / "ix"
         timed([py, "-m", "vidtune", "index", "build", str(ix), *videos, "-q", *rt], ROOT)  # builds the engine
         search = [py, "-m", "vidtune", "search", str(ix), bikes, "--no-cache", "--json", *rt]

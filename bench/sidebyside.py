@@ -95,7 +95,8 @@ def video_set(which: str) -> tuple[list[str], list[str]]:
     return names, [str(p) for p in paths]
 
 
-def make_run(out: Path) -> Path:
+def make_run(out: Path, run_id: str = "sidebyside") -> Path:
+    """The pretrained default backbone + a mean head over 8 frames, seeded random classifier weights."""
     import torch
 
     from vidtune.models.backbones import create_backbone
@@ -106,7 +107,7 @@ def make_run(out: Path) -> Path:
     enc = create_backbone(pretrained=True)
     spec = ModelSpec(backbone=enc.name, temporal="mean", frames=FRAMES, feature_dim=enc.num_features)
     model = assemble(enc, spec, 8)
-    cfg = RunConfig(labels=[f"class{i}" for i in range(8)], model=spec, transform=enc.cfg, run_id="sidebyside")
+    cfg = RunConfig(labels=[f"class{i}" for i in range(8)], model=spec, transform=enc.cfg, run_id=run_id)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / "model.safetensors", cfg.run_id)
     cfg.save(out / "config.json")
@@ -159,12 +160,13 @@ def child(method: str, run: str, videos: list[str]) -> None:
     print(json.dumps(out))
 
 
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall seconds and peak RSS (MiB) of ``cmd`` (a fresh process), and its stdout."""
+def timed(cmd: list[str], code_root: Path = ROOT, ok=(0, 1)) -> tuple[float, int, str]:
+    """Wall seconds and peak RSS (MiB) of ``cmd`` (a fresh process running ``code_root``'s vidtune), and
+    its stdout; an exit code outside ``ok`` stops the benchmark."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as t:
         done = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M", *cmd], capture_output=True, text=True,
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        if done.returncode not in (0, 1):
+                              cwd=code_root, env={**os.environ, "PYTHONPATH": str(code_root)})
+        if done.returncode not in ok:
             raise SystemExit(f"{cmd} failed: {done.stderr[-2000:]}")
         wall, rss = Path(t.name).read_text().split()[-2:]
     return float(wall), int(rss) // 1024, done.stdout
