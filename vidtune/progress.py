@@ -17,7 +17,9 @@ class Progress(Protocol):
     def task(self, description: str, total: int | None) -> contextlib.AbstractContextManager[Task]: ...
 
 
-class _NullTask:
+class NullTask:
+    """A task that reports nothing (what :class:`NullProgress` gives)."""
+
     def advance(self, n: int = 1) -> None:
         pass
 
@@ -30,7 +32,7 @@ class NullProgress:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Task]:
-        yield _NullTask()
+        yield NullTask()
 
 
 def each_video(paths, work, description: str, progress: Progress | None = None) -> tuple[list, list[dict]]:

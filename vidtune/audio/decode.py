@@ -67,7 +67,9 @@ class AudioInfo:
     origin: float  # container time (s) of the first video frame: time 0
 
 
-def _open(path: Path):
+def open_container(path: Path):
+    """The file opened by PyAV, or :class:`VideoDecodeError` saying why it cannot be (missing, not a
+    regular file, not media)."""
     if not path.exists():
         raise VideoDecodeError(path, "file not found; check the path")
     try:
@@ -97,7 +99,7 @@ def _video_origin(path: Path, container) -> float:
 def audio_info(path) -> AudioInfo:
     """Probe the sound of ``path`` without decoding it."""
     path = Path(path)
-    container = _open(path)
+    container = open_container(path)
     try:
         if not container.streams.audio and not container.streams.video:
             raise VideoDecodeError(path, "has neither a video nor an audio stream")
@@ -133,7 +135,7 @@ def read_audio(path, start: float = 0.0, end: float | None = None, sample_rate: 
         raise ConfigError("end", f"must be a finite number of seconds after start ({start}), got {end}")
     if sample_rate < 1000:
         raise ConfigError("sample_rate", f"must be at least 1000 Hz, got {sample_rate}")
-    container = _open(path)
+    container = open_container(path)
     try:
         if origin is None:
             origin = _video_origin(path, container)

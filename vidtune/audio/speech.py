@@ -151,9 +151,9 @@ def _cuda_available() -> bool:
 
 def _media_duration(path: Path) -> float:
     """The video's duration (sound beyond the last frame is not examined: times are on the video clock)."""
-    from vidtune.audio.decode import _open
+    from vidtune.audio.decode import open_container
 
-    with _open(path) as c:
+    with open_container(path) as c:
         if c.streams.video:
             from vidtune.io import probe
 

@@ -48,9 +48,9 @@ class RichProgress:
     @contextlib.contextmanager
     def task(self, description: str, total: int | None):
         if not self.enabled:
-            from vidtune.progress import _NullTask
+            from vidtune.progress import NullTask
 
-            yield _NullTask()
+            yield NullTask()
             return
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TimeRemainingColumn(), console=err, transient=False)

@@ -144,12 +144,13 @@ def inference_encoder(encoder: FrameEncoder, device: torch.device, n_frames: int
     return traced
 
 
-def _worker_init(_):
+def init_worker(_):
+    """A decoding worker: one torch thread, lower priority than the process feeding the network."""
     torch.set_num_threads(1)
     lower_priority()
 
 
-def _as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Windows) must pickle it
+def as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Windows) must pickle it
     return batch
 
 
@@ -163,10 +164,10 @@ def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, o
     """
     kwargs = {}
     if workers > 0:
-        kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": _worker_init,
+        kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": init_worker,
                   "persistent_workers": False}
     return DataLoader(dataset, batch_size=batch_size, sampler=order, generator=torch.Generator().manual_seed(0),
-                      collate_fn=_as_list if batch_size else None, pin_memory=pin_memory, **kwargs)
+                      collate_fn=as_list if batch_size else None, pin_memory=pin_memory, **kwargs)
 
 
 def with_flow(feats: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

@@ -276,8 +276,8 @@ def train_epoch(s, epoch: int) -> tuple[float, float]:
     from torch.utils.data import DataLoader
 
     from vidtune.runs.device import autocast
-    from vidtune.runs.features import _as_list, _worker_init
-    from vidtune.train.end_to_end import freeze_norm_stats
+    from vidtune.runs.features import as_list, init_worker
+    from vidtune.train.fitter import freeze_norm_stats
 
     d: Dist = s.dist
     model, task, cfg, fitter = s.model, s.task, s.cfg, s.fitter
@@ -295,8 +295,8 @@ def train_epoch(s, epoch: int) -> tuple[float, float]:
     sampler = [b if b else draws[:1] for b in mine]  # a rank with no clip in a batch still takes part
     kwargs = {}
     if cfg.workers > 0:
-        kwargs = {"num_workers": cfg.workers, "prefetch_factor": 4, "worker_init_fn": _worker_init}
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=_as_list, pin_memory=s.device.type == "cuda", **kwargs)
+        kwargs = {"num_workers": cfg.workers, "prefetch_factor": 4, "worker_init_fn": init_worker}
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=as_list, pin_memory=s.device.type == "cuda", **kwargs)
     size = s.model.encoder.cfg.input_size
     template = torch.zeros((1, ds.sampling.per_clip, size, size, 3), dtype=torch.uint8)
     new_failed: list[dict] = []

@@ -15,7 +15,7 @@ from vidtune.models.classifier import VideoClassifier
 from vidtune.runs.device import amp_dtype, autocast
 from vidtune.runs.features import ClipDataset, Sampling, clip_loader, sampling_for
 from vidtune.train.config import TrainConfig
-from vidtune.train.fitter import Checkpointing, Fit, Fitter, full_state, param_groups
+from vidtune.train.fitter import Checkpointing, Fit, Fitter, freeze_norm_stats, full_state, param_groups
 from vidtune.train.linear import robust_op
 from vidtune.train.task import Task
 
@@ -51,12 +51,6 @@ def backbone_param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict
                 holder.register_parameter(f"p{i}", p)
             groups += param_groups(holder, base * cfg.layer_decay ** max(n - 1, 0), cfg.weight_decay)
     return groups
-
-
-def freeze_norm_stats(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 class EndToEndStrategy:

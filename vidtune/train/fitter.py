@@ -93,6 +93,14 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return f
 
 
+def freeze_norm_stats(model: nn.Module) -> None:
+    """Batch-norm layers keep their running statistics (``--freeze-bn``): small batches of one task
+    would otherwise overwrite what pretraining measured on millions of images."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases, norm scales and embeddings (positions, queries)."""
     decay, no_decay = [], []
