@@ -56,26 +56,27 @@ def first_batch(encoder, manifest: Path, cfg) -> tuple[torch.Tensor, list[str]]:
 
 
 def run_variant(name: str, manifest: Path, root: Path, seeds, int8: bool, prebuilt=None) -> list[dict]:
+    from vidtune.engines import cache as engine_cache
+    from vidtune.engines.build import build_engine, engine_path
+    from vidtune.engines.int8 import quantised
+    from vidtune.engines.runtime import using_runtime
     from vidtune.models.backbones import create_backbone
-    from vidtune.runs import engines
-    from vidtune.runs.calibration import quantised
-    from vidtune.runs.engines import using_runtime
     from vidtune.runs.inference import evaluate
     from vidtune.train.config import TrainConfig
     from vidtune.train.trainer import train
 
     cache = root / name
     os.environ["VIDTUNE_CACHE"] = str(cache)
-    engines._engines.clear()
+    engine_cache.close_sessions()
     if prebuilt is not None:  # the int8 engine calibrated on the given frames, found by the job as its own
         frames, method = prebuilt
         enc = create_backbone(pretrained=True).eval()
-        engines._build(enc, "onnxruntime")
-        fp32 = engines._engine_path(enc)
+        build_engine(enc, "onnxruntime")
+        fp32 = engine_path(enc)
         if method == "MinMax":
             quantised(fp32, frames)
         else:
-            from vidtune.export.int8 import quantise_file
+            from vidtune.engines.int8 import quantise_file
             from vidtune.utils import atomic_write_json, file_digest
 
             q = fp32.with_name(fp32.stem + "-int8.onnx")

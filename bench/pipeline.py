@@ -73,10 +73,11 @@ def main() -> None:
     from sidebyside import make_run
 
     from vidtune.data.preprocess import normalise
-    from vidtune.export.sessions import EngineSession
-    from vidtune.runs import engines, lean
+    from vidtune.engines import cache
+    from vidtune.engines.runtime import ENGINE_THREADS_ENV, engine_threads, using_runtime
+    from vidtune.engines.sessions import EngineSession
+    from vidtune.runs import lean
     from vidtune.runs.features import extract_features, sampling_for
-    from vidtune.runs.runtime import ENGINE_THREADS_ENV, engine_threads, using_runtime
     from vidtune.runs.store import load_run
     from vidtune.utils import default_workers
 
@@ -119,14 +120,14 @@ def main() -> None:
                     os.environ.pop(ENGINE_THREADS_ENV, None)
                 else:
                     os.environ[ENGINE_THREADS_ENV] = setting
-                lean._sessions.clear()
+                cache.close_sessions()
                 lr = lean.load(run, "cpu", rt)
                 results = {"lean": []}
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()
                     feats, skipped = lean.frame_features(lr, items, workers=workers)
                     results["lean"].append(len(feats) * FRAMES / (time.perf_counter() - t0))
-                engines._engines.clear()
+                cache.close_sessions()
                 results["features"] = []
                 with using_runtime(rt):
                     for _ in range(args.repeats):

@@ -47,9 +47,9 @@ def encoders():
 
 def engines_for(enc, calib: torch.Tensor, tmp: Path) -> dict:
     """name -> callable(torch (N,3,S,S)) -> torch features."""
-    from vidtune.export.formats import ort_session, runtime_installed, write_onnx
-    from vidtune.export.int8 import quantise_file
-    from vidtune.runs.features import inference_encoder
+    from vidtune.engines.formats import ort_session, runtime_installed, write_onnx
+    from vidtune.engines.int8 import quantise_file
+    from vidtune.engines.jit import inference_encoder
 
     out = {"torch eager": lambda x: enc(x.contiguous(memory_format=torch.channels_last))}
     jit = inference_encoder(enc, torch.device("cpu"), 10_000)

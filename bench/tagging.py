@@ -104,7 +104,7 @@ def backbone_fps(model, n: int) -> float:
     """The run's encoder alone on ``n`` random 224 px frames in batches of 32 (the tagger's batch)."""
     import torch
 
-    from vidtune.runs.features import inference_encoder
+    from vidtune.engines.jit import inference_encoder
 
     net = inference_encoder(model.encoder.eval(), torch.device("cpu"), n)
     x = torch.randn(32, 3, 224, 224).contiguous(memory_format=torch.channels_last)

@@ -12,9 +12,15 @@ import torch
 
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sample import write_sample_dataset
+from vidtune.engines import backbone
+from vidtune.engines import cache as engine_cache
+from vidtune.engines import choice as engine_choice
+from vidtune.engines import runtime as engine_runtime
+from vidtune.engines.backbone import resolve
+from vidtune.engines.build import engine_path
+from vidtune.engines.int8 import int8_tag
 from vidtune.models.backbones import create_backbone
-from vidtune.runs import calibration, engine_choice, engines
-from vidtune.runs.engines import resolve
+from vidtune.runs import calibration
 from vidtune.runs.features import Sampling, extract_features, open_cache
 
 pytest.importorskip("onnxruntime")
@@ -39,7 +45,7 @@ def fresh(monkeypatch, tmp_path):
     """A new cache (no engine built, nothing measured) and no engine in memory, as in a new process."""
     monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(engine_choice.ORDER_ENV, raising=False)
-    monkeypatch.setattr(engines, "_engines", {})
+    engine_cache.close_sessions()
     return tmp_path / "cache"
 
 
@@ -64,16 +70,16 @@ def test_choice_follows_the_measured_speeds(fresh, encoder, monkeypatch):
     _inject(encoder, {"torch": 300.0, "onnxruntime": 200.0, "openvino": 100.0})
     assert resolve("auto", encoder, CPU, 4096) == "torch"  # the baseline can win
     assert resolve("auto", encoder, CPU, 4096, int8=True) == "onnxruntime"  # int8: the fastest exported engine
-    if engines.installed("openvino"):
+    if engine_runtime.installed("openvino"):
         _inject(encoder, {"torch": 50.0, "onnxruntime": 100.0, "openvino": 200.0})
         assert resolve("auto", encoder, CPU, 4096) == "openvino"
         # a small job: the measured engine when it is built, PyTorch rather than exporting it now
         assert resolve("auto", encoder, CPU, 16) == "torch"
-        engines.backbone_engine(encoder, "openvino", CPU, 16)
+        backbone.backbone_engine(encoder, "openvino", CPU, 16)
         assert resolve("auto", encoder, CPU, 16) == "openvino"
     # within 10% of each other the engines count as tied: the preferred one (OpenVINO) wins, not the noise
     _inject(encoder, {"torch": 50.0, "onnxruntime": 100.0, "openvino": 95.0})
-    assert resolve("auto", encoder, CPU, 4096) == ("openvino" if engines.installed("openvino") else "onnxruntime")
+    assert resolve("auto", encoder, CPU, 4096) == ("openvino" if engine_runtime.installed("openvino") else "onnxruntime")
     _inject(encoder, {"torch": 50.0, "onnxruntime": 100.0, "openvino": 85.0})
     assert resolve("auto", encoder, CPU, 4096) == "onnxruntime"
     # a measurement for other weights does not count: a small job then measures nothing and stays in torch
@@ -96,26 +102,26 @@ def test_a_missing_or_failing_engine_is_not_a_candidate(fresh, encoder, monkeypa
 
 
 def test_a_real_measurement_is_written_once_and_read_back(fresh, encoder, monkeypatch, caplog):
-    with caplog.at_level(logging.INFO, logger="vidtune.runs.engine_choice"):
+    with caplog.at_level(logging.INFO, logger="vidtune.engines.choice"):
         chosen = resolve("auto", encoder, CPU, 4096)
     files = list((fresh / "engines").glob("speed-*.json"))
     assert len(files) == 1
     record = json.loads(files[0].read_text(encoding="utf-8"))
     key = record["key"]
     assert key["fingerprint"] == encoder.fingerprint() and key["input_size"] == encoder.cfg.input_size
-    assert key["threads"] == engines.engine_threads() and key["cpu"]["cores"] > 0 and key["versions"]["torch"]
+    assert key["threads"] == engine_runtime.engine_threads() and key["cpu"]["cores"] > 0 and key["versions"]["torch"]
     fps = record["frames_per_second"]
-    expected = {"torch", "onnxruntime"} | ({"openvino"} if engines.installed("openvino") else set())
+    expected = {"torch", "onnxruntime"} | ({"openvino"} if engine_runtime.installed("openvino") else set())
     assert set(fps) == expected and all(v > 0 for v in fps.values()) and not record["failed"]
     assert fps[chosen] >= max(fps.values()) * (1 - engine_choice.TIE)  # the fastest, or tied with it
     assert f"--runtime auto: {chosen} for {encoder.name}" in caplog.text and "measured now" in caplog.text
     _no_measuring(monkeypatch)  # a later job (here a new process's state) reads it
-    monkeypatch.setattr(engines, "_engines", {})
+    engine_cache.close_sessions()
     assert resolve("auto", encoder, CPU, 4096) == chosen
     assert engine_choice.read_speeds(encoder.fingerprint(), encoder.cfg.input_size)["frames_per_second"] == fps
     # the light path of a run (load_light) takes the same engine, or none when PyTorch won
     light = engine_choice.auto_engines(encoder.fingerprint(), encoder.cfg.input_size,
-                                       [n for n in engines.AUTO_ORDER if n in fps])
+                                       [n for n in engine_runtime.AUTO_ORDER if n in fps])
     assert light[:1] == ([chosen] if chosen != "torch" else [])
 
 
@@ -153,12 +159,12 @@ def test_int8_engine_is_calibrated_on_every_video_and_keyed_by_its_identity(fres
     assert record["method"] == "spread" and record["videos"] == len(clips) == record["clips"]
     assert record["frames"] == len(clips) * (calibration.CALIBRATION_FRAMES // len(clips))
     tag = record["digest"][:16]
-    assert calibration.int8_tag(engines._engine_path(encoder)) == tag
+    assert int8_tag(engine_path(encoder)) == tag
     entries = sorted((fresh).rglob("??/*.safetensors"))
     assert len(entries) == len(clips)
     # another calibration (the engine rebuilt from other videos) never serves the first one's features
     record_path.unlink()
-    engines._engines.clear()
+    engine_cache.close_sessions()
     again, _ = extract_features(encoder, clips[:2], sampling, device=CPU, workers=0, cache=cache,
                                 runtime="onnxruntime", int8=True)
     record2 = json.loads(record_path.read_text(encoding="utf-8"))

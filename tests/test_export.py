@@ -135,8 +135,8 @@ def test_exported_onnx_runs_in_plain_onnxruntime_and_gives_the_runs_predictions(
 @pytest.mark.parametrize("fmt,name", [("openvino", "m.xml"), ("torchscript", "m.pt")])
 def test_openvino_and_torchscript_exports_match(tmp_path, data, fmt, name):
     pytest.importorskip("openvino") if fmt == "openvino" else None
+    from vidtune.engines.formats import ExportedModel
     from vidtune.export import export_run
-    from vidtune.export.formats import ExportedModel
 
     run = make_run(tmp_path / "run", data, "tsm", backbone="test_resnet")
     res = export_run(run, tmp_path / name, fmt, parity_clips=3)

@@ -33,11 +33,10 @@ def data(tmp_path_factory) -> Path:
 def fresh_engines(tmp_path, monkeypatch):
     """Each test its own feature cache and engine folder, and no engine kept from another test's process
     state (engines are kept per weights fingerprint for the life of a process)."""
-    from vidtune.runs import engines, lean
+    from vidtune.engines import cache
 
     monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(engines, "_engines", {})
-    monkeypatch.setattr(lean, "_sessions", {})
+    cache.close_sessions()
 
 
 def _predict(capsys, run, *args) -> tuple[int, list[dict]]:
@@ -99,7 +98,7 @@ def test_engines_alone_share_the_feature_cache_and_skip_damaged_files(tmp_path, 
         raise AssertionError("decoded a video although its features are cached")
 
     monkeypatch.setattr(clips, "open_video", no_decoding)
-    from vidtune.runs.runtime import using_runtime
+    from vidtune.engines.runtime import using_runtime
 
     with using_runtime("onnxruntime"):
         res = lean.predict(run, videos, k=3, device="cpu", workers=0)
@@ -143,8 +142,8 @@ def test_where_engines_alone_do_not_apply_the_full_path_serves(tmp_path, data, c
     run = make_run(tmp_path / "run", data)
     code, built = _predict(capsys, run, data, "--runtime", "onnxruntime", "--no-cache", "--workers", "0")
     assert code == 0
+    from vidtune.engines.runtime import using_runtime
     from vidtune.runs import lean
-    from vidtune.runs.runtime import using_runtime
 
     assert lean.load(run, "cpu", "onnxruntime") is not None
     assert lean.load(run, "cpu", "torch") is None
@@ -184,8 +183,8 @@ def test_openvino_sessions_dropped_in_any_order_leave_no_freed_signal_stack(tmp_
     pytest.importorskip("openvino")
     import gc
 
-    from vidtune.export.formats import write_onnx
-    from vidtune.export.sessions import EngineSession
+    from vidtune.engines.formats import write_onnx
+    from vidtune.engines.sessions import EngineSession
 
     torch = pytest.importorskip("torch")
     files = []

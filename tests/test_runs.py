@@ -110,12 +110,17 @@ def _imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("package, forbidden", [
-    ("runs", ("vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("engines", ("vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.export", "vidtune.serve",
+                 "vidtune.cli")),  # how a network runs knows no runs, manifests or commands
+    ("runs", ("vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.export", "vidtune.cli")),
     ("tag", ("vidtune.train", "vidtune.index", "vidtune.cli")),
     ("index", ("vidtune.train", "vidtune.tag", "vidtune.cli")),
     ("train", ("vidtune.tag", "vidtune.index", "vidtune.cli")),
-    ("models", ("vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
-    ("data", ("vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("train", ("vidtune.export",)),  # siblings: the int8 bound is the engines layer's
+    ("tag", ("vidtune.export",)),
+    ("index", ("vidtune.export",)),
+    ("models", ("vidtune.engines", "vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
+    ("data", ("vidtune.engines", "vidtune.runs", "vidtune.train", "vidtune.tag", "vidtune.index", "vidtune.cli")),
     ("serve", ("vidtune.train", "vidtune.cli")),  # the web app stands on runs/, index/ and tag/ like the CLI
 ])
 def test_layers_import_only_downwards(package, forbidden):
@@ -123,6 +128,109 @@ def test_layers_import_only_downwards(package, forbidden):
     bad = sorted(f"{p.name}: {m}" for p in root.rglob("*.py") for m in _imports(p)
                  if any(m == f or m.startswith(f + ".") for f in forbidden))
     assert not bad, f"vidtune/{package} imports a layer above or beside it: {bad}"
+
+
+def _module_graph() -> tuple[dict[str, set[str]], list[str]]:
+    """Every module of vidtune and the vidtune modules it imports (at any depth: function-level imports
+    count), plus the private names (``_x``) one module takes from another."""
+    root = Path(__file__).parents[1] / "vidtune"
+    files = {}
+    for f in root.rglob("*.py"):
+        parts = list(f.relative_to(root.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    edges: dict[str, set[str]] = {m: set() for m in files}
+    private = []
+    for mod, f in files.items():
+        is_pkg = f.name == "__init__.py"
+        aliases = {}
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in files:
+                        edges[mod].add(a.name)
+                        if a.asname:
+                            aliases[a.asname] = a.name
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if not target.startswith("vidtune"):
+                    continue
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    dest = sub if sub in files else target
+                    if dest in files and dest != mod:
+                        edges[mod].add(dest)
+                    if sub in files:
+                        aliases[a.asname or a.name] = sub
+                    elif a.name.startswith("_") and not a.name.startswith("__") and dest != mod:
+                        private.append(f"{mod} takes {target}.{a.name}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__") and aliases[node.value.id] != mod):
+                private.append(f"{mod} takes {aliases[node.value.id]}.{node.attr}")
+    for mod in edges:  # a package's __init__ re-exporting its children is not a circle
+        edges[mod] = {t for t in edges[mod] if not (files[t].name == "__init__.py" and mod.startswith(t + "."))}
+    return edges, private
+
+
+def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = counter[0]
+        counter[0] += 1
+        stack.append(start)
+        on.add(start)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(edges[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_no_import_circle_anywhere_and_no_private_name_taken_across_modules():
+    """Function-level imports count: a circle through a lazy import is still two layers leaning on each
+    other. A module's underscore names are its own; another module needing one asks for a public API."""
+    edges, private = _module_graph()
+    assert len(edges) > 100 and "vidtune.engines.cache" in edges["vidtune.engines.build"]
+    assert "vidtune.runs.lean" in edges["vidtune.runs.inference"]  # imported inside predict(): seen too
+    assert not _circles(edges), _circles(edges)
+    assert not private, private
+
+
+def test_the_circle_finder_finds_circles():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
 
 
 def test_every_user_facing_error_type_lives_in_errors_py():

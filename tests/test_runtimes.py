@@ -11,10 +11,12 @@ import torch
 
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sample import write_sample_dataset
+from vidtune.engines import cache as engine_cache
+from vidtune.engines import runtime as engine_runtime
+from vidtune.engines.backbone import FEATURE_TOLERANCE, EngineEncoder, backbone_engine, resolve
 from vidtune.errors import ConfigError
 from vidtune.models.backbones import create_backbone
-from vidtune.runs import engines
-from vidtune.runs.engines import FEATURE_TOLERANCE, backbone_engine, resolve
+from vidtune.runs import light as run_light
 from vidtune.runs.features import Sampling, extract_features, open_cache
 
 pytest.importorskip("onnxruntime")
@@ -35,7 +37,7 @@ def encoder():
 
 
 RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
-    not engines.installed("openvino"), reason="openvino not installed"))]
+    not engine_runtime.installed("openvino"), reason="openvino not installed"))]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -64,10 +66,10 @@ def test_fp32_runtimes_share_cached_features(tmp_path, clips, encoder):
 
 def test_auto_chooses_by_job_size_frame_independence_and_installed_engines(monkeypatch, tmp_path, encoder):
     monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "fresh"))  # no engine built yet: as in a new process
-    monkeypatch.setattr(engines, "_engines", {})
+    engine_cache.close_sessions()
     # a fixed order instead of a measurement (test_engine_choice checks the measured choice)
-    monkeypatch.setenv("VIDTUNE_RUNTIME_ORDER", ",".join(engines.AUTO_ORDER))
-    first = next(n for n in engines.AUTO_ORDER if engines.installed(n))
+    monkeypatch.setenv("VIDTUNE_RUNTIME_ORDER", ",".join(engine_runtime.AUTO_ORDER))
+    first = next(n for n in engine_runtime.AUTO_ORDER if engine_runtime.installed(n))
     assert resolve("auto", encoder, CPU, 16) == "torch"  # a small job: exporting would cost more than it saves
     assert resolve("auto", encoder, CPU, 4096) == first
     assert resolve("torch", encoder, CPU, 4096) == "torch"
@@ -79,7 +81,7 @@ def test_auto_chooses_by_job_size_frame_independence_and_installed_engines(monke
     add_temporal_shift(tsm, 4)
     assert resolve("auto", tsm, CPU, 4096) == "torch" and resolve("onnxruntime", tsm, CPU, 4096) == "torch"
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the extra were not installed
-    assert not engines.installed("openvino")
+    assert not engine_runtime.installed("openvino")
     assert resolve("auto", encoder, CPU, 4096) == "onnxruntime"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert resolve("auto", encoder, CPU, 4096) == "torch"
@@ -91,7 +93,7 @@ def test_auto_chooses_by_job_size_frame_independence_and_installed_engines(monke
 
 def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
     from vidtune.cli.main import main
-    from vidtune.runs.engines import default_runtime
+    from vidtune.engines.runtime import default_runtime
 
     data = tmp_path / "d"
     write_sample_dataset(data, classes=2, per_class=3, seconds=1.0, fps=8, size=(64, 48), seed=0)
@@ -100,18 +102,18 @@ def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
     assert main(["train", str(data), "--out", str(tmp_path / "run"), "--runtime", "onnxruntime", *tiny]) == 0
     capsys.readouterr()
     results = {}
-    for rt in ("torch", "onnxruntime"):
-        assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", rt, "--no-cache", "--workers", "0",
+    for name in ("torch", "onnxruntime"):
+        assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", name, "--no-cache", "--workers", "0",
                      "-q", "--json"]) == 0
-        results[rt] = json.loads(capsys.readouterr().out)["results"]
+        results[name] = json.loads(capsys.readouterr().out)["results"]
         assert default_runtime() == "torch"  # the flag holds for its command only
     for a, b in zip(results["torch"], results["onnxruntime"]):
         assert a["labels"] == b["labels"]
         assert all(abs(p["score"] - q["score"]) < 1e-3 for p, q in zip(a["predictions"], b["predictions"]))
     # the onnxruntime predict above recorded the run's engine: now the run loads without its PyTorch backbone
-    light = engines.load_light(tmp_path / "run", CPU, "onnxruntime")
-    assert light is not None and isinstance(light.model.encoder, engines.EngineEncoder)
-    assert engines.load_light(tmp_path / "run", CPU, "torch") is None
+    light = run_light.load_light(tmp_path / "run", CPU, "onnxruntime")
+    assert light is not None and isinstance(light.model.encoder, EngineEncoder)
+    assert run_light.load_light(tmp_path / "run", CPU, "torch") is None
     assert main(["predict", str(tmp_path / "run"), str(data), "--runtime", "onnxruntime", "--no-cache", "--workers",
                  "0", "-q", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"] == results["onnxruntime"]
@@ -127,7 +129,7 @@ def test_cli_runtime_flag_gives_the_same_predictions(tmp_path, capsys):
 
 def test_int8_feature_pass_is_calibrated_on_the_job_and_cached_apart(tmp_path, clips, encoder, monkeypatch):
     monkeypatch.setenv("VIDTUNE_CACHE", str(tmp_path / "c"))
-    monkeypatch.setattr(engines, "_engines", {})
+    engine_cache.close_sessions()
     cache = open_cache(tmp_path / "c")
     sampling = Sampling(4)
     fp32, _ = extract_features(encoder, clips, sampling, device=CPU, workers=0, cache=cache, runtime="onnxruntime")
@@ -140,7 +142,7 @@ def test_int8_feature_pass_is_calibrated_on_the_job_and_cached_apart(tmp_path, c
         cos = torch.nn.functional.cosine_similarity(q[i].flatten(), fp32[i].flatten(), dim=0)
         assert cos > 0.9
     with pytest.raises(ConfigError, match="int8"):
-        engines.set_default_runtime("torch", int8=True)
+        engine_runtime.set_default_runtime("torch", int8=True)
 
 
 def test_cli_int8_needs_an_engine(tmp_path, capsys):

@@ -286,6 +286,16 @@ def hold_lock(lock_path: Path, what: str, holder: str):
     return fh
 
 
+def default_cache_dir() -> Path:
+    """The feature cache's folder (engines live in its ``engines/``): ``$VIDTUNE_CACHE``, else
+    ``$XDG_CACHE_HOME/vidtune/features`` (``~/.cache/vidtune/features``)."""
+    env = os.environ.get("VIDTUNE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vidtune" / "features"
+
+
 def default_workers() -> int:
     """Decoding worker processes: one per core, at most 4. They run at a lower priority
     (:func:`lower_priority`), so the network in the main process takes the cores it can use and the

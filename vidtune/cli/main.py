@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if getattr(args, "runtime", None):
-            from vidtune.runs.runtime import using_runtime
+            from vidtune.engines.runtime import using_runtime
 
             with using_runtime(args.runtime, int8=getattr(args, "int8", False)):
                 return int(args.func(args) or 0)

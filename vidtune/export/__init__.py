@@ -1,18 +1,19 @@
 """A trained run leaves vidtune: ONNX / OpenVINO / TorchScript files with their preprocessing as JSON.
 
-- :mod:`vidtune.export.formats`: writing a module to each format and running the written file
-  (also used by :mod:`vidtune.runs.engines` for the frozen backbone of feature passes);
 - :mod:`vidtune.export.exporter`: ``export_run`` (the whole classifier, the JSON beside it, parity);
-- :mod:`vidtune.export.int8`: static int8 quantisation calibrated on the user's own frames.
+- :mod:`vidtune.export.int8`: the exported file quantised to int8 on the run's training clips, and its
+  accuracy change on the validation clips.
+
+Writing each format and running the written file is the engines layer's
+(:mod:`vidtune.engines.formats`); ``export`` sits above :mod:`vidtune.runs` and nothing below imports it.
 
 Heavy libraries (onnx, onnxruntime, openvino) are imported inside functions: they are optional
 extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvino]'``).
 """
 
-from vidtune.export.sessions import RUNTIME_EXTRAS
+from vidtune.engines.sessions import FORMATS, RUNTIME_EXTRAS
 
 __all__ = ["FORMATS", "RUNTIME_EXTRAS", "export_run"]
-FORMATS = ("onnx", "openvino", "torchscript")  # vidtune.export.formats.FORMATS (that module imports torch)
 
 
 def export_run(*args, **kwargs):

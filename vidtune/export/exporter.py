@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidtune.engines.formats import FORMATS, SUFFIX, ExportedModel, write
 from vidtune.errors import ConfigError, DatasetError, VidtuneError
-from vidtune.export.formats import FORMATS, SUFFIX, ExportedModel, write
+from vidtune.export.clips import INPUT_NAME, OUTPUT_NAME, decode_clips
 from vidtune.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vidtune-export"
 EXPORT_VERSION = 1
-INPUT_NAME, OUTPUT_NAME = "clips", "logits"
 
 
 def sidecar_path(out) -> Path:
@@ -81,26 +81,6 @@ def _items_for(config, videos, limit: int):
     return (val + rest)[:limit], f"the run's data ({src})"
 
 
-def decode_clips(model, config, items, workers: int = 0) -> tuple[torch.Tensor, list[int]]:
-    """Normalised clips ``(N, T, 3, S, S)`` of the readable ``items`` and their indices (centre sampling)."""
-    from vidtune.data.transforms import Normalize
-    from vidtune.runs.features import ClipDataset, clip_loader, sampling_for
-
-    sampling = sampling_for(model.encoder, config.frames, "centre")
-    ds = ClipDataset(items, sampling, config.transform)
-    norm = Normalize(config.transform)
-    clips, kept = [], []
-    for sample in clip_loader(ds, workers):
-        if sample["error"] is not None:
-            log.warning("parity check: skipping %s: %s", items[sample["index"]].path, sample["error"])
-            continue
-        clips.append(norm(sample["frames"]))  # (T, 3, S, S)
-        kept.append(sample["index"])
-    if not clips:
-        return torch.zeros(0), []
-    return torch.stack(clips), kept
-
-
 def parity(reference: np.ndarray, got: np.ndarray) -> dict:
     """Max abs logit difference and top-1 agreement between two ``(N, K)`` logit arrays."""
     diff = float(np.abs(reference - got).max()) if reference.size else 0.0
@@ -130,7 +110,7 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
     of the run's training data, and report the accuracy change on its validation data
     (:mod:`vidtune.export.int8`).
     """
-    from vidtune.export.int8 import DEFAULT_BOUND
+    from vidtune.engines.int8 import DEFAULT_BOUND
     from vidtune.runs.features import sampling_for
     from vidtune.runs.store import load_run
     from vidtune.utils import atomic_write_json

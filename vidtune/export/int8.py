@@ -1,8 +1,10 @@
-"""Static int8 quantisation of the backbone's convolutions, calibrated on the user's own frames.
+"""``vidtune export --int8``: the exported classifier's convolutions quantised to int8, calibrated on the
+run's own training clips.
 
-ONNX Runtime's ``quantize_static`` (QDQ format, per-channel int8 weights, uint8 activations) sees
-clips of the run's training data to pick activation ranges; only ``Conv`` nodes are quantised (the
-backbone), the temporal head and classifier stay fp32. OpenVINO runs the same QDQ graph in int8.
+ONNX Runtime's ``quantize_static`` (:func:`vidtune.engines.int8.quantise_file`: QDQ format, per-channel
+int8 weights, uint8 activations) sees clips of the run's training data to pick activation ranges; only
+``Conv`` nodes are quantised (the backbone), the temporal head and classifier stay fp32. OpenVINO runs the
+same QDQ graph in int8.
 The accuracy change against fp32 is measured on the run's validation data and reported with the
 bound int8 must stay under before anything would use it by default.
 """
@@ -15,41 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidtune.engines.formats import ExportedModel, quiet, require
+from vidtune.engines.int8 import DEFAULT_BOUND, quantise_file  # noqa: F401 (DEFAULT_BOUND: documented here)
 from vidtune.errors import DatasetError, VidtuneError
-from vidtune.export.formats import ExportedModel, require
 from vidtune.progress import NullProgress
 from vidtune.utils import atomic_path
 
 log = logging.getLogger(__name__)
-
-# int8 may replace fp32 by default only when it costs less than this (accuracy, or mAP for multi-label
-# runs, as a fraction: 0.01 = one point) on the user's validation data.
-DEFAULT_BOUND = 0.01
-
-
-class _ClipReader:
-    """onnxruntime's CalibrationDataReader protocol over normalised clips, one at a time."""
-
-    def __init__(self, name: str, clips: torch.Tensor):
-        self._it = iter([{name: c[None].numpy()} for c in clips])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
-def quantise_file(fp32_path, out_path, clips: torch.Tensor, input_name: str = "clips", method: str = "MinMax") -> None:
-    """Write the int8 (QDQ) version of the ONNX file ``fp32_path`` to ``out_path``, calibrated on ``clips``
-    (``method``: an onnxruntime ``CalibrationMethod`` name; bench/int8_calibration.py compares them)."""
-    require("onnxruntime", "onnx")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from vidtune.export.formats import _quiet
-
-    with atomic_path(out_path) as tmp, _quiet():  # it logs a "consider pre-processing" hint on every call
-        quantize_static(str(fp32_path), str(tmp), _ClipReader(input_name, clips), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method))
-
 
 def score(logits: np.ndarray, items, config) -> float:
     """Top-1 accuracy (single-label) or mAP (multi-label) of ``logits`` on labelled ``items``."""
@@ -74,7 +48,7 @@ def quantise_onnx(model, config, fp32_path, out, fmt: str, *, workers: int = 0, 
     """Quantise ``fp32_path`` into ``out`` (ONNX, or OpenVINO IR converted from the QDQ graph); report
     the validation accuracy of fp32 and int8 and whether the change is within ``bound``."""
     from vidtune.data.manifest import load_dataset
-    from vidtune.export.exporter import INPUT_NAME, decode_clips
+    from vidtune.export.clips import INPUT_NAME, decode_clips
     from vidtune.runs.inference import select_split
 
     progress = progress or NullProgress()
@@ -98,9 +72,7 @@ def quantise_onnx(model, config, fp32_path, out, fmt: str, *, workers: int = 0, 
     try:
         if fmt == "openvino":
             ov = require("openvino", "openvino")
-            from vidtune.export.formats import _quiet
-
-            with _quiet():
+            with quiet():
                 ov_model = ov.convert_model(str(q_onnx))
             with atomic_path(out) as tmp_xml:
                 ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)

@@ -178,7 +178,7 @@ class Embedder:
     """Builds the model once and embeds videos, parts of videos and images with it.
 
     On CPU, when the backbone's ONNX engine was built by an earlier job and ``--runtime`` would run it
-    (see :mod:`vidtune.runs.engines`), the backbone is that engine alone (:class:`EngineEncoder`: no
+    (see :mod:`vidtune.engines.backbone`), the backbone is that engine alone (:class:`EngineEncoder`: no
     PyTorch backbone built, no timm import); its fingerprint, hence the model id and the cache keys, are
     the full path's.
     """
@@ -196,7 +196,7 @@ class Embedder:
         self._remembered = False  # the engine record is written (or known to be there)
         c = self.config
         if c.run:
-            from vidtune.runs.engines import load_light
+            from vidtune.runs.light import load_light
             from vidtune.runs.store import load_run
 
             light = load_light(c.run, self.device)  # the run's engine built earlier: no PyTorch backbone
@@ -204,7 +204,7 @@ class Embedder:
             self.model, self.run_config = light or load_run(c.run)
             self.encoder = self.model.encoder
         else:
-            from vidtune.runs.engines import load_light_backbone
+            from vidtune.engines.backbone import load_light_backbone
 
             self.encoder = load_light_backbone(c.backbone, c.pretrained, c.weights, self.device)
             self._remembered = self.encoder is not None
@@ -222,8 +222,8 @@ class Embedder:
 
     def prepare_many(self) -> None:
         """About to embed many frames: use the traced, frozen TorchScript encoder on CPU (about 1.6x
-        faster, a second to build; see ``vidtune.runs.features.inference_encoder``)."""
-        from vidtune.runs.features import inference_encoder
+        faster, a second to build; see ``vidtune.engines.jit.inference_encoder``)."""
+        from vidtune.engines.jit import inference_encoder
 
         if (self._net is None and self.model is None and getattr(self.encoder, "clip_len", 1) == 1
                 and isinstance(self.encoder, torch.nn.Module)):
@@ -231,8 +231,8 @@ class Embedder:
 
     def _backbone_net(self, n_frames: int):
         """What runs the backbone on ``n_frames`` frames: the engine ``--runtime`` picks (an already-built
-        engine, see :mod:`vidtune.runs.engines`), else the TorchScript graph of :meth:`prepare_many`."""
-        from vidtune.runs.engines import backbone_engine, remember_backbone_engine
+        engine, see :mod:`vidtune.engines.backbone`), else the TorchScript graph of :meth:`prepare_many`."""
+        from vidtune.engines.backbone import backbone_engine, remember_backbone_engine
 
         net, runtime = backbone_engine(self.encoder, None, self.device, n_frames)
         if runtime == "torch":
@@ -369,7 +369,7 @@ class Embedder:
                                  cache_dir=self.cache.root if self.cache is not None else None,
                                  use_cache=self.cache is not None, workers=0)
         if not self._remembered:  # the next process loads the run with this engine, if one ran it
-            from vidtune.runs.engines import remember_run_engine
+            from vidtune.runs.light import remember_run_engine
 
             remember_run_engine(self.config.run, self.encoder)
             self._remembered = True

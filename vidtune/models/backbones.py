@@ -43,7 +43,7 @@ class BackboneSpec:
     offline_weights: Callable[[], dict] | None = None  # state dict in the source's naming
     build_kwargs: dict = field(default_factory=dict)
     # what identifies the offline weights without loading them (package version + file digest): a backbone
-    # engine record (vidtune.runs.engines) is keyed by it, so new weights never meet an old engine
+    # engine record (vidtune.engines.backbone, vidtune.runs.light) is keyed by it, so new weights never meet an old engine
     offline_id: Callable[[], str] | None = None
 
 

@@ -6,7 +6,8 @@
 - :mod:`vidtune.runs.inference`: ``run_clips`` (every way a run is applied to videos), ``predict``, ``evaluate``;
 - :mod:`vidtune.runs.metrics`, :mod:`vidtune.runs.robustness`: what a run scores, clean and corrupted;
 - :mod:`vidtune.runs.device`: device choice and autocast precision;
-- :mod:`vidtune.runs.lean`: ``predict`` through a run's exported engines without importing torch.
+- :mod:`vidtune.runs.light`, :mod:`vidtune.runs.lean`: a run served by its built engines (the backbone alone,
+  or backbone and head without importing torch); how engines run is :mod:`vidtune.engines`'s.
 """
 
 __all__ = ["ModelSpec", "RunConfig", "LoadedRun", "load_run", "resolve_device"]

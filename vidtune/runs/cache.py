@@ -19,19 +19,18 @@ from vidtune.data.manifest import VideoItem
 from vidtune.data.preprocess import PretrainedConfig, transform_id
 from vidtune.data.sampling import Sampling
 from vidtune.errors import ConfigError, OutputWriteError, VidtuneError
-from vidtune.utils import atomic_path, check_regular_file, db_text, file_digest, stable_hash
+from vidtune.utils import (  # noqa: F401 (default_cache_dir: re-exported)
+    atomic_path,
+    check_regular_file,
+    db_text,
+    default_cache_dir,
+    file_digest,
+    stable_hash,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("VIDTUNE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vidtune" / "features"
 
 
 class FeatureCache:

@@ -1,28 +1,22 @@
 """Decode -> transform -> backbone, with worker processes, prefetch and an on-disk feature cache.
 
 Workers decode only the sampled frames (resized in FFmpeg's scaler), crop them on uint8 and hand
-them to the main process, which batches frames across videos through the backbone. Files that fail
-are returned as skipped (path + reason), never raised: one corrupt video must not stop a dataset.
+them to the main process (:mod:`vidtune.runs.decoding`), which batches frames across videos through the
+backbone's engine (:mod:`vidtune.engines.backbone`). Files that fail are returned as skipped (path +
+reason), never raised: one corrupt video must not stop a dataset.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import warnings
-import zlib
-from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from vidtune.data.clips import read_clip
 from vidtune.data.manifest import VideoItem
 from vidtune.data.sampling import Sampling
-from vidtune.data.transforms import Normalize, centre_crop, random_resized_crop
+from vidtune.data.transforms import Normalize
 from vidtune.errors import ConfigError
-from vidtune.models.backbones import FrameEncoder, PretrainedConfig
+from vidtune.models.backbones import FrameEncoder
 from vidtune.progress import NullProgress, Progress
 from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home before vidtune.runs.cache)
     CACHE_VERSION,
@@ -33,6 +27,13 @@ from vidtune.runs.cache import (  # noqa: F401 (re-exported: the cache's home be
     op_identity,
     open_cache,
     split_cached,
+)
+from vidtune.runs.decoding import (  # noqa: F401 (re-exported: their home before vidtune.runs.decoding)
+    ClipDataset,
+    FrameOp,
+    as_list,
+    clip_loader,
+    init_worker,
 )
 from vidtune.runs.device import autocast, precision
 from vidtune.utils import default_workers, lower_priority  # noqa: F401 (default_workers: re-exported)
@@ -48,126 +49,6 @@ def sampling_for(encoder, frames: int, mode: str = "centre", views: int = 1, flo
     if flow and clip_len > 1:
         raise ConfigError("flow", f"is for image backbones; {encoder.name} is a video model that sees motion itself")
     return Sampling(frames, mode, views, clip_len, step, flow)
-
-
-@runtime_checkable
-class FrameOp(Protocol):
-    """A change applied to decoded clips before cropping (corruptions, robust augmentation).
-
-    It must be picklable (decoding runs in worker processes) and deterministic given ``rng``.
-    ``cache_id`` names it in the feature-cache key, so changed frames never reuse clean features.
-    An op may also define ``retime(ts, duration, rng) -> ts`` to change *which* frames are decoded
-    (frame drops, frame-rate changes); it is called before decoding when present.
-    """
-
-    cache_id: str
-
-    def __call__(self, frames: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``frames``: uint8 ``(T, H, W, 3)`` decoded at ``times`` (seconds); returns the same shape."""
-        ...
-
-
-class ClipDataset(Dataset):
-    """Decoded, cropped uint8 clips ``(F, S, S, 3)``; failures come back as ``error`` strings."""
-
-    def __init__(self, items: list[VideoItem], sampling: Sampling, cfg: PretrainedConfig,
-                 augment: bool = False, seed: int = 0, frame_op: FrameOp | None = None, flip: bool = True):
-        self.items = items
-        self.sampling = sampling
-        self.cfg = cfg
-        self.augment = augment
-        self.flip = flip  # off when labels depend on left/right (direction of motion, Something-Something)
-        self.seed = seed
-        self.frame_op = frame_op
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> dict:
-        """``k = draw * len(self) + i``: item ``i``; ``draw`` tells repeated draws of one item apart
-        (class-balanced epochs repeat small classes), so each repeat gets fresh offsets and crops."""
-        i = k % len(self.items)
-        item = self.items[i]
-        rng = np.random.default_rng([self.seed, self.epoch, k])
-        # Seeded by the clip (file name and segment), not by its position in the list nor by the folder it
-        # lies in: a corrupted clip must not depend on which other clips were already cached, nor change
-        # when the dataset moves (its cache key records the same name).
-        op_rng = None
-        if self.frame_op is not None:
-            op_rng = np.random.default_rng([self.seed, self.epoch, k // len(self.items),
-                                            zlib.crc32(op_identity(item).encode("utf-8", "surrogateescape"))])
-        frames, error = read_clip(item, self.sampling, self.cfg, rng, self.frame_op, op_rng)
-        if error is not None:
-            return {"index": i, "frames": None, "error": error}
-        if self.augment:
-            frames = random_resized_crop(frames, self.cfg.input_size, rng, flip=self.flip)
-        else:
-            frames = centre_crop(frames, self.cfg.input_size)
-        sample = {"index": i, "frames": torch.from_numpy(frames), "error": None}
-        if self.sampling.flow:
-            from vidtune.data.flow import clip_flow
-
-            views = self.sampling.views if self.sampling.mode == "grid" else 1
-            sample["flow"] = torch.from_numpy(clip_flow(frames, self.sampling.frames, views))  # (F, V, C)
-        return sample
-
-
-_JIT_MIN_FRAMES = 256  # below this, tracing (about a second) costs more than it saves
-
-
-def inference_encoder(encoder: FrameEncoder, device: torch.device, n_frames: int):
-    """The fastest way to run a frozen encoder for ``n_frames`` frames on ``device``.
-
-    On CPU, a traced and frozen TorchScript graph runs EfficientNet-Lite0 about 1.5x faster than
-    eager mode (``bench/pipeline.py`` measures both; features agree to ~1e-5). It is built once per
-    weights fingerprint and falls back to eager mode if tracing fails. ``VIDTUNE_JIT=0`` disables it.
-    """
-    if (device.type != "cpu" or n_frames < _JIT_MIN_FRAMES or os.environ.get("VIDTUNE_JIT", "1") == "0"
-            or not encoder.frame_independent):  # shift hooks read the clip length at run time
-        return encoder
-    key = encoder.fingerprint()
-    cached = getattr(encoder, "_jit", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    size = encoder.cfg.input_size
-    example = torch.zeros(8, 3, size, size).contiguous(memory_format=torch.channels_last)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.freeze(torch.jit.trace(encoder.eval(), example, check_trace=False))
-            traced(example)  # run the graph optimiser once, outside the timed loop
-    except Exception as exc:  # any model timm/torchvision can build must still work, just slower
-        log.info("TorchScript tracing failed for %s (%s); using eager mode", encoder.name, exc)
-        traced = encoder
-    object.__setattr__(encoder, "_jit", (key, traced))
-    return traced
-
-
-def init_worker(_):
-    """A decoding worker: one torch thread, lower priority than the process feeding the network."""
-    torch.set_num_threads(1)
-    lower_priority()
-
-
-def as_list(batch: list) -> list:  # module level: "spawn" workers (macOS, Windows) must pickle it
-    return batch
-
-
-def clip_loader(dataset: Dataset, workers: int, batch_size: int | None = None, order=None,
-                pin_memory: bool = False) -> DataLoader:
-    """Items one at a time (``batch_size=None``) or as lists, prefetched by ``workers`` processes.
-
-    ``order``: the indices to visit (a shuffled or class-balanced epoch); default all, in order.
-    The loader gets its own generator so that building one never advances the global torch RNG
-    (results must not depend on whether features came from the cache).
-    """
-    kwargs = {}
-    if workers > 0:
-        kwargs = {"num_workers": workers, "prefetch_factor": 4, "worker_init_fn": init_worker,
-                  "persistent_workers": False}
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, generator=torch.Generator().manual_seed(0),
-                      collate_fn=as_list if batch_size else None, pin_memory=pin_memory, **kwargs)
 
 
 def with_flow(feats: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -197,14 +78,15 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
     its own training videos decodes nothing).
     ``frame_op``: applied to every decoded clip (see :class:`FrameOp`); ``seed`` seeds it.
     ``runtime``: auto | torch | onnxruntime | openvino for the backbone (default: the process default,
-    :func:`vidtune.runs.engines.set_default_runtime`); fp32 engines share cached features.
+    :func:`vidtune.engines.runtime.set_default_runtime`); fp32 engines share cached features.
     ``int8`` (default: the process default): the backbone quantised to int8 (calibrated once per weights,
     on frames spread over the first int8 job's videos: :mod:`vidtune.runs.calibration`); its features
     are cached under keys naming that engine.
     ``reuse``: the encoder will be applied again in later jobs (a trained run's predict): ``auto`` builds
     its engine even for a small job, as later ones reuse it from disk.
     """
-    from vidtune.runs.engines import _AUTO_MIN_FRAMES, backbone_engine, default_int8
+    from vidtune.engines.backbone import AUTO_MIN_FRAMES, backbone_engine
+    from vidtune.engines.runtime import default_int8
 
     int8 = default_int8() if int8 is None else int8
     progress = progress or NullProgress()
@@ -233,7 +115,7 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         encoder.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     n_frames = len(todo) * sampling.per_clip
-    job_frames = max(n_frames, _AUTO_MIN_FRAMES) if reuse else n_frames
+    job_frames = max(n_frames, AUTO_MIN_FRAMES) if reuse else n_frames
     net = backbone_engine(encoder, runtime, device, job_frames, int8=int8)[0]
     loader = clip_loader(ClipDataset(subset, sampling, encoder.cfg, seed=seed, frame_op=frame_op), workers,
                          pin_memory=device.type == "cuda")

@@ -103,7 +103,7 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     Multi-label runs (``"task": "multilabel"``): mAP, per-class AP and F1 (micro, macro) at the
     run's tuned thresholds (see :func:`vidtune.runs.metrics.multilabel_metrics`).
     """
-    from vidtune.runs.engines import load_light, remember_run_engine
+    from vidtune.runs.light import load_light, remember_run_engine
 
     progress = progress or NullProgress()
     dev = resolve_device(device)
@@ -154,8 +154,8 @@ def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, u
     tuned threshold (highest first; may be empty), and ``predictions`` holds the top-k sigmoid scores.
     Single-label runs: the top-1 class, with softmax probabilities in ``predictions``.
     """
-    from vidtune.runs.engines import load_light, remember_run_engine
     from vidtune.runs.lean import format_predictions
+    from vidtune.runs.light import load_light, remember_run_engine
 
     progress = progress or NullProgress()
     dev = resolve_device(device)

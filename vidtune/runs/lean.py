@@ -3,7 +3,7 @@
 A short ``vidtune predict`` on a CPU used to pay more for start-up than for its work: ``import torch``
 (2 s here), ``import timm`` (3-7 s), building the backbone. Once a run has been applied with an ONNX
 Runtime / OpenVINO engine (any ``predict``/``eval`` with ``--runtime auto|onnxruntime|openvino`` on a big
-enough job, or ``--runtime onnxruntime``), its record (:func:`vidtune.runs.engines.remember_run_engine`)
+enough job, or ``--runtime onnxruntime``), its record (:func:`vidtune.runs.light.remember_run_engine`)
 names the backbone's ONNX graph and the head's, and this path needs only numpy, PyAV and the engine:
 
 - decoding in worker processes (:func:`vidtune.data.clips.read_clip`, the same as the PyTorch pipeline),
@@ -13,14 +13,14 @@ names the backbone's ONNX graph and the head's, and this path needs only numpy, 
 - the same results: :func:`format_predictions` is the one place both paths turn logits into labels.
 
 :func:`predict` returns None whenever the path does not apply (a GPU, ``--runtime torch``, ``--int8``,
-no engine built for the run yet, flow cues or sound in the run); the caller then loads the run in full.
+no engine built for the run yet, or one that is damaged, flow cues or sound in the run); the caller then
+loads the run in full (which rebuilds a damaged engine).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,66 +32,34 @@ from vidtune.data.clips import read_clip
 from vidtune.data.manifest import VideoItem, expand_video_args
 from vidtune.data.preprocess import PretrainedConfig, centre_crop, normalise
 from vidtune.data.sampling import Sampling
-from vidtune.errors import CheckpointError, VidtuneError
-from vidtune.progress import NullProgress, Progress
-from vidtune.runs.runtime import (
-    AUTO_ORDER,
+from vidtune.engines.runtime import (
     check_runtime,
+    cpu_only,
     default_int8,
     default_runtime,
     engine_dir,
     engine_threads,
-    installed,
-    run_record_path,
 )
+from vidtune.errors import CheckpointError, VidtuneError
+from vidtune.progress import NullProgress, Progress
+from vidtune.runs.light import run_record_path
 from vidtune.utils import lower_priority
 
 log = logging.getLogger(__name__)
-
-_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")  # CUDA, WSL, ROCm
-_sessions: dict[tuple, object] = {}
-
-
-def cpu_only(device: str) -> bool:
-    """``device`` is the CPU: asked for, or ``auto`` on a machine where PyTorch could not find a GPU."""
-    if device == "cpu":
-        return True
-    if device != "auto":
-        return False
-    if "torch" in sys.modules:  # already paid for: ask it
-        return not sys.modules["torch"].cuda.is_available()
-    return not any(os.path.exists(node) for node in _GPU_NODES)
-
-
-def engine_order(runtime: str, record: dict) -> list[str]:
-    """The installed engines a runtime name allows for the encoder of ``record``, preferred first: for
-    ``auto`` the ones measured faster than PyTorch (:func:`vidtune.runs.engine_choice.auto_engines`)."""
-    names = [runtime] if runtime != "auto" else list(AUTO_ORDER)
-    names = [n for n in names if n in ("onnxruntime", "openvino") and installed(n)]
-    if runtime == "auto" and names:
-        from vidtune.runs.engine_choice import auto_engines
-
-        names = auto_engines(record["fingerprint"], int(record["input_size"]), names)
-    return names
-
 
 class LeanRun:
     """A run as two engine sessions (backbone over frames, head over clips) plus its config."""
 
     def __init__(self, run_dir, config, record: dict, runtime: str):
-        from vidtune.export.sessions import EngineSession
+        from vidtune.engines import cache
 
         self.run_dir = run_dir
         self.config = config
         self.record = record
         self.runtime = runtime
         folder = engine_dir()
-        key = (record["fingerprint"], int(record["input_size"]), runtime)
-        backbone = _sessions.get(key)
-        if backbone is None:
-            backbone = _sessions[key] = EngineSession(folder / record["onnx"], runtime, engine_threads())
-        self.backbone = backbone
-        self.head = EngineSession(folder / record["head_onnx"], runtime, 1)
+        self.backbone = cache.session(folder / record["onnx"], runtime, engine_threads())
+        self.head = cache.session(folder / record["head_onnx"], runtime, 1)
 
     @property
     def cfg(self) -> PretrainedConfig:
@@ -115,14 +83,19 @@ def load(run_dir, device: str = "auto", runtime: str | None = None) -> LeanRun |
             return None
         record = json.loads(record_path.read_text(encoding="utf-8"))
         folder = engine_dir()
-        if "head_onnx" not in record or not (folder / record["onnx"]).is_file() \
-                or not (folder / record["head_onnx"]).is_file():
+        if "head_onnx" not in record:
             return None
+        from vidtune.engines.cache import verified
+
+        if not all([verified(folder / record["onnx"]), verified(folder / record["head_onnx"])]):
+            return None  # not built, or damaged (removed now): the full path builds it
         config = RunConfig.read(run_dir)
         spec = config.model
         if (not spec.per_frame or spec.audio is not None or spec.flow > 0
                 or config.transform.input_size != int(record["input_size"])):
             return None
+        from vidtune.engines.choice import engine_order
+
         names = engine_order(runtime, record)
         if not names:
             return None

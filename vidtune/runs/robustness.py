@@ -61,8 +61,8 @@ def robustness_report(run_dir, data, *, split: str | None = None, corruptions=No
     clean but fails under a corruption counts as wrong for that cell and is listed in ``errors``.
     """
     from vidtune.runs.device import resolve_device
-    from vidtune.runs.engines import load_light, remember_run_engine
     from vidtune.runs.inference import run_clips, select_split
+    from vidtune.runs.light import load_light, remember_run_engine
     from vidtune.runs.store import load_run
 
     progress = progress or NullProgress()

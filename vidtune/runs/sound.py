@@ -22,7 +22,7 @@ from vidtune.data.manifest import VideoItem
 from vidtune.data.sampling import clip_span
 from vidtune.errors import VidtuneError
 from vidtune.progress import NullProgress, Progress
-from vidtune.runs.features import FeatureCache
+from vidtune.runs.cache import FeatureCache
 from vidtune.utils import stable_hash
 
 log = logging.getLogger(__name__)

@@ -123,8 +123,8 @@ def resolve_window(config: RunConfig, window: float | None) -> float:
 def _streaming(model, config: RunConfig) -> bool:
     """Whether windows can share per-frame features: a 2D frame encoder (pooled or token grid) whose
     frames do not see each other (TSM shifts features between frames; clip encoders see whole clips)."""
+    from vidtune.engines.backbone import EngineEncoder
     from vidtune.models.backbones import ClipEncoder, FrameEncoder
-    from vidtune.runs.engines import EngineEncoder
 
     enc = getattr(model, "encoder", None)
     frame_encoder = isinstance(enc, EngineEncoder) or (isinstance(enc, FrameEncoder) and not isinstance(enc, ClipEncoder))
@@ -140,8 +140,8 @@ def _probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
 def _scores_streaming(model, path, plan: WindowPlan, device: torch.device, opts: TagOptions, task: str,
                       progress_task=None) -> tuple[np.ndarray, np.ndarray, ShotResult, FrameStream]:
     from vidtune.data.transforms import Normalize, centre_crop
+    from vidtune.engines.backbone import backbone_engine
     from vidtune.runs.device import autocast
-    from vidtune.runs.engines import backbone_engine
 
     enc = model.encoder.eval().to(device)
     head = model.head.eval().to(device)
@@ -286,8 +286,8 @@ def tag_videos(run, videos, options: TagOptions | None = None, device: str = "au
     folder or a loaded ``(model, config)``); unreadable videos come back as ``{"path", "error"}``
     and never stop the others."""
     from vidtune.runs.device import resolve_device
-    from vidtune.runs.engines import load_light, remember_run_engine
     from vidtune.runs.inference import expand_video_args
+    from vidtune.runs.light import load_light, remember_run_engine
     from vidtune.runs.store import load_run
 
     dev = resolve_device(device)

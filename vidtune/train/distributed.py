@@ -275,8 +275,8 @@ def train_epoch(s, epoch: int) -> tuple[float, float]:
     """:meth:`EndToEndStrategy.train_epoch` under DDP: the same global batches as one process."""
     from torch.utils.data import DataLoader
 
+    from vidtune.runs.decoding import as_list, init_worker
     from vidtune.runs.device import autocast
-    from vidtune.runs.features import as_list, init_worker
     from vidtune.train.fitter import freeze_norm_stats
 
     d: Dist = s.dist

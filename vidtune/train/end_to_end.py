@@ -12,8 +12,9 @@ from torch import nn
 from vidtune.data.manifest import VideoItem
 from vidtune.data.transforms import Normalize
 from vidtune.models.classifier import VideoClassifier
+from vidtune.runs.decoding import ClipDataset, clip_loader
 from vidtune.runs.device import amp_dtype, autocast
-from vidtune.runs.features import ClipDataset, Sampling, clip_loader, sampling_for
+from vidtune.runs.features import Sampling, sampling_for
 from vidtune.train.config import TrainConfig
 from vidtune.train.fitter import Checkpointing, Fit, Fitter, freeze_norm_stats, full_state, param_groups
 from vidtune.train.linear import robust_op

@@ -90,7 +90,7 @@ class LinearStrategy:
                                              **common) if val_items else ({}, [])
         self.skipped = tr_skip + va_skip
         self.x_va_fp32 = None  # --int8: the validation clips' fp32 features too, for the accuracy change
-        from vidtune.runs.engines import default_int8
+        from vidtune.engines.runtime import default_int8
 
         if default_int8() and va_feats:
             va32, _ = extract_features(encoder, val_items, sampling_for(encoder, cfg.frames, "centre", flow=flow),
@@ -196,8 +196,8 @@ class LinearStrategy:
 def int8_check(task: Task, int8_logits: torch.Tensor, fp32_logits: torch.Tensor, y: torch.Tensor) -> dict:
     """The accuracy change int8 features cost on validation: the trained head on the int8 engine's
     features against the same head on fp32 features of the same clips, with the bound of
-    :data:`vidtune.export.int8.DEFAULT_BOUND` (a loss beyond it is warned about)."""
-    from vidtune.export.int8 import DEFAULT_BOUND
+    :data:`vidtune.engines.int8.DEFAULT_BOUND` (a loss beyond it is warned about)."""
+    from vidtune.engines.int8 import DEFAULT_BOUND
 
     metric = "mAP" if task.multilabel else "top1"
     q, ref = task.metrics(int8_logits, y)[metric], task.metrics(fp32_logits, y)[metric]

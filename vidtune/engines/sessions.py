@@ -1,8 +1,8 @@
 """Open a written ONNX / OpenVINO file for inference on CPU, without importing torch.
 
-Used by the exported-model runner (:mod:`vidtune.export.formats`), the feature-pass engines
-(:mod:`vidtune.runs.engines`) and the engine-only path (:mod:`vidtune.runs.lean`). onnxruntime and
-openvino are optional extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvino]'``).
+Used by the exported-model runner (:mod:`vidtune.engines.formats`), the feature-pass engines
+(:mod:`vidtune.engines.backbone`) and the engine-only ``predict`` path. onnxruntime and openvino are
+optional extras (``pip install 'vidtune[onnx]'``, ``'vidtune[openvino]'``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from vidtune.errors import VidtuneError
 
+FORMATS = ("onnx", "openvino", "torchscript")  # what a module can be written as (vidtune.engines.formats)
 # what to install for each runtime / format (optional extras of the vidtune package)
 RUNTIME_EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino"}
 

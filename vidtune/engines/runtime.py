@@ -1,13 +1,15 @@
-"""Which runtime a command asked for (``--runtime``, ``--int8``) and where engines live, without torch.
+"""Which runtime a command asked for (``--runtime``, ``--int8``), where engines live, and how many threads
+they get, without torch.
 
-The engines themselves are in :mod:`vidtune.runs.engines` (which imports torch); the engine-only path
-(:mod:`vidtune.runs.lean`) needs only what is here.
+The engines themselves are in :mod:`vidtune.engines.backbone` (which imports torch); the engine-only
+``predict`` path needs only what is here and :mod:`vidtune.engines.sessions`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from vidtune.errors import ConfigError
@@ -58,13 +60,14 @@ def using_runtime(name: str | None, int8: bool = False):
 
 
 def installed(runtime: str) -> bool:
-    from vidtune.export.sessions import runtime_installed
+    from vidtune.engines.sessions import runtime_installed
 
     return runtime_installed(runtime)
 
 
 def engine_dir() -> Path:
-    from vidtune.runs.cache import default_cache_dir
+    """``<feature cache>/engines``: the engine files, their records and the speed measurements."""
+    from vidtune.utils import default_cache_dir
 
     return default_cache_dir() / "engines"
 
@@ -84,10 +87,16 @@ def engine_threads() -> int:
     return max(1, os.cpu_count() or 2)
 
 
-def run_record_path(run_dir) -> Path:
-    """Where the record of a run's built engines lives: keyed by its id and a digest of its weights."""
-    from vidtune.runs.config import RunConfig
-    from vidtune.utils import file_digest, stable_hash
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")  # CUDA, WSL, ROCm
 
-    config = RunConfig.read(run_dir)
-    return engine_dir() / f"run-{stable_hash([config.run_id, file_digest(Path(run_dir) / 'model.safetensors')])}.json"
+
+def cpu_only(device: str) -> bool:
+    """``device`` is the CPU: asked for, or ``auto`` on a machine where PyTorch could not find a GPU
+    (told without importing torch when it is not imported yet)."""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    if "torch" in sys.modules:  # already paid for: ask it
+        return not sys.modules["torch"].cuda.is_available()
+    return not any(os.path.exists(node) for node in _GPU_NODES)

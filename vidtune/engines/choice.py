@@ -4,16 +4,16 @@ The first time ``auto`` chooses for an encoder (weights fingerprint + input size
 installed engine (ONNX Runtime, OpenVINO, and PyTorch's TorchScript graph as the baseline) runs the same
 batch of :data:`BATCH` frames: one warm-up call each, then :data:`REPEATS` timed calls each, interleaved
 (round ``r`` starts at a different engine, so a burst of load from another process hits all of them),
-at the thread count the job uses (:func:`vidtune.runs.engines.engine_threads`). The median call gives
+at the thread count the job uses (:func:`vidtune.engines.runtime.engine_threads`). The median call gives
 frames/s; engines within :data:`TIE` of the fastest count as tied (:func:`ranked`). The result goes
 to ``<feature cache>/engines/speed-<hash>.json``, the hash over the encoder fingerprint, input size,
 thread count, runtime versions and CPU identity (model name, core count, OS and architecture), so an
 upgrade or another machine measures again and later jobs only read it.
 An engine that is not installed, or that fails to build or run, is not a candidate (the file says why).
 
-Small jobs (:data:`vidtune.runs.engines._AUTO_MIN_FRAMES`) never pay for a measurement (it exports the
-encoder): with a measurement on file they take its fastest engine (already exported by then), without
-one an engine already built in :data:`vidtune.runs.engines.AUTO_ORDER`, else PyTorch.
+Small jobs (under :data:`vidtune.engines.backbone.AUTO_MIN_FRAMES`) never pay for a measurement (it
+exports the encoder): with a measurement on file they take its fastest engine (already exported by then),
+without one an engine already built in :data:`vidtune.engines.runtime.AUTO_ORDER`, else PyTorch.
 ``VIDTUNE_RUNTIME_ORDER=openvino,onnxruntime,torch`` skips the measurement: the first installed name wins.
 """
 
@@ -28,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vidtune.engines.runtime import AUTO_ORDER, engine_dir, engine_threads, installed
 from vidtune.errors import ConfigError
 from vidtune.utils import atomic_write_json, stable_hash
 
@@ -77,15 +78,11 @@ def runtime_versions() -> dict:
 
 
 def speed_key(fingerprint: str, input_size: int) -> dict:
-    from vidtune.runs.runtime import engine_threads
-
     return {"v": SPEED_VERSION, "fingerprint": fingerprint, "input_size": int(input_size),
             "threads": engine_threads(), "batch": BATCH, "versions": runtime_versions(), "cpu": cpu_identity()}
 
 
 def speed_path(key: dict) -> Path:
-    from vidtune.runs.runtime import engine_dir
-
     return engine_dir() / f"speed-{stable_hash(key)}.json"
 
 
@@ -126,8 +123,6 @@ def ranked(record: dict, names) -> list[str]:
 def measure(encoder, names) -> dict:
     """Time each engine in ``names`` on one batch of frames and write the record; returns it."""
     import torch
-
-    from vidtune.runs.runtime import engine_threads
 
     t_start = time.perf_counter()
     threads = engine_threads()
@@ -179,19 +174,13 @@ def _runner(encoder, name: str):
     """A callable running ``encoder`` in ``name``: the engine a job would use (built once, kept)."""
     import torch
 
-    from vidtune.runs import engines
-
     if name == "torch":
-        from vidtune.runs.features import inference_encoder
+        from vidtune.engines.jit import inference_encoder
 
         return inference_encoder(encoder, torch.device("cpu"), 1 << 30)  # TorchScript, as for big jobs
-    key = engines._key(encoder, name)
-    with engines._lock:
-        engine = engines._engines.get(key)
-        if engine is None:
-            engine = engines._build(encoder, name)
-            engines._engines[key] = engine
-    return engine
+    from vidtune.engines.build import build_engine
+
+    return build_engine(encoder, name)
 
 
 def _order_from_env() -> list[str] | None:
@@ -211,7 +200,7 @@ def choose(encoder, n_frames: int, min_frames: int, exported_only: bool = False)
 
     ``exported_only`` (int8): the fastest of ONNX Runtime and OpenVINO, never PyTorch (their fp32 speeds
     rank them)."""
-    from vidtune.runs.engines import AUTO_ORDER, _built, installed
+    from vidtune.engines.build import built
 
     env = _order_from_env()
     if env is not None:
@@ -220,7 +209,7 @@ def choose(encoder, n_frames: int, min_frames: int, exported_only: bool = False)
                 if exported_only:  # int8: only an exported engine will do
                     continue
                 return "torch"
-            if installed(name) and (n_frames >= min_frames or _built(encoder, name)):
+            if installed(name) and (n_frames >= min_frames or built(encoder, name)):
                 _say(encoder, name, f"first installed in {ORDER_ENV}={','.join(env)}")
                 return name
         return "torch"
@@ -231,7 +220,7 @@ def choose(encoder, n_frames: int, min_frames: int, exported_only: bool = False)
     record = read_speeds(encoder.fingerprint(), size)
     if record is None:
         if n_frames < min_frames:  # a small job does not pay for exports and a measurement
-            name = next((n for n in AUTO_ORDER if n in candidates and _built(encoder, n)), "torch")
+            name = next((n for n in AUTO_ORDER if n in candidates and built(encoder, n)), "torch")
             if name != "torch":
                 _say(encoder, name, "already built; not measured on this machine yet")
             return name
@@ -242,7 +231,7 @@ def choose(encoder, n_frames: int, min_frames: int, exported_only: bool = False)
         how = "measured earlier"
     order = ranked(record, ["torch", *candidates])
     name = next((n for n in order if n != "torch" or not exported_only), "torch")
-    if name != "torch" and n_frames < min_frames and not _built(encoder, name):
+    if name != "torch" and n_frames < min_frames and not built(encoder, name):
         name = "torch"  # its graph was removed since: a small job does not export it again
     fps = ", ".join(f"{n} {record['frames_per_second'][n]:.0f}" for n in order)
     _say(encoder, name, f"{how}, frames/s at {record['key']['threads']} thread(s): {fps}")
@@ -261,6 +250,17 @@ def auto_engines(fingerprint: str, input_size: int, names: list[str]) -> list[st
         return names
     order = ranked(record, ["torch", *names])
     return order[: order.index("torch")] if "torch" in order else order
+
+
+def engine_order(runtime: str, record: dict) -> list[str]:
+    """The installed exported engines a runtime name allows for the encoder of an engine record
+    (``fingerprint``, ``input_size``), preferred first: for ``auto`` the ones measured faster than PyTorch
+    (:func:`auto_engines`). Empty: PyTorch it is."""
+    names = [runtime] if runtime != "auto" else list(AUTO_ORDER)
+    names = [n for n in names if n in EXPORTED and installed(n)]
+    if runtime == "auto" and names:
+        names = auto_engines(record["fingerprint"], int(record["input_size"]), names)
+    return names
 
 
 def _say(encoder, name: str, why: str) -> None:

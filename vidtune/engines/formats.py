@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidtune.errors import ConfigError, VidtuneError
-from vidtune.export import FORMATS
-from vidtune.export.sessions import (  # noqa: F401 (re-exported)
+from vidtune.engines.sessions import (  # noqa: F401 (re-exported)
+    FORMATS,
     RUNTIME_EXTRAS,
     openvino_compiled,
     ort_session,
     require,
     runtime_installed,
 )
+from vidtune.errors import ConfigError, VidtuneError
 from vidtune.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ OPSET = 18
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """The exporters print progress and warnings; the library never prints (the CLI owns the terminal)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -57,7 +57,7 @@ def write_onnx(module: torch.nn.Module, example: torch.Tensor, path, input_name:
     errors = []
     for dynamo in (False, True):
         try:
-            with atomic_path(path) as tmp, _quiet(), torch.no_grad():
+            with atomic_path(path) as tmp, quiet(), torch.no_grad():
                 if dynamo:
                     require("onnxscript", "onnx")
                     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -110,7 +110,7 @@ def write_openvino(module: torch.nn.Module, example: torch.Tensor, path, input_n
     onnx_tmp = path.with_name(f".{path.stem}.{os.getpid()}.onnx")
     try:
         how = write_onnx(module, example, onnx_tmp, input_name, output_name)
-        with _quiet():
+        with quiet():
             model = ov.convert_model(str(onnx_tmp))
         bin_path = path.with_suffix(".bin")
         with atomic_path(path) as tmp_xml:
@@ -124,7 +124,7 @@ def write_openvino(module: torch.nn.Module, example: torch.Tensor, path, input_n
 
 def write_torchscript(module: torch.nn.Module, example: torch.Tensor, path, **_) -> str:
     """A traced, frozen TorchScript archive (``torch.jit.load`` runs it without vidtune's code)."""
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         traced = torch.jit.freeze(torch.jit.trace(module.eval(), (example,), check_trace=False))
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
