@@ -19,6 +19,13 @@ in WebM), made once into bench/.cache/sidebyside/ with PyAV; ``8``: the 8 origin
 of ``vidtune predict`` on one video.
 
     nice python bench/sidebyside.py            # about 8 minutes on 2 busy cores (2 rounds)
+
+What it needs beyond vidtune's test environment (torchcodec, and Debian's FFmpeg libraries that torchcodec
+loads) is installed by ``bench/setup.sh``, which this script runs when torchcodec is missing (``--no-setup``:
+don't). Every row comes from runs that did their work: a method whose process fails, or that does not
+return a label for every video, is a failed row with its reason, never a time. A first pass runs each
+method once over every video; the timed rounds then run on the videos *every* method decoded, and the
+videos a method could not decode are listed under the table.
 """
 
 from __future__ import annotations
@@ -115,61 +122,112 @@ def make_run(out: Path, run_id: str = "sidebyside") -> Path:
 
 
 def child(method: str, run: str, videos: list[str]) -> None:
-    """One method in this process: print one JSON line of top-1 labels."""
-    import numpy as np
+    """One method in this process: print one JSON line ``{"labels": {video: top-1}, "failed": {video: why}}``."""
     import torch
 
     from vidtune.runs.store import load_run
 
+    if method == "torchcodec":
+        import torchcodec.decoders  # noqa: F401 - a missing torchcodec fails the whole method (exit 1)
     model, config = load_run(run)
     cfg = config.transform
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    out = []
+    labels, failed = {}, {}
     for v in videos:
-        if method == "seed":
-            import av
-            from PIL import Image
-
-            with av.open(v) as c:
-                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-            pick = np.linspace(0, len(frames) - 1, FRAMES).round().astype(int)
-            imgs = []
-            for i in pick:
-                im = Image.fromarray(frames[i])
-                w, h = im.size
-                s = cfg.resize_size / min(w, h)
-                im = im.resize((round(w * s), round(h * s)), Image.BICUBIC)
-                w, h = im.size
-                left, top = (w - cfg.input_size) // 2, (h - cfg.input_size) // 2
-                imgs.append(np.asarray(im.crop((left, top, left + cfg.input_size, top + cfg.input_size))))
-            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
-        else:
-            from torchcodec.decoders import VideoDecoder
-            from torchvision.transforms.v2 import functional as TF
-
-            dec = VideoDecoder(v)
-            dur = dec.metadata.duration_seconds
-            ts = [(i + 0.5) * dur / FRAMES for i in range(FRAMES)]
-            x = dec.get_frames_played_at(seconds=ts).data
-            x = TF.center_crop(TF.resize(x, cfg.resize_size, interpolation=TF.InterpolationMode.BICUBIC,
-                                         antialias=True), cfg.input_size)
-        x = (x.float() / 255 - mean) / std
-        with torch.inference_mode():
-            out.append(config.labels[int(model(x[None]).argmax())])
-    print(json.dumps(out))
+        try:
+            labels[v] = _child_one(method, v, model, config, cfg, mean, std)
+        except Exception as exc:  # noqa: BLE001 - one file's failure is reported, the others go on
+            failed[v] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    print(json.dumps({"labels": labels, "failed": failed}))
 
 
-def timed(cmd: list[str], code_root: Path = ROOT, ok=(0, 1)) -> tuple[float, int, str]:
+def _child_one(method, v, model, config, cfg, mean, std) -> str:
+    import numpy as np
+    import torch
+
+    if method == "seed":
+        import av
+        from PIL import Image
+
+        with av.open(v) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        pick = np.linspace(0, len(frames) - 1, FRAMES).round().astype(int)
+        imgs = []
+        for i in pick:
+            im = Image.fromarray(frames[i])
+            w, h = im.size
+            s = cfg.resize_size / min(w, h)
+            im = im.resize((round(w * s), round(h * s)), Image.BICUBIC)
+            w, h = im.size
+            left, top = (w - cfg.input_size) // 2, (h - cfg.input_size) // 2
+            imgs.append(np.asarray(im.crop((left, top, left + cfg.input_size, top + cfg.input_size))))
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+    else:
+        from torchcodec.decoders import VideoDecoder
+        from torchvision.transforms.v2 import functional as TF
+
+        dec = VideoDecoder(v)
+        dur = dec.metadata.duration_seconds
+        ts = [(i + 0.5) * dur / FRAMES for i in range(FRAMES)]
+        x = dec.get_frames_played_at(seconds=ts).data
+        x = TF.center_crop(TF.resize(x, cfg.resize_size, interpolation=TF.InterpolationMode.BICUBIC,
+                                     antialias=True), cfg.input_size)
+    x = (x.float() / 255 - mean) / std
+    with torch.inference_mode():
+        return config.labels[int(model(x[None]).argmax())]
+
+
+class MethodFailed(Exception):
+    """A method's process failed or did not do its work: its row is printed as failed, with this reason."""
+
+
+def timed(cmd: list[str], code_root: Path = ROOT, ok=(0,)) -> tuple[float, int, str]:
     """Wall seconds and peak RSS (MiB) of ``cmd`` (a fresh process running ``code_root``'s vidtune), and
-    its stdout; an exit code outside ``ok`` stops the benchmark."""
+    its stdout. An exit code outside ``ok`` raises :class:`MethodFailed` with the end of its stderr: a
+    process that failed is never a time."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as t:
         done = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M", *cmd], capture_output=True, text=True,
                               cwd=code_root, env={**os.environ, "PYTHONPATH": str(code_root)})
         if done.returncode not in ok:
-            raise SystemExit(f"{cmd} failed: {done.stderr[-2000:]}")
+            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+            raise MethodFailed(f"exit code {done.returncode}: {lines[-1][-300:] if lines else 'no message'}")
         wall, rss = Path(t.name).read_text().split()[-2:]
     return float(wall), int(rss) // 1024, done.stdout
+
+
+def method_labels(method: str, stdout: str, videos: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``({video: top-1 label}, {video: why it failed})`` from a method's output; raises
+    :class:`MethodFailed` when the output does not account for every video."""
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise MethodFailed(f"no JSON result on stdout ({stdout[-200:]!r})") from None
+    if method in ("seed", "torchcodec"):
+        labels, failed = data.get("labels", {}), data.get("failed", {})
+    else:
+        labels = {r["path"]: r["labels"][0] for r in data["results"] if "error" not in r and r.get("labels")}
+        failed = {r["path"]: r["error"] for r in data["results"] if "error" in r}
+    missing = [v for v in videos if v not in labels and v not in failed]
+    if missing:
+        raise MethodFailed(f"no result for {len(missing)} of {len(videos)} videos (first: {missing[0]})")
+    return labels, failed
+
+
+def ensure_bench_deps(methods: list[str], setup: bool) -> dict[str, str]:
+    """Methods that cannot run here, with the reason (after running bench/setup.sh once if allowed)."""
+    import importlib.util
+
+    def missing() -> dict[str, str]:
+        if "torchcodec" in methods and importlib.util.find_spec("torchcodec") is None:
+            return {"torchcodec": "torchcodec is not installed (bash bench/setup.sh installs it)"}
+        return {}
+
+    if missing() and setup:
+        print("==> bench/setup.sh: installing what the benchmark needs (torchcodec, FFmpeg libraries)", flush=True)
+        subprocess.run(["bash", str(HERE / "setup.sh")], check=False)
+        importlib.invalidate_caches()
+    return missing()
 
 
 def main() -> None:
@@ -180,48 +238,105 @@ def main() -> None:
     ap.add_argument("--methods", default="seed,torchcodec,torch,onnxruntime,openvino")
     ap.add_argument("--set", default="21", choices=["21", "8"], help="which real videos (see above)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each method counts")
+    ap.add_argument("--no-setup", action="store_true", help="do not run bench/setup.sh when torchcodec is missing")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.run, args.videos)
         return
     names, videos = video_set(args.set)
+    name_of = dict(zip(videos, names))
     py = sys.executable
+    methods = args.methods.split(",")
+    failed_rows: dict[str, str] = ensure_bench_deps(methods, not args.no_setup)
+    undecoded: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / "run")
         env_cache = Path(tmp) / "cache"
         os.environ["VIDTUNE_CACHE"] = str(env_cache)
-        methods = args.methods.split(",")
         cli = [py, "-m", "vidtune", "predict", str(run), "--no-cache", "--json", "-q", "--runtime"]
-        for rt in ("onnxruntime", "openvino"):  # build the engines once (kept on disk), as an earlier job would
-            if rt in methods:
-                timed([*cli, rt, videos[0]])
+
+        def command(m: str, vids: list[str]) -> tuple[list[str], tuple[int, ...]]:
+            if m in ("seed", "torchcodec"):
+                return [py, str(HERE / "sidebyside.py"), "--child", m, "--run", str(run), *vids], (0,)
+            return [*cli, m, *vids], (0, 1)  # predict exits 1 when some file failed: its JSON says which
+
+        def attempt(m: str, vids: list[str]) -> tuple[float, int, dict[str, str], dict[str, str]]:
+            cmd, ok = command(m, vids)
+            wall, rss, stdout = timed(cmd, ok=ok)
+            labels, failed = method_labels(m, stdout, vids)
+            return wall, rss, labels, failed
+
+        # first pass (untimed): which videos each method decodes; the engines get built on disk here too,
+        # as any earlier job on the machine would have built them
+        for m in methods:
+            if m in failed_rows:
+                continue
+            try:
+                _, _, _, undecoded[m] = attempt(m, videos)
+            except MethodFailed as exc:
+                failed_rows[m] = str(exc)
+        working = [m for m in methods if m not in failed_rows]
+        common = [v for v in videos if all(v not in undecoded[m] for m in working)]
         best: dict[str, tuple[float, int]] = {}
-        for _ in range(args.repeats):  # interleaved rounds, best of each: load changes hit every method alike
-            for m in methods:
-                cmd = [py, str(HERE / "sidebyside.py"), "--child", m, "--run", str(run), *videos] if m in (
-                    "seed", "torchcodec") else [*cli, m, *videos]
-                wall, rss, _ = timed(cmd)
-                if m not in best or wall < best[m][0]:
-                    best[m] = (wall, rss)
-        rows = [(m, *best[m]) for m in methods]
+        agree: dict[str, dict[str, str]] = {}
+        if common:
+            for _ in range(args.repeats):  # interleaved rounds, best of each: load changes hit every method alike
+                for m in working:
+                    if m in failed_rows:
+                        continue
+                    try:
+                        wall, rss, labels, failed = attempt(m, common)
+                        if failed:
+                            raise MethodFailed(f"failed on {len(failed)} video(s) it decoded in the first pass "
+                                               f"(first: {name_of[next(iter(failed))]}: {next(iter(failed.values()))})")
+                    except MethodFailed as exc:
+                        failed_rows[m] = str(exc)
+                        best.pop(m, None)
+                        continue
+                    agree[m] = labels
+                    if m not in best or wall < best[m][0]:
+                        best[m] = (wall, rss)
         cold = {}
         for rt in ("torch", "onnxruntime"):
-            if rt in methods:
-                cold[rt] = timed([*cli, rt, videos[names.index("bikes")]])
-    seed = next((w for m, w, _ in rows if m == "seed"), None)
-    tc = next((w for m, w, _ in rows if m == "torchcodec"), None)
-    print(f"\n{len(videos)} real videos ({', '.join(names)}), {FRAMES} frames each, "
-          f"{os.cpu_count()} cores; each a fresh process; best of {args.repeats} interleaved rounds\n")
+            if rt in best and "bikes" in names:
+                try:
+                    cold[rt] = attempt(rt, [videos[names.index("bikes")]])[:2]
+                except MethodFailed as exc:
+                    cold[rt] = exc
+    rows = [(m, *best[m]) for m in methods if m in best]
+    seed = best.get("seed", (None,))[0]
+    tc = best.get("torchcodec", (None,))[0]
+    print(f"\n{len(common)} of {len(videos)} real videos decoded by every method ({', '.join(name_of[v] for v in common)}), "
+          f"{FRAMES} frames each, {os.cpu_count()} cores; each a fresh process; best of {args.repeats} interleaved "
+          "rounds\n")
     print("| method | wall s | peak RSS MiB | vs seed's way | vs torchcodec + eager |")
     print("|---|---:|---:|---:|---:|")
-    names = {"seed": "seed's way (decode all, PIL, eager torch)", "torchcodec": "torchcodec + eager torch",
-             "torch": "vidtune predict --runtime torch", "onnxruntime": "vidtune predict --runtime onnxruntime",
-             "openvino": "vidtune predict --runtime openvino"}
+    titles = {"seed": "seed's way (decode all, PIL, eager torch)", "torchcodec": "torchcodec + eager torch",
+              "torch": "vidtune predict --runtime torch", "onnxruntime": "vidtune predict --runtime onnxruntime",
+              "openvino": "vidtune predict --runtime openvino"}
     for m, w, r in rows:
-        print(f"| {names[m]} | {w:.1f} | {r} | {'' if seed is None else f'{seed / w:.2f}x'} | "
+        print(f"| {titles[m]} | {w:.1f} | {r} | {'' if seed is None else f'{seed / w:.2f}x'} | "
               f"{'' if tc is None else f'{tc / w:.2f}x'} |")
-    for rt, (w, r, _) in cold.items():
-        print(f"\ncold start, vidtune predict --runtime {rt} on one video (bikes.mp4): {w:.1f} s, peak RSS {r} MiB")
+    for m in methods:
+        if m in failed_rows:
+            print(f"| {titles[m]} | FAILED | | | |")
+    for m, why in failed_rows.items():
+        print(f"\nFAILED {titles[m]}: {why}")
+    for m in working:
+        if undecoded.get(m):
+            print(f"\n{titles[m]} could not decode {len(undecoded[m])} video(s), left out of every row: "
+                  + "; ".join(f"{name_of[v]} ({why[:120]})" for v, why in undecoded[m].items()))
+    ref = agree.get("torch")
+    if ref:
+        for m, labels in agree.items():
+            same = sum(labels[v] == ref[v] for v in common)
+            print(f"\ntop-1 agreement with vidtune --runtime torch: {titles[m]} {same}/{len(common)}")
+    for rt, res in cold.items():
+        if isinstance(res, MethodFailed):
+            print(f"\ncold start, vidtune predict --runtime {rt}: FAILED ({res})")
+        else:
+            print(f"\ncold start, vidtune predict --runtime {rt} on one video (bikes.mp4): {res[0]:.1f} s, "
+                  f"peak RSS {res[1]} MiB")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,13 @@ _SYNTHETIC = [
     ("x264_opengop.mkv", dict(codec="libx264", bframes=3, gop=10, options={"x264-params": "open-gop=1"})),
     ("hevc.mp4", dict(codec="libx265", bframes=2, gop=10)),
     ("hevc.mkv", dict(codec="libx265", bframes=2, gop=10)),
+    # the codecs people's files hold: HEVC as iPhones write it (.mov, hvc1 tag), AV1 in WebM and Matroska,
+    # ProRes from editing suites, MJPEG from webcams and older cameras
+    ("hevc_hvc1.mov", dict(codec="libx265", bframes=2, gop=10, codec_tag="hvc1")),
+    ("av1.webm", dict(codec="libsvtav1", gop=10)),
+    ("av1.mkv", dict(codec="libsvtav1", gop=10)),
+    ("prores.mov", dict(codec="prores_ks", pix_fmt="yuv422p10le")),
+    ("mjpeg.avi", dict(codec="mjpeg", pix_fmt="yuvj420p")),
 ]
 
 
@@ -445,3 +452,24 @@ def test_decode_order_timestamps_are_found_at_open_and_no_frame_is_decoded_twice
             frames = reader.frames_at([(k + 0.5) / fps for k in ks])
         assert [index_from_frame(f) for f in frames] == ks
         assert len(decoded) <= n + 2 * 12, (path.name, len(decoded))  # the probe may be decoded twice, no more
+
+
+def test_codec_names_and_undecodable_codec(tmp_path):
+    """The codec is named as people know it (av1, not the decoder libdav1d); a stream whose codec this FFmpeg
+    cannot decode is a clear error naming the cause and the fix, not "damaged"."""
+    from vidtune.errors import VideoDecodeError
+    from vidtune.io import probe
+
+    for name, kw, want in [("a.webm", dict(codec="libsvtav1"), "av1"),
+                           ("b.mov", dict(codec="libx265", codec_tag="hvc1"), "hevc"),
+                           ("c.mov", dict(codec="prores_ks", pix_fmt="yuv422p10le"), "prores"),
+                           ("d.avi", dict(codec="mjpeg", pix_fmt="yuvj420p"), "mjpeg")]:
+        if encoder_available(kw["codec"]):
+            assert probe(write_indexed_video(tmp_path / name, 12, **kw)).codec == want
+    src = write_indexed_video(tmp_path / "m.avi", 12, codec="mpeg4")
+    data = src.read_bytes()
+    assert data.count(b"FMP4") >= 1
+    odd = tmp_path / "odd.avi"
+    odd.write_bytes(data.replace(b"FMP4", b"QQZZ"))  # a FourCC no decoder knows
+    with pytest.raises(VideoDecodeError, match="codec cannot be decoded.*Re-encode"):
+        probe(odd)

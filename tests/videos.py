@@ -91,6 +91,8 @@ def _codec_options(codec: str, bframes: int, gop: int) -> dict[str, str]:
         return {"deadline": "realtime", "cpu-used": "8", "g": str(gop), "lag-in-frames": "0"}
     if codec == "libsvtav1":
         return {"preset": "12", "g": str(gop)}
+    if codec in ("mjpeg", "prores_ks", "prores"):  # intra-only: every frame a keyframe
+        return {}
     return {"g": str(gop), "bf": str(bframes)}
 
 
@@ -108,6 +110,7 @@ def write_video(
     time_base: Fraction | None = None,
     faststart: bool = False,
     options: dict[str, str] | None = None,
+    codec_tag: str | None = None,
 ) -> Path:
     """Encode RGB uint8 ``frames`` (``(T, H, W, 3)`` array or an iterable of ``(H, W, 3)``) to ``path``.
 
@@ -124,6 +127,7 @@ def write_video(
         audio: add a quiet sine-wave audio track covering the video.
         faststart: for MP4, put the index (moov) first so a truncated file still opens.
         options: extra encoder options, overriding the defaults.
+        codec_tag: the stream's four-character tag (``hvc1`` for HEVC as iPhones write it in .mov/.mp4).
     """
     path = Path(path)
     it = iter(frames)
@@ -146,6 +150,8 @@ def write_video(
         stream.pix_fmt = pix_fmt or _default_pix_fmt(codec, w, h)
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
+        if codec_tag:
+            stream.codec_tag = codec_tag
         if codec in ("mpeg4",):
             stream.codec_context.max_b_frames = bframes
             stream.codec_context.gop_size = gop

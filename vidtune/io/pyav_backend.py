@@ -125,6 +125,11 @@ class PyAVReader(VideoReader):
             audio = bool(self._container.streams.audio)
             raise VideoDecodeError(self.path, "has no video stream (audio only)" if audio else "has no video stream")
         self._stream = self._container.streams.video[0]
+        if self._stream.codec_context is None:  # FFmpeg found no decoder for the stream's codec id / tag
+            raise VideoDecodeError(
+                self.path, f"its video codec cannot be decoded: FFmpeg (as bundled with PyAV) has no decoder for "
+                           f"the codec of its video stream (container {fmt}; an unknown or proprietary codec tag). "
+                           "Re-encode it to a common codec, e.g. `ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4`")
         self._stream.thread_type = self._thread_type
         self._gen = None
         self._lookahead: list = []  # frames decoded by the clock probe, served before decoding more
@@ -190,7 +195,7 @@ class PyAVReader(VideoReader):
             rotation=self._rotation,
             variable_fps=None,
             has_audio=bool(c.streams.audio),
-            codec=s.codec_context.name,
+            codec=getattr(s.codec_context.codec, "canonical_name", None) or s.codec_context.name,  # av1, not libdav1d
             container=c.format.name,
             keyframes=len(self._keyframes),
         )
