@@ -23,7 +23,8 @@ import pytest
 
 from tests import videos
 from vidtune.cli.main import main
-from vidtune.data.external import FrameClock, read_export, sniff_format
+from vidtune.data.exports import read_export
+from vidtune.data.external import FrameClock, sniff_format
 from vidtune.data.manifest import load_dataset
 from vidtune.data.sample import write_sample_dataset
 from vidtune.errors import DatasetError

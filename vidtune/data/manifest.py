@@ -50,7 +50,8 @@ def load_dataset(source, multilabel: bool | None = None) -> list[VideoItem]:
         raise DatasetError(f"dataset not found: {source}. Pass a folder with one sub-folder per class, "
                            "or a .csv/.jsonl manifest with path,label columns.")
     notes = _Notes()
-    from vidtune.data.external import items_from_export, sniff_format
+    from vidtune.data.exports import items_from_export
+    from vidtune.data.external import sniff_format
 
     if source.is_dir():
         items = _from_folder(source)

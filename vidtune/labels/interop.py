@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vidtune.data.external import FrameClock, ImportResult, read_export, write_manifest
+from vidtune.data.exports import read_export
+from vidtune.data.external import FrameClock, ImportResult, write_manifest
 from vidtune.errors import ConfigError, DatasetError, MissingExtraError, VidtuneError
 from vidtune.labels.exchange import (
     TARGETS,
