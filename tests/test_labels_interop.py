@@ -171,12 +171,17 @@ def ls_dataset(tmp_path_factory):
     return root
 
 
-def test_train_on_export_then_export_and_import_back(capsys, ls_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def ls_run(ls_dataset):
+    """A run trained on the Label Studio export itself (recognised from its content by `train`)."""
+    run_dir = ls_dataset / "run"
+    assert main(["train", str(ls_dataset / "export.json"), "--out", str(run_dir), *TINY, "-q"]) == 0
+    return run_dir
+
+
+def test_train_on_export_then_export_and_import_back(capsys, ls_dataset, ls_run, tmp_path):
     """import -> train -> export -> import keeps paths, labels and spans."""
-    export = ls_dataset / "export.json"
-    run_dir = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", export, "--out", run_dir, *TINY, "--json")  # detected from content
-    assert code == 0, err
+    run_dir = ls_run
     classes = sorted(json.loads((run_dir / "config.json").read_text())["labels"])
     assert classes == sorted({p.parent.name for p in (ls_dataset / "videos").rglob("*.mp4")})
     vids = sorted((ls_dataset / "videos").rglob("*.mp4"))[:3]
@@ -251,20 +256,11 @@ def _in_interop(code: str, *args) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smallrun")
-    write_sample_dataset(root / "data", per_class=3, seconds=1.5, fps=8, size=(112, 96), seed=2)
-    code = main(["train", str(root / "data"), "--out", str(root / "run"), *TINY, "-q"])
-    assert code == 0
-    return root
-
-
-def test_labelstudio_tasks_validate_with_the_sdk(capsys, small_run, tmp_path):
+def test_labelstudio_tasks_validate_with_the_sdk(capsys, ls_dataset, ls_run, tmp_path):
     """The exported predictions and config pass label-studio-sdk's own label-interface checks."""
-    vids = sorted((small_run / "data").rglob("*.mp4"))[:2]
+    vids = sorted((ls_dataset / "videos").rglob("*.mp4"))[:2]
     out = tmp_path / "t.json"
-    code, _, err = run(capsys, "labels", "export", small_run / "run", *vids, "--to", "labelstudio", "--timeline",
+    code, _, err = run(capsys, "labels", "export", ls_run, *vids, "--to", "labelstudio", "--timeline",
                        "--out", out, "-q")
     assert code == 0, err
     proc = _in_interop("""
@@ -287,11 +283,11 @@ def test_labelstudio_tasks_validate_with_the_sdk(capsys, small_run, tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("ok 2"), proc.stderr[-3000:]
 
 
-def test_fiftyone_dataset(capsys, small_run, tmp_path):
+def test_fiftyone_dataset(capsys, ls_dataset, ls_run, tmp_path):
     """Predictions, timeline and embeddings land in a real FiftyOne dataset (its own database)."""
-    vids = sorted((small_run / "data").rglob("*.mp4"))[:3]
+    vids = sorted((ls_dataset / "videos").rglob("*.mp4"))[:3]
     records = tmp_path / "fo.json"
-    code, stdout, err = run(capsys, "labels", "export", small_run / "run", *vids, "--to", "fiftyone", "--out", records,
+    code, stdout, err = run(capsys, "labels", "export", ls_run, *vids, "--to", "fiftyone", "--out", records,
                             "--json", "-q")
     assert code == 0, err
     payload = json.loads(records.read_text())
@@ -324,13 +320,13 @@ def test_fiftyone_dataset(capsys, small_run, tmp_path):
     assert summary["samples"] == 3 and summary["embedded"] == 3
 
 
-def test_fiftyone_missing_extra_is_clear(capsys, small_run, tmp_path, monkeypatch):
+def test_fiftyone_missing_extra_is_clear(capsys, ls_dataset, ls_run, tmp_path, monkeypatch):
     """Without FiftyOne in this environment and no --out: exit 2 naming the extra."""
     monkeypatch.setitem(sys.modules, "fiftyone", None)
-    vids = sorted((small_run / "data").rglob("*.mp4"))[:1]
-    code, _, err = run(capsys, "labels", "export", small_run / "run", *vids, "--to", "fiftyone", "-q")
+    vids = sorted((ls_dataset / "videos").rglob("*.mp4"))[:1]
+    code, _, err = run(capsys, "labels", "export", ls_run, *vids, "--to", "fiftyone", "-q")
     assert code == 2 and "vidtune[fiftyone]" in err
     # with --out the records are kept and the message says how to load them
-    code, stdout, err = run(capsys, "labels", "export", small_run / "run", *vids, "--to", "fiftyone", "-q",
+    code, stdout, err = run(capsys, "labels", "export", ls_run, *vids, "--to", "fiftyone", "-q",
                             "--out", tmp_path / "r.json")
     assert code == 0 and "python -m vidtune.labels.fiftyone_dataset" in err
