@@ -18,6 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidtune.data.items import (  # noqa: F401  (re-exported: the manifest API)
+    LABEL_SEP,
+    VideoItem,
+    canonical_label,
+    is_multilabel,
+    item_labels,
+    parse_labels,
+)
 from vidtune.errors import DatasetError
 from vidtune.io.base import is_video_path
 
@@ -28,60 +36,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test", "eval": "test"}
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
-LABEL_SEP = "|"
-
-
-def parse_labels(text: str) -> tuple[str, ...]:
-    """The labels of one manifest cell: split on ``|``, stripped, empty parts and repeats dropped.
-
-    Order of first appearance is kept. ``" a | b|a "`` -> ``("a", "b")``; ``""`` -> ``()``.
-    """
-    seen: dict[str, None] = {}
-    for part in str(text).split(LABEL_SEP):
-        part = part.strip()
-        if part:
-            seen.setdefault(part, None)
-    return tuple(seen)
-
-
-def _canonical_label(text: str) -> str:
-    text = str(text).strip()
-    return LABEL_SEP.join(parse_labels(text)) if LABEL_SEP in text else text
-
-
-def is_multilabel(items: list[VideoItem]) -> bool:
-    """A multi-label dataset: some row holds several ``|``-separated labels or none at all."""
-    return any(LABEL_SEP in it.label or not it.label for it in items)
-
-
-def item_labels(item: VideoItem, background: str | None = None) -> tuple[str, ...]:
-    """An item's positive labels; ``background`` is not a label (a row with only it has none)."""
-    return tuple(lab for lab in parse_labels(item.label) if lab != background)
-
-
-@dataclass(frozen=True)
-class VideoItem:
-    path: Path
-    label: str
-    split: str | None = None
-    start: float | None = None
-    end: float | None = None
-    group: str | None = None  # clips of one source (a manifest's group column; default: the file)
-
-    def key(self) -> tuple:
-        return (str(self.path), self.start, self.end)
-
-    def sort_key(self) -> tuple:
-        """A total order (a whole-file row has no start: it sorts first)."""
-        return (str(self.path), -1.0 if self.start is None else self.start, -1.0 if self.end is None else self.end)
-
-    def group_key(self) -> str:
-        """The source this clip shares with others: its group, else its file (segments of one video)."""
-        return f"group:{self.group}" if self.group else f"file:{self.path}"
-
-
 def load_dataset(source, multilabel: bool | None = None) -> list[VideoItem]:
-    """Read a dataset folder (one sub-folder per class) or a manifest file.
+    """Read a dataset folder (one sub-folder per class), a manifest file, or a Label Studio / CVAT export.
+
+    Exports are recognised by their content (see :mod:`vidtune.data.external`); their media are looked
+    up under the export's folder, or under ``$VIDTUNE_MEDIA_ROOT`` when it is set.
 
     An empty label is an error unless the manifest is multi-label (a row with ``|``, or
     ``multilabel=True``), where it means "no positive label".
@@ -91,8 +50,14 @@ def load_dataset(source, multilabel: bool | None = None) -> list[VideoItem]:
         raise DatasetError(f"dataset not found: {source}. Pass a folder with one sub-folder per class, "
                            "or a .csv/.jsonl manifest with path,label columns.")
     notes = _Notes()
+    from vidtune.data.exports import items_from_export
+    from vidtune.data.external import sniff_format
+
     if source.is_dir():
         items = _from_folder(source)
+    elif sniff_format(source) is not None:  # a Label Studio or CVAT export, recognised by its content
+        items = items_from_export(source, media_root=os.environ.get("VIDTUNE_MEDIA_ROOT") or None)
+        notes.multi = is_multilabel(items)
     elif source.suffix.lower() in MANIFEST_SUFFIXES:
         items = _from_jsonl(source, notes) if source.suffix.lower() != ".csv" else _from_csv(source, notes)
     else:
@@ -191,7 +156,7 @@ def _parse_row(row: dict, where: str, base: Path, notes: _Notes) -> VideoItem:
         label = LABEL_SEP.join(str(x) for x in label)
     label = "" if label is None else str(label)
     notes.multi = notes.multi or LABEL_SEP in label
-    label = _canonical_label(label)
+    label = canonical_label(label)
     if not path:
         raise DatasetError(f"{where}: empty path")
     if not label:

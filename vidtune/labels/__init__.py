@@ -1,0 +1,1 @@
+"""Labels: choosing what to label, catching wrong labels, and exchanging labels with other tools."""
