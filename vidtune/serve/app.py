@@ -80,7 +80,8 @@ class VerifiedFile(FileResponse):
 
 def create_app(catalog: Catalog, device: str = "auto", token: str | None = None):
     """The FastAPI application serving ``catalog`` (see the module docstring for its routes); with ``token``,
-    every request must carry it (:mod:`vidtune.serve.auth`)."""
+    every request must carry it, without one only requests addressed to localhost are answered
+    (:mod:`vidtune.serve.auth`)."""
     bench = Workbench(catalog, device=device)
     thumbs = ThumbCache(None if catalog.read_only else catalog.cache_dir / "thumbs")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -96,10 +97,12 @@ def create_app(catalog: Catalog, device: str = "auto", token: str | None = None)
     app.state.catalog, app.state.bench = catalog, bench
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     validation.install(app)
-    if token is not None:
-        from vidtune.serve.auth import TokenGuard
+    from vidtune.serve.auth import LocalHostGuard, TokenGuard
 
+    if token is not None:
         app.add_middleware(TokenGuard, token=token)
+    else:  # no token: only requests addressed to this machine (no DNS rebinding)
+        app.add_middleware(LocalHostGuard)
 
     async def work(fn, *args, **kwargs):
         """Model work on the workbench's one thread."""

@@ -128,3 +128,39 @@ class TokenGuard:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b'Bearer realm="vidtune"'), (b"cache-control", b"no-store")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def host_is_local(host_header: str) -> bool:
+    """Whether a ``Host`` header names this machine (``localhost``, ``*.localhost``, a loopback address)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host in ("localhost", "") or host.endswith(".localhost") or is_loopback(host)
+
+
+class LocalHostGuard:
+    """ASGI middleware of a server without a token: answer only requests addressed to this machine.
+
+    A web page from another site can make the browser send requests to ``127.0.0.1``; with DNS
+    rebinding it could also read the answers (``Host: evil.example``). Refusing a ``Host`` that is not
+    ``localhost`` or a loopback address (403) closes that door; scripts and the page itself are not
+    affected."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if not host_is_local(host):
+                if scope["type"] == "websocket":
+                    return await send({"type": "websocket.close", "code": 1008})
+                body = json.dumps({"error": f"Host {host[:80]!r} is not this machine: this server answers requests "
+                                            "to localhost only (start it with --token to serve other names)"}).encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+        return await self.app(scope, receive, send)
