@@ -732,3 +732,24 @@ def test_without_a_token_only_requests_to_localhost_are_answered(server, capfd):
         status, _ = raw_get(server.raw, "/api/runs", headers={"Host": host})
         assert status == 200, host
     _no_traceback(capfd)
+
+
+def test_upload_folders_of_dead_servers_are_swept_and_live_ones_kept(site, tmp_path):
+    cache = tmp_path / "cache"
+    stale = cache / "uploads" / "999999-dead"
+    stale.mkdir(parents=True)
+    (stale / ".lock").write_text("pid 999999")  # nobody holds it: that server is gone
+    (stale / "left.mp4").write_bytes(b"x" * 1000)
+    (cache / "uploads" / ("u" + "a" * 32 + ".mp4")).write_bytes(b"old layout")
+    live = Catalog(None, [site["runs"][0]], cache_dir=cache)
+    try:
+        assert not stale.exists() and sorted(p.name for p in (cache / "uploads").iterdir()) == [live.uploads.folder.name]
+        (live.uploads.folder / "in-flight.mp4").write_bytes(b"y")
+        other = Catalog(None, [site["runs"][0]], cache_dir=cache)  # a second server on the same cache
+        assert (live.uploads.folder / "in-flight.mp4").exists()
+        other_folder = other.uploads.folder
+        other.close()
+        assert not other_folder.exists()
+    finally:
+        live.close()
+    assert list((cache / "uploads").iterdir()) == []
