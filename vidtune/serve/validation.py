@@ -21,7 +21,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from vidtune.errors import NotServedError, UploadRejectedError, VidtuneError
+from vidtune.errors import BadRequestError, NotServedError, UploadRejectedError, VidtuneError
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,7 @@ def error_text(errors: list[dict], model=None) -> str:
     return "; ".join(out) + more
 
 
-class BadRequest(VidtuneError):
-    """A request that failed validation (HTTP 400); the message names the fields."""
-
-    status = 400
+BadRequest = BadRequestError  # the short name routes use
 
 
 def parse(model: type[BaseModel], data) -> BaseModel:
