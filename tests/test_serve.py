@@ -433,18 +433,20 @@ def test_legacy_runs_with_the_same_folder_name_never_share_results(site, tmp_pat
     def scores(result):
         return sorted(clip["score"] for clips in result["cells"].values() for clip in clips)
 
-    got = {}
-    for d in (a, b):  # one server after the other, one cache, each sees its run as "run"
-        catalog = Catalog(None, [d], cache_dir=cache)
+    def confusion(run: Path, cache_dir: Path) -> dict:
+        catalog = Catalog(None, [run], cache_dir=cache_dir)
         with running(create_app(catalog, device="cpu")) as url, httpx.Client(base_url=url, timeout=300) as c:
-            got[d] = c.get("/api/runs/run/confusion").json()
-        assert got[d]["confusion"] == want[d]
-    assert scores(got[a]) != scores(got[b])
+            return c.get("/api/runs/run/confusion").json()
+
+    alone = {d: confusion(d, tmp_path / f"alone-{d.parent.name}") for d in (a, b)}  # each in a cache of its own
+    got = {d: confusion(d, cache) for d in (a, b)}  # one server after the other, one cache, both called "run"
+    for d in (a, b):
+        assert got[d]["confusion"] == want[d] and scores(got[d]) == scores(alone[d])
     assert len(list((cache / "results").glob("confusion-*.json"))) == 2
     catalog = Catalog(None, [a, b], cache_dir=cache)  # both in one server: run and run-2
     with running(create_app(catalog, device="cpu")) as url, httpx.Client(base_url=url, timeout=300) as c:
-        assert scores(c.get("/api/runs/run/confusion").json()) == scores(got[a])
-        assert scores(c.get("/api/runs/run-2/confusion").json()) == scores(got[b])
+        assert scores(c.get("/api/runs/run/confusion").json()) == scores(alone[a])
+        assert scores(c.get("/api/runs/run-2/confusion").json()) == scores(alone[b])
     _no_traceback(capfd)
 
 
