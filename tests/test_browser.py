@@ -155,3 +155,24 @@ def test_timeline_bands_seek_the_player(page, site_url, tmp_path):
     assert "format=vtt" in href and f"video={bikes}" in href
     assert band.is_visible()
     screenshot(page, tmp_path, "timeline.png")
+
+
+def test_with_a_token_the_printed_url_opens_the_page_and_an_upload_plays_from_the_browser(page, site_url, tmp_path):
+    _, site = site_url
+    token = "browser-test-token-0123456789abcdef"
+    catalog = Catalog(site["index"], site["runs"], cache_dir=tmp_path / "cache")
+    with running(create_app(catalog, device="cpu", token=token)) as url:
+        assert page.goto(url + "/timeline").status == 401
+        page.goto(url + f"/timeline?token={token}")  # the URL `vidtune serve --token` prints
+        assert page.url == url + "/timeline"  # the token left the address bar; a cookie carries it
+        page.wait_for_selector("#tag-video option", state="attached")  # the page's API calls pass
+        page.set_input_files("#tag-file", str(site["db"] / "ball_000.mp4"))
+        page.click("#tag-form button")
+        page.wait_for_selector(".timeline .band")
+        # the server kept nothing of the upload: the player plays the browser's own copy
+        assert page.eval_on_selector("#tl-player", "v => v.src").startswith("blob:")
+        page.wait_for_function("() => document.querySelector('#tl-player').readyState >= 1")
+        href = page.get_attribute(".downloads a[data-fmt='vtt']", "href")
+        got = page.request.get(url + href)
+        assert got.status == 200 and got.text().startswith("WEBVTT")
+        assert [p for p in (tmp_path / "cache" / "uploads").rglob("*") if p.is_file() and p.name != ".lock"] == []

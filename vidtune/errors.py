@@ -101,6 +101,13 @@ class NotServedError(VidtuneError):
     """``vidtune serve``: a request names a file, video or run that the server was not given (HTTP 404)."""
 
 
+class BadRequestError(VidtuneError):
+    """``vidtune serve``: a request body or parameter that fails validation (HTTP 400); the message names
+    the fields."""
+
+    status = 400
+
+
 class UploadRejectedError(VidtuneError):
     """``vidtune serve``: an upload is too large (HTTP 413), of a type it cannot use (415), or not allowed
     because the server is read-only (403). ``status`` is the HTTP status."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from pathlib import Path
@@ -14,13 +15,46 @@ from vidtune.cli.console import err, print_json
 from vidtune.errors import VidtuneError
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, or a clear error (exit 2) when it is taken or not ours to use."""
+def resolve(host: str, port: int) -> tuple:
+    """``(family, address)`` to listen on for ``--host``, or a clear error."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise VidtuneError(f"--host {host}: not an address this machine can listen on ({exc.strerror})") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise VidtuneError(f"--host {host}: not an address this machine can listen on ({why})") from None
     family, _, _, _, addr = infos[0]
+    return family, addr
+
+
+def pick_token(args, loopback: bool) -> str | None:
+    """The token every request must carry: ``--token TOKEN`` (or $VIDTUNE_SERVE_TOKEN), a generated one for
+    ``--token`` alone, none on loopback without one; off loopback a token is required (exit 2 without)."""
+    from vidtune.serve.auth import check_token, new_token
+
+    token = args.token
+    if token is None and os.environ.get("VIDTUNE_SERVE_TOKEN"):
+        token = os.environ["VIDTUNE_SERVE_TOKEN"]
+    if token == GENERATE:
+        return new_token()
+    if token is None:
+        if loopback:
+            return None
+        raise VidtuneError(f"--host {args.host} lets other machines reach this server: it needs a token. Give "
+                           "--token (a generated one is printed in the URL), --token TOKEN (16+ characters; or set "
+                           "VIDTUNE_SERVE_TOKEN), or listen on this machine only with --host 127.0.0.1")
+    try:
+        return check_token(token)
+    except ValueError as exc:
+        raise VidtuneError(f"--token {exc}") from None
+
+
+GENERATE = "\0generate"
+MAX_UPLOAD_MB = 100 * 1024
+
+
+def bind(host: str, port: int, resolved: tuple | None = None) -> socket.socket:
+    """A listening socket on ``host:port``, or a clear error (exit 2) when it is taken or not ours to use."""
+    family, addr = resolved or resolve(host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only: a live listener still refuses
     try:
@@ -51,31 +85,40 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise VidtuneError(f"--port must be between 0 and 65535, got {args.port}")
-    if args.max_upload_mb <= 0:
-        raise VidtuneError(f"--max-upload-mb must be above 0, got {args.max_upload_mb:g}")
+    if not 0 < args.max_upload_mb <= MAX_UPLOAD_MB:
+        raise VidtuneError(f"--max-upload-mb must be above 0 and at most {MAX_UPLOAD_MB}, got {args.max_upload_mb:g}")
     if args.index is None and not args.run:
         raise VidtuneError("nothing to serve: give --index INDEX_DIR and/or --run RUN_DIR")
-    sock = bind(args.host, args.port)  # first: a taken port fails before anything is read or created
+    from vidtune.serve.auth import is_loopback
+
+    resolved = resolve(args.host, args.port)
+    token = pick_token(args, is_loopback(str(resolved[1][0])))  # refused off loopback before listening
+    sock = bind(args.host, args.port, resolved)  # first: a taken port fails before anything is read or created
     try:
         catalog = Catalog(args.index, args.run or (), cache_dir=args.cache_dir, read_only=args.read_only,
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-        app = create_app(catalog, device=args.device)
+        app = create_app(catalog, device=args.device, token=token)
     except BaseException:
         sock.close()
         raise
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    if token is not None:
+        from urllib.parse import quote
+
+        url += f"?token={quote(token, safe='')}"
     info = {"url": url, "index": str(args.index) if args.index else None,
             "runs": {k: str(v) for k, v in catalog.runs.items()}, "read_only": args.read_only,
-            "cache_dir": None if args.read_only else str(catalog.cache_dir)}
+            "cache_dir": None if args.read_only else str(catalog.cache_dir), "token_required": token is not None}
     if args.json:
         print_json(info)
         sys.stdout.flush()
     else:
         err.print(f"vidtune serving on [bold]{escape(url)}[/bold] (Ctrl-C stops)", highlight=False)
-    if host not in ("127.0.0.1", "::1"):
-        err.print(f"[yellow]warning:[/yellow] listening on {escape(host)}: other machines can reach this page and "
-                  "its videos. There is no login; use --host 127.0.0.1 unless you mean it.")
+    if not is_loopback(host):
+        err.print(f"[yellow]note:[/yellow] listening on {escape(host)}: other machines can reach this server; every "
+                  "request needs the token (open the URL above once, or send `Authorization: Bearer TOKEN`). Plain "
+                  "HTTP is not encrypted: put it behind an HTTPS proxy on an untrusted network.")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning" if not args.verbose else "info",
                                            access_log=bool(args.verbose)))
     try:
@@ -97,6 +140,10 @@ def register(sub) -> None:
                    help="change nothing on disk: no uploads, no cached thumbnails or features")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where thumbnails, uploads and features go (default ~/.cache/vidtune/serve)")
+    p.add_argument("--token", nargs="?", const=GENERATE, default=None, metavar="TOKEN",
+                   help="require this token on every request (header `Authorization: Bearer TOKEN`, or open the "
+                        "printed URL once: ?token= sets a cookie); --token alone generates one. Required with a "
+                        "--host other machines can reach; default: $VIDTUNE_SERVE_TOKEN, else none on loopback")
     p.add_argument("--max-upload-mb", type=finite_float, default=200.0, help="largest upload (default 200 MB)")
     device_arg(p)
     output_args(p, quiet=False)

@@ -8,13 +8,18 @@ them and two requests never fight over the CPU. Results have the shapes of the C
 from __future__ import annotations
 
 import csv
-import json
+import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated, Any
 
-from vidtune.errors import ConfigError, NotServedError
-from vidtune.serve.catalog import Catalog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vidtune.errors import ConfigError, NotServedError, VidtuneError
+from vidtune.serve.catalog import Catalog, identity
+from vidtune.serve.results import Bounded, ResultStore
 
 TAG_FORMATS = {"json": "application/json", "csv": "text/csv", "vtt": "text/vtt", "srt": "application/x-subrip"}
 
@@ -50,6 +55,41 @@ def read_history(path: Path) -> list[dict]:
     return rows
 
 
+class ConfusionClip(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    path: str
+    start: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    end: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class ConfusionResult(BaseModel):
+    """The schema a stored confusion result must have to be used again."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    labels: list[str]
+    confusion: list[list[Annotated[int, Field(ge=0)]]]
+    cells: dict[str, list[ConfusionClip]]
+    skipped: list[Any]
+
+    @model_validator(mode="after")
+    def _shape(self):
+        n = len(self.labels)
+        if len(self.confusion) != n or any(len(row) != n for row in self.confusion):
+            raise ValueError("confusion is not a square matrix over the labels")
+        for cell, clips in self.cells.items():
+            t, _, p = cell.partition(",")
+            if not (t.isdigit() and p.isdigit() and int(t) < n and int(p) < n):
+                raise ValueError(f"cell {cell!r} is not a cell of the matrix")
+            if len(clips) > self.confusion[int(t)][int(p)]:
+                raise ValueError(f"cell {cell!r} lists more clips than it counts")
+        return self
+
+
+RUN_IDENTITY_FILES = ("model.safetensors", "config.json", "split.json")
+
+
 class Workbench:
     """The server's state beside the catalog: a searcher, loaded runs, and results worth keeping."""
 
@@ -58,9 +98,11 @@ class Workbench:
         self.device = device
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidtune-serve")
         self._searcher = None
-        self._runs: dict[str, tuple] = {}
-        self._tags: dict[tuple, dict] = {}
-        self._dedupe: dict[float, dict] = {}
+        self._runs: dict[str, tuple] = {}  # one per served run (a fixed set)
+        self._tags = Bounded(64)  # (run id, video key) -> tag result
+        self._dedupe = Bounded(8)  # threshold -> pairs and groups
+        self._confusion = Bounded(32)  # (run id, identities of its files) -> result
+        self.results = ResultStore(None if catalog.read_only else catalog.cache_dir / "results")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -88,7 +130,15 @@ class Workbench:
         return self._searcher
 
     def search_file(self, path: Path, k: int = 10, start=None, end=None) -> dict:
-        return self.searcher().search(path, k=k, start=start, end=end)
+        """An uploaded file as the query. Its features are not cached: the upload is deleted when the
+        request ends, and its features would only pile up."""
+        searcher = self.searcher()
+        embedder = searcher.embedder
+        kept, embedder.cache = embedder.cache, None
+        try:
+            return searcher.search(path, k=k, start=start, end=end)
+        finally:
+            embedder.cache = kept
 
     def search_indexed(self, key: str, k: int = 10, start=None, end=None) -> dict:
         """A segment of an indexed video as the query (the query names the video as indexed)."""
@@ -106,10 +156,11 @@ class Workbench:
         """``vidtune dedupe INDEX --json``'s object (kept per threshold: the index does not change under us)."""
         from vidtune.index.dedupe import duplicates_in
 
-        if threshold not in self._dedupe:
-            self._dedupe[threshold] = {"index": str(self.catalog.index_dir),
-                                       **duplicates_in(self.searcher(), threshold)}
-        return self._dedupe[threshold]
+        found = self._dedupe.get(threshold)
+        if found is None:
+            found = {"index": str(self.catalog.index_dir), **duplicates_in(self.searcher(), threshold)}
+            self._dedupe.put(threshold, found)
+        return found
 
     # -- runs ----------------------------------------------------------------------------------------------
     def loaded_run(self, run_id: str):
@@ -162,88 +213,141 @@ class Workbench:
             node = ancestors[0] if ancestors else None
         return chain
 
+    def run_identity(self, run_id: str) -> tuple[tuple, dict]:
+        """What a run's results depend on: cheap stat identities (for the memory cache) and the full
+        identity the result file is named by (real folder path, content digests of its files)."""
+        from vidtune.utils import file_digest
+
+        root = self.catalog.run_dir(run_id).resolve()
+        stats, digests = [str(root)], {}
+        for name in RUN_IDENTITY_FILES:
+            try:
+                st = os.stat(root / name)
+                stats.append(identity(st))
+            except OSError:
+                stats.append(None)
+        quick = tuple(stats)
+        for name, st in zip(RUN_IDENTITY_FILES, quick[1:]):
+            try:
+                digests[name] = file_digest(root / name) if st is not None else None
+            except (OSError, VidtuneError):
+                digests[name] = None
+        return quick, {"v": 1, "run": str(root), "files": digests}
+
     def confusion_clips(self, run_id: str) -> dict:
         """The validation clips behind each cell of the run's confusion matrix (from split.json).
 
         ``{"labels", "confusion", "cells": {"<true>,<pred>": [{"id", "path", "start", "end", "score"}]},
-        "skipped"}``. Computed once with the run's model and kept in the cache folder.
+        "skipped"}``. Computed once with the run's model; kept in memory and in the cache folder under a
+        name derived from the run's real path and file digests (never from its fields), and read back
+        only when its digest and schema check out (:mod:`vidtune.serve.results`).
         """
+        self.catalog.run_dir(run_id)
+        quick, ident = self.run_identity(run_id)
+        result = self._confusion.get((run_id, quick))
+        if result is None:
+            result = self.results.get("confusion", ident, ConfusionResult)
+            if result is None:
+                result = self._compute_confusion(run_id)
+                self.results.put("confusion", ident, result, ConfusionResult)
+            self._confusion.put((run_id, quick), result)
+        out = {**result, "cells": {}}
+        for cell, clips in result["cells"].items():  # keys are handed out per server process
+            out["cells"][cell] = [{**{k: v for k, v in clip.items() if k != "digest"},
+                                   "id": self._clip_key(run_id, clip["path"], clip["digest"])} for clip in clips]
+        return out
+
+    def _compute_confusion(self, run_id: str) -> dict:
         import torch
 
         from vidtune.data.manifest import VideoItem
         from vidtune.runs.device import resolve_device
         from vidtune.runs.inference import run_clips
+        from vidtune.utils import file_digest
 
         c = self.catalog
         model, config = self.loaded_run(run_id)
-        saved = c.cache_dir / "results" / f"confusion-{config.run_id or run_id}.json"
-        if saved.is_file():
-            result = json.loads(saved.read_text(encoding="utf-8"))
-        else:
-            split = c.run_json(run_id, "split.json", default={}) or {}
-            rows = [r for r in split.get("val", []) if r.get("label") in config.labels]
-            if config.multilabel:
-                raise ConfigError("run", "is multi-label: it has no confusion matrix (see its per-label AP)")
-            items = [VideoItem(path=Path(r["path"]), label=r["label"], start=r.get("start"), end=r.get("end"))
-                     for r in rows]
-            # workers=0: decoding worker processes would be forked from this server thread, copying a
-            # multi-threaded process (uvicorn, engine threads) whose workers' exits then reach whatever
-            # SIGCHLD handler the main thread has (PyTorch's DataLoader one raises there); a few validation
-            # clips decode fine in this thread, once (the result is kept)
-            out, skipped = run_clips(model, config, items, device=resolve_device(self.device), workers=0,
-                                     **self.feature_cache)
-            n = len(config.labels)
-            confusion = [[0] * n for _ in range(n)]
-            cells: dict[str, list[dict]] = {}
-            for i, it in enumerate(items):
-                if i not in out:
-                    continue
-                probs = torch.softmax(out[i].float(), -1)
-                t, p = config.labels.index(it.label), int(probs.argmax())
-                confusion[t][p] += 1
-                cells.setdefault(f"{t},{p}", []).append({"path": str(it.path), "start": it.start, "end": it.end,
-                                                         "score": round(float(probs[p]), 4)})
-            result = {"labels": list(config.labels), "confusion": confusion, "cells": cells, "skipped": skipped}
-            if not c.read_only:
-                from vidtune.utils import atomic_write_json
+        if config.multilabel:
+            raise ConfigError("run", "is multi-label: it has no confusion matrix (see its per-label AP)")
+        split = c.run_json(run_id, "split.json", default={}) or {}
+        val = split.get("val", []) if isinstance(split, dict) else []
+        rows = [r for r in val if isinstance(r, dict) and isinstance(r.get("path"), str)
+                and r.get("label") in config.labels]
+        items = [VideoItem(path=Path(r["path"]), label=r["label"], start=_seconds(r.get("start")),
+                           end=_seconds(r.get("end"))) for r in rows]
+        # workers=0: decoding worker processes would be forked from this server thread, copying a
+        # multi-threaded process (uvicorn, engine threads) whose workers' exits then reach whatever
+        # SIGCHLD handler the main thread has (PyTorch's DataLoader one raises there); a few validation
+        # clips decode fine in this thread, once (the result is kept)
+        out, skipped = run_clips(model, config, items, device=resolve_device(self.device), workers=0,
+                                 **self.feature_cache)
+        n = len(config.labels)
+        confusion = [[0] * n for _ in range(n)]
+        cells: dict[str, list[dict]] = {}
+        for i, it in enumerate(items):
+            if i not in out:
+                continue
+            probs = torch.softmax(out[i].float(), -1)
+            if not bool(torch.isfinite(probs).all()):
+                continue
+            t, p = config.labels.index(it.label), int(probs.argmax())
+            confusion[t][p] += 1
+            try:
+                digest = file_digest(it.path)  # what /media will check before sending the clip
+            except (OSError, VidtuneError):
+                continue
+            cells.setdefault(f"{t},{p}", []).append({"path": str(it.path), "start": it.start, "end": it.end,
+                                                     "score": round(float(probs[p]), 4), "digest": digest})
+        return {"labels": list(config.labels), "confusion": confusion, "cells": cells,
+                "skipped": [{k: str(v) for k, v in s.items()} if isinstance(s, dict) else str(s) for s in skipped]}
 
-                atomic_write_json(saved, result)
-        for clips in result["cells"].values():  # keys are handed out per server process
-            for clip in clips:
-                clip["id"] = self._clip_key(run_id, clip["path"])
-        return result
-
-    def _clip_key(self, run_id: str, path: str) -> str:
+    def _clip_key(self, run_id: str, path: str, digest: str) -> str:
         import hashlib
 
-        key = f"r{list(self.catalog.runs).index(run_id)}c" + hashlib.blake2b(path.encode("utf-8", "surrogateescape"),
-                                                                           digest_size=6).hexdigest()
-        self.catalog.register(key, path, path)
+        key = f"r{list(self.catalog.runs).index(run_id)}c" + hashlib.blake2b(
+            f"{path}\0{digest}".encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+        self.catalog.register(key, path, path, digest)
         return key
 
     # -- tagging -----------------------------------------------------------------------------------------
-    def tag(self, run_id: str, key: str) -> dict:
-        """``vidtune tag RUN VIDEO --json``'s object for one served video."""
+    def tag(self, run_id: str, key: str, upload=None) -> dict:
+        """``vidtune tag RUN VIDEO --json``'s object for one served video (``key``), or for an upload
+        (``upload``: ``(path, name)``; its result is kept, in a bounded memory cache, for the exports)."""
         from vidtune.tag.tagger import tag_videos
 
-        m = self.catalog.media(key)
         cache_key = (run_id, key)
-        if cache_key not in self._tags:
-            results, errors = tag_videos(self.loaded_run(run_id), [m.path], device=self.device)
-            dicts = [r.to_dict() for r in results]
-            for d in dicts:
-                d["path"] = m.name
-            for e in errors:
-                e["path"] = m.name
-            self._tags[cache_key] = {"results": dicts + errors}
-        return self._tags[cache_key]
+        if upload is None:
+            found = self._tags.get(cache_key)
+            if found is not None and not key.startswith("u"):
+                self.catalog.media(key)  # still the file it was (not moved, changed or swapped)
+            if found is not None:
+                return found
+            m = self.catalog.media(key)
+            path, name = m.path, m.name
+        else:
+            path, name = upload
+        results, errors = tag_videos(self.loaded_run(run_id), [path], device=self.device)
+        dicts = [r.to_dict() for r in results]
+        for d in dicts + errors:
+            d["path"] = name
+        found = {"results": dicts + errors}
+        self._tags.put(cache_key, found)
+        return found
 
-    def tag_export(self, run_id: str, key: str, fmt: str) -> str:
+    def tag_export(self, run_id: str, key: str, fmt: str) -> tuple[str, str]:
+        """The tags of a served video or a recent upload in ``fmt``, and the name to save them under."""
         from vidtune.tag.exports import render
 
         if fmt not in TAG_FORMATS:
             raise ConfigError("format", f"must be one of {', '.join(TAG_FORMATS)}, got {fmt!r}")
+        if key.startswith("u") and (run_id, key) not in self._tags:
+            raise NotServedError(f"no tags for the upload {key!r} any more (uploads are not kept): tag the file again")
         results = self.tag(run_id, key)["results"]
         ok = [r for r in results if "error" not in r]
-        return render(fmt, results if fmt == "json" else ok)
+        name = str(results[0]["path"]) if results else key
+        return render(fmt, results if fmt == "json" else ok), name
 
+
+def _seconds(value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None

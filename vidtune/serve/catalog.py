@@ -1,37 +1,57 @@
-"""What a ``vidtune serve`` process may show: its index, its runs, their files, and uploads.
+"""What a ``vidtune serve`` process may show: its index, its runs and their files.
 
 Every file the server sends is found through this catalog by an opaque key (``v12``: video 12 of
-the index; ``r0c3``: clip 3 behind run 0's confusion matrix; ``u<hex>``: an upload) or, for a run's
-own files, by a name from a fixed list, resolved and checked to stay inside the run folder. No
-request path is ever joined to a folder, so ``..``, absolute paths, symlinks that lead out of a run
-folder, and unknown keys all end as :class:`~vidtune.errors.NotServedError` (HTTP 404).
+the index; ``r0c3``: a clip behind run 0's confusion matrix) or, for a run's own files, by a name
+from a fixed list, resolved and checked to stay inside the run folder. No request path is ever
+joined to a folder, so ``..``, absolute paths, symlinks that lead out of a run folder, and unknown
+keys all end as :class:`~vidtune.errors.NotServedError` (HTTP 404).
+
+A video is sent only as the file that was indexed (:meth:`Catalog.media`): its path is resolved to
+the real file; a symlink at that path that leads out of the folder it was indexed in is refused; the
+real file must be a regular file whose content digest (:func:`vidtune.utils.file_digest`, the
+fingerprint the index recorded when it embedded the video) still matches. A digest is checked once
+per (device, inode, size, mtime, ctime) of the real file: any change to the file, even one that
+restores the mtime, changes its ctime and is checked again. The route then opens the real file
+without following symlinks and sends it only if the file opened is the one checked.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import secrets
+import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vidtune.errors import NotServedError, UploadRejectedError, VidtuneError
+from vidtune.errors import NotServedError, VidtuneError
+from vidtune.serve.results import Bounded
+
+log = logging.getLogger(__name__)
 
 # Files of a run folder the pages show (everything else in it is never served).
 RUN_FILES = ("metrics.json", "config.json", "history.csv", "skipped.json", "split.json", "learning_curves.png",
              "confusion_matrix.png", "robustness.png")
-UPLOAD_KEY = re.compile(r"^u[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
 class Media:
-    """A video (or image) the server may send: where it is and what it is called on the page."""
+    """A video (or image) the server may send: where it is, what it is called on the page, and the
+    content digest recorded when it was indexed (or listed in a result). From :meth:`Catalog.media`,
+    ``path`` is the verified real file and ``stat`` its ``os.stat``."""
 
     key: str
-    path: Path  # resolved
-    name: str  # as the index / run / uploader named it
+    path: Path
+    name: str
+    digest: str | None = None
+    stat: os.stat_result | None = None
+
+
+def identity(st: os.stat_result) -> tuple:
+    """What changes when a file is replaced or written to: device, inode, size, mtime and ctime."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def serve_cache_dir() -> Path:
@@ -72,14 +92,25 @@ class Catalog:
         self.max_upload_bytes = int(max_upload_bytes)
         self._media: dict[str, Media] = {}
         self._lock = threading.Lock()
+        self._verified = Bounded(4096)  # (real path, identity) -> digest checked
+        self._warned: set[str] = set()
+        self.uploads = None
         if not read_only:
+            from vidtune.serve.uploads import UploadFolder
+
             try:
                 for sub in ("thumbs", "uploads", "features", "results"):
                     (self.cache_dir / sub).mkdir(parents=True, exist_ok=True)
+                self.uploads = UploadFolder(self.cache_dir / "uploads")
             except OSError as exc:
                 raise VidtuneError(f"cannot use the cache folder {self.cache_dir} ({exc.strerror or exc}); "
                                    "give another with --cache-dir, or --read-only") from None
         self.refresh_index()
+
+    def close(self) -> None:
+        """Remove this server's upload folder."""
+        if self.uploads is not None:
+            self.uploads.close()
 
     # -- the index's videos ----------------------------------------------------------------------
     def refresh_index(self) -> list[dict]:
@@ -96,33 +127,62 @@ class Catalog:
                 del self._media[key]
             for r in rows:
                 key = f"v{r.id}"
-                self._media[key] = Media(key, Path(os.path.abspath(r.path)), r.path)
+                self._media[key] = Media(key, Path(os.path.abspath(r.path)), r.path, r.digest)
                 out.append({"id": key, "path": r.path, "duration": r.duration, "segments": r.segments})
         return out
 
-    def key_for_path(self, path: str) -> str | None:
-        """The key of an indexed video by the path it was indexed under."""
-        with self._lock:
-            for m in self._media.values():
-                if m.key.startswith("v") and m.name == path:
-                    return m.key
-        return None
-
-    def register(self, key: str, path, name: str) -> Media:
-        m = Media(key, Path(os.path.abspath(path)), name)
+    def register(self, key: str, path, name: str, digest: str) -> Media:
+        """Let ``key`` name ``path`` (a file listed in one of the server's own results), with the content
+        digest recorded when that result was made."""
+        m = Media(key, Path(os.path.abspath(path)), name, digest)
         with self._lock:
             self._media[key] = m
         return m
 
     def media(self, key: str) -> Media:
-        """The file behind ``key``; unknown keys and files that are gone are :class:`NotServedError`."""
+        """The verified file behind ``key`` (see the module docstring); anything else is :class:`NotServedError`.
+
+        May read the file once to check its digest: call it from a worker thread, not the event loop."""
         with self._lock:
-            m = self._media.get(key)
-        if m is None and UPLOAD_KEY.match(key or ""):
-            m = self._upload(key)
-        if m is None or not m.path.is_file():
-            raise NotServedError(f"no video {key!r} on this server")
-        return m
+            m = self._media.get(key) if isinstance(key, str) else None
+        if m is None:
+            raise NotServedError(f"no video {str(key)[:80]!r} on this server")
+        return self.verify(m)
+
+    def verify(self, m: Media) -> Media:
+        from vidtune.utils import file_digest
+
+        gone = NotServedError(f"video {m.key!r} ({m.name}) is not available: it was moved, deleted or changed "
+                              "since it was indexed")
+        try:
+            lst = os.lstat(m.path)
+            real = Path(os.path.realpath(m.path))
+            if stat.S_ISLNK(lst.st_mode):
+                home = Path(os.path.realpath(m.path.parent))
+                if not real.is_relative_to(home):
+                    self._warn(m, f"{m.path} is a symlink that leads out of its folder (to {real}); refused")
+                    raise gone
+            st = os.stat(real)
+        except OSError:
+            raise gone from None
+        if not stat.S_ISREG(st.st_mode) or m.digest is None:
+            raise gone
+        ident = (str(real), *identity(st))
+        if self._verified.get(ident) != m.digest:
+            try:
+                digest = file_digest(real)
+            except (OSError, VidtuneError):
+                raise gone from None
+            if digest != m.digest:
+                self._warn(m, f"{real} no longer has the content it was indexed with; refused")
+                raise gone
+            self._verified.put(ident, m.digest)
+        return replace(m, path=real, stat=st)
+
+    def _warn(self, m: Media, text: str) -> None:
+        if m.key not in self._warned:
+            self._warned.add(m.key)
+            log.warning("vidtune serve: %s", text)
 
     # -- runs ------------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -148,26 +208,3 @@ class Catalog:
             return default
         except (OSError, ValueError) as exc:
             raise VidtuneError(f"run {run_id!r}: {name} is unreadable ({exc})") from None
-
-    # -- uploads -----------------------------------------------------------------------------------
-    def new_upload(self, filename: str, allowed_suffixes) -> tuple[str, Path]:
-        """A fresh upload key and the cache path its bytes go to (refused in read-only mode)."""
-        if self.read_only:
-            raise UploadRejectedError("this server is read-only (--read-only): uploads are off; pick a segment of "
-                                      "an indexed video instead", 403)
-        suffix = Path(filename or "").suffix.lower()
-        if suffix not in allowed_suffixes:
-            raise UploadRejectedError(
-                f"{filename!r} is not a video or image file vidtune reads (accepted: "
-                f"{' '.join(sorted(allowed_suffixes))})", 415)
-        key = "u" + secrets.token_hex(16)
-        return key, self.cache_dir / "uploads" / f"{key}{suffix}"
-
-    def _upload(self, key: str) -> Media | None:
-        folder = self.cache_dir / "uploads"
-        if not folder.is_dir():
-            return None
-        for p in folder.glob(f"{key}.*"):
-            if p.is_file() and not p.is_symlink():
-                return self.register(key, p, p.name)
-        return None

@@ -3,7 +3,8 @@
 A sprite sheet is one JPEG of ``n`` frames side by side, evenly spaced over a time span: the strip
 a result card shows for its matched segment. Files are cached under ``<cache>/thumbs`` by a key of
 the video's resolved path, size and modification time and the request, so an edited video gets new
-pictures; in read-only mode nothing is written and a small in-memory cache stands in.
+pictures; in read-only mode nothing is written and a small in-memory cache stands in. Both are
+bounded: 256 sheets in memory, :data:`MAX_DISK_FILES` on disk (the least recently written go first).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vidtune.errors import ConfigError
 
 MAX_FRAMES = 32
 MAX_HEIGHT = 360
+MAX_DISK_FILES = 4096  # ~10-40 KB each
 
 
 def frame_times(start: float, end: float, n: int) -> list[float]:
@@ -62,11 +64,27 @@ def sprite_jpeg(path, times: list[float], height: int = 72) -> bytes:
 class ThumbCache:
     """Sprite sheets on disk under ``folder`` (or only in memory when ``folder`` is None)."""
 
-    def __init__(self, folder: Path | None, memory_items: int = 256):
+    def __init__(self, folder: Path | None, memory_items: int = 256, disk_files: int = MAX_DISK_FILES):
         self.folder = folder
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._items = memory_items
+        self._disk = disk_files
+        self._writes = 0
         self._lock = threading.Lock()
+        if folder is not None:
+            self.prune()
+
+    def prune(self) -> None:
+        """Keep at most ``disk_files`` sheets on disk (the most recently written)."""
+        try:
+            files = [(p.stat().st_mtime_ns, p) for p in self.folder.glob("*.jpg")]
+        except OSError:
+            return
+        if len(files) <= self._disk:
+            return
+        files.sort()
+        for _, p in files[:len(files) - self._disk * 9 // 10]:
+            p.unlink(missing_ok=True)
 
     def sprite(self, path: Path, start: float, end: float, n: int, height: int) -> bytes:
         check_request(n, height)
@@ -87,6 +105,11 @@ class ThumbCache:
 
                 with atomic_path(file) as tmp:
                     Path(tmp).write_bytes(data)
+                with self._lock:
+                    self._writes += 1
+                    due = self._writes % max(1, self._disk // 16) == 0
+                if due:
+                    self.prune()
         with self._lock:
             self._memory[key] = data
             while len(self._memory) > self._items:

@@ -194,12 +194,17 @@ async function initRun() {
 // -- timelines --------------------------------------------------------------------------------------------
 const COLOURS = ["#2471a3", "#27ae60", "#c0392b", "#8e44ad", "#d68910", "#17a589", "#cb4335", "#566573"];
 
-function drawTimeline(res, key, run) {
+function drawTimeline(res, key, run, file) {
   const r = res.results[0];
   if (!r || r.error) { status(r ? `${r.path}: ${r.error}` : "nothing tagged", true); return; }
   $("#timeline-view").hidden = false;
   const v = $("#tl-player");
-  if (v.dataset.key !== key) { v.src = `/media/${key}`; v.dataset.key = key; }
+  if (v.dataset.key !== key) {
+    // an upload is not kept by the server: play the browser's own copy of the file
+    if (v.src.startsWith("blob:")) URL.revokeObjectURL(v.src);
+    v.src = file ? URL.createObjectURL(file) : `/media/${key}`;
+    v.dataset.key = key;
+  }
   const box = $("#timeline");
   const labels = [...new Set(r.segments.map((s) => s.label))];
   const pct = (t) => `${(100 * t / r.duration).toFixed(3)}%`;
@@ -250,7 +255,7 @@ async function initTimeline() {
       } else {
         res = await api("/api/tag", jsonPost({ run, video: sel && sel.value }));
       }
-      drawTimeline(res, res.video, run);
+      drawTimeline(res, res.video, run, file);
     } catch (e) { status(e.message, true); }
   });
   if (sel && new URLSearchParams(location.search).get("video")) form.requestSubmit();
