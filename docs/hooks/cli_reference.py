@@ -114,7 +114,9 @@ def _section(parser: argparse.ArgumentParser, path: tuple[str, ...], help_text: 
         lines.append("")
     subs = list(_subparsers(parser))
     if subs:
-        lines += ["Sub-commands: " + ", ".join(f"[`{n}`](#{_anchor(path + (n,))})" for n, _, _ in subs) + ".", ""]
+        lines += ["| sub-command | what it does |", "|---|---|"]
+        lines += [f"| [`{name} {n}`](#{_anchor(path + (n,))}) | {_escape(h)} |" for n, h, _ in subs]
+        lines.append("")
     return lines
 
 
