@@ -189,10 +189,29 @@ def on_files(files, config, **kwargs):
     return files
 
 
+_CODE_SPAN = re.compile(r"`[^`\n]+`")
+
+
+def unescape_table_code(markdown: str) -> str:
+    """``\\|`` inside code spans of table rows becomes ``|``.
+
+    GitHub needs a pipe inside a code span of a table cell escaped (`a\\|b`) and drops the backslash;
+    Python-Markdown keeps code spans whole and would show the backslash. Pages are written for GitHub.
+    """
+    out, fence = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        elif not fence and line.lstrip().startswith("|") and "\\|" in line:
+            line = _CODE_SPAN.sub(lambda m: m.group(0).replace("\\|", "|"), line)
+        out.append(line)
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown: str, page, config, files, **kwargs):
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, render_reference())
-    return markdown
+    return unescape_table_code(markdown)
 
 
 _SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):(?=<code>)")
