@@ -97,10 +97,7 @@ def _section(parser: argparse.ArgumentParser, path: tuple[str, ...], help_text: 
         lines += [_escape(help_text[:1].upper() + help_text[1:]) + ".", ""]
     if parser.description and parser.description != help_text:
         lines += [_escape(parser.description), ""]
-    usage = parser.format_usage().strip()
-    if usage.startswith("usage: "):
-        usage = usage[len("usage: "):]
-    lines += ["```text", usage, "```", ""]
+    lines += ["```text", _usage(parser), "```", ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions
                    if a.help != argparse.SUPPRESS and not isinstance(a, (argparse._HelpAction,
@@ -120,6 +117,16 @@ def _section(parser: argparse.ArgumentParser, path: tuple[str, ...], help_text: 
     return lines
 
 
+def _usage(parser: argparse.ArgumentParser) -> str:
+    """The usage line(s) without the ``usage: `` prefix, continuation lines dedented to match."""
+    prefix = "usage: "
+    text = parser.format_usage().rstrip()
+    if text.startswith(prefix):
+        text = text[len(prefix):]
+    return "\n".join(line[len(prefix):] if i and line.startswith(" " * len(prefix)) else line
+                     for i, line in enumerate(text.split("\n")))
+
+
 def _anchor(path: tuple[str, ...]) -> str:
     """The id MkDocs' toc extension gives the heading ``vidtune index build``."""
     return "-".join((PROG,) + path).lower()
@@ -136,8 +143,8 @@ def render_reference(parser: argparse.ArgumentParser | None = None) -> str:
              "this site is built (the same text as `vidtune COMMAND --help`).", "",
              "| command | what it does |", "|---|---|"]
     lines += [f"| [`{PROG} {n}`](#{_anchor((n,))}) | {_escape(h)} |" for n, h, _ in top]
-    lines += ["", f"## {PROG}", "", "Options that come before the command.", "", "```text",
-              parser.format_usage().strip().removeprefix("usage: "), "```", ""]
+    lines += ["", f"## {PROG}", "", "Options that come before the command.", "", "```text", _usage(parser),
+              "```", ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions
                    if a.help != argparse.SUPPRESS and not isinstance(a, (argparse._HelpAction,
