@@ -92,6 +92,13 @@ def test_nav_pages_exist():
 
 
 @pytest.mark.parametrize("page", _user_docs(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_fences_are_closed(page):
+    """An unclosed fence turns the rest of a page into one code block, which --strict does not catch."""
+    fences = [line for line in page.read_text(encoding="utf-8").splitlines() if line.lstrip().startswith("```")]
+    assert len(fences) % 2 == 0, f"{page.name}: {len(fences)} code fence lines"
+
+
+@pytest.mark.parametrize("page", _user_docs(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
     """Links between pages (and to images) point at files that exist, also when read on GitHub."""
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
