@@ -2,7 +2,7 @@
 
 Writes a small sample dataset, then trains linear / partial / full with the default backbone and
 evaluates each on a held-out set, printing throughput and accuracy. Nothing here depends on a GPU
-(``--device cpu`` runs the same path, slowly); the numbers for a GPU go in the README.
+(``--device cpu`` runs the same path, slowly); the numbers for a GPU go in docs/benchmarks.md.
 
     python bench/device_check.py --device cuda [--per-class 16] [--epochs 3]
 """

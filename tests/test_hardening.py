@@ -7,7 +7,7 @@ case runs in-process under a watchdog (``signal.alarm``: a hang becomes a failur
 FIFOs and endless reads of ``/dev/zero``, which SIGALRM interrupts). Every ``--json`` output must
 parse as strict JSON (no NaN/Infinity) and encode as UTF-8. Hypothesis adds generated manifests and
 argument values (derandomized, bounded). ``python -m pytest tests/test_hardening.py -q -rA`` lists
-the cases; README "Reliability" reports their count.
+the cases; docs/reliability.md reports their count.
 """
 
 from __future__ import annotations

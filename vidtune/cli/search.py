@@ -401,7 +401,7 @@ def register(sub) -> None:
     q.add_argument("--kind", default="flat", help="flat (exact inner product, default) | hnsw (approximate, "
                                                   "for millions of segments) | ivfpq (64-byte codes in RAM, exact "
                                                   "vectors on disk for re-ranking; trained once 20,000 segments "
-                                                  "are in; see README Scale out)")
+                                                  "are in; see docs/scale.md)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
     _embed_args(q)
     words_args(q)
