@@ -3,16 +3,17 @@
 - :mod:`vidtune.serve.catalog`: what may be served, by opaque keys (the security boundary);
 - :mod:`vidtune.serve.actions`: search, dedupe, tag and run summaries with the CLI's ``--json`` shapes;
 - :mod:`vidtune.serve.thumbs`: sprite sheets decoded with vidtune's reader, cached;
+- :mod:`vidtune.serve.labeling`: the Label page (a queue from ``suggest``, a crash-safe journal, retraining);
 - :mod:`vidtune.serve.app`: the FastAPI routes, pages (``templates/``) and plain JavaScript (``static/``).
 """
 
 from vidtune.serve.catalog import Catalog, serve_cache_dir
 
 
-def create_app(catalog, device: str = "auto"):
+def create_app(catalog, device: str = "auto", label=None):
     from vidtune.serve.app import create_app as _create
 
-    return _create(catalog, device=device)
+    return _create(catalog, device=device, label=label)
 
 
 __all__ = ["Catalog", "create_app", "serve_cache_dir"]

@@ -59,9 +59,15 @@ def _number(value, field: str, default=None, lo=None, hi=None, integer: bool = F
     return v
 
 
-def create_app(catalog: Catalog, device: str = "auto"):
-    """The FastAPI application serving ``catalog`` (see the module docstring for its routes)."""
+def create_app(catalog: Catalog, device: str = "auto", label=None):
+    """The FastAPI application serving ``catalog`` (see the module docstring for its routes); ``label``: a
+    :class:`~vidtune.serve.labeling.LabelSetup` adds the Label page (:mod:`vidtune.serve.labeling`)."""
     bench = Workbench(catalog, device=device)
+    desk = None
+    if label is not None:
+        from vidtune.serve.labeling import LabelDesk
+
+        desk = LabelDesk(label, catalog, device=device)
     thumbs = ThumbCache(None if catalog.read_only else catalog.cache_dir / "thumbs")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -69,6 +75,8 @@ def create_app(catalog: Catalog, device: str = "auto"):
     async def lifespan(app):
         yield
         bench.close()
+        if desk is not None:
+            desk.close()
 
     app = FastAPI(title="vidtune", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.catalog, app.state.bench = catalog, bench
@@ -85,13 +93,19 @@ def create_app(catalog: Catalog, device: str = "auto"):
 
     def page(request: Request, name: str, **context):
         ctx = {"index": catalog.index_dir is not None, "runs": list(catalog.runs), "read_only": catalog.read_only,
-               **context}
+               "label": desk is not None, **context}
         return templates.TemplateResponse(request, name, ctx)
 
     # -- pages ---------------------------------------------------------------------------------------------
+    if desk is not None:
+        from vidtune.serve.labeling import add_label_routes
+
+        add_label_routes(app, desk, page, _json)
+
     @app.get("/")
     async def home():
-        return RedirectResponse("/search" if catalog.index_dir is not None else "/runs", status_code=307)
+        first = "/label" if desk is not None else "/search" if catalog.index_dir is not None else "/runs"
+        return RedirectResponse(first, status_code=307)
 
     @app.get("/search")
     async def search_page(request: Request):
