@@ -1,1 +1,7 @@
-"""Help with labels: what to label next, a crash-safe record of labelling (:mod:`vidtune.labels.journal`)."""
+"""Labels: choose what to label (:mod:`.suggest`), catch wrong labels (:mod:`.mistakes`), pools of
+unlabelled clips (:mod:`.pool`)."""
+
+from vidtune.labels.pool import DEFAULT_CLIP_SECONDS, PoolItem, load_pool
+from vidtune.labels.suggest import Suggestion, suggest
+
+__all__ = ["DEFAULT_CLIP_SECONDS", "PoolItem", "load_pool", "Suggestion", "suggest"]
