@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi import Request  # at module level: the routes' annotations are resolved here
+
 from vidtune.errors import ConfigError, NotServedError, VidtuneError
 from vidtune.labels.journal import Clip, LabelConflictError, LabelJournal, clip_key, journal_path
 
@@ -141,6 +143,7 @@ class LabelDesk:
         self.run_dir: Path | None = Path(setup.run) if setup.run is not None else None
         self.metrics: dict = self._run_metrics(self.run_dir) if self.run_dir is not None else {}
         self.ranked: list[dict] = []
+        self.unreadable: set[str] = set()  # clips of files the ranking could not decode
         self.queue_version = 0
         self.running = False
         self.ranking = False
@@ -168,10 +171,12 @@ class LabelDesk:
             from vidtune.labels.pool import PoolItem
 
             held += [PoolItem(e.clip.path, e.clip.start, e.clip.end) for e in labelled]
-            ranked = []
+            ranked, unreadable = [], []
             if todo:
+                # workers=0: decoding processes are not forked from a server thread (see Workbench.confusion_clips)
                 found = suggest(todo, min(RANK_DEPTH, len(todo)), run=self.run_dir, labeled=held or None,
-                                cache_dir=self.catalog.cache_dir / "features", progress=_Phase(self))
+                                cache_dir=self.catalog.cache_dir / "features", progress=_Phase(self),
+                                device=self.device, workers=0, skipped=unreadable)
                 for s in found:
                     key = clip_key(str(Path(s.path).absolute()), s.start, s.end)
                     if key not in self.clips:
@@ -180,8 +185,11 @@ class LabelDesk:
                     ranked.append({"id": key, "path": s.path, "start": s.start, "end": s.end,
                                    "predicted": s.predicted, "score": _finite(s.score),
                                    "confidence": _finite(s.confidence)})
+            bad = {str(Path(u["path"]).absolute()) for u in unreadable}
             with self._lock:
                 self.ranked = ranked
+                self.unreadable |= {k for k, c in self.clips.items() if c.path in bad}
+                self.pool_skipped.extend(u for u in unreadable if u not in self.pool_skipped)
                 self.queue_version += 1
             self.error = None
         except VidtuneError as exc:
@@ -199,7 +207,7 @@ class LabelDesk:
             done = self.journal.done()
             with self._lock:
                 items = [dict(r) for r in self.ranked if r["id"] not in done]
-                left = sum(1 for c in self.clips if c not in done)
+                left = sum(1 for c in self.clips if c not in done and c not in self.unreadable)
                 enough = len(items) >= min(k, left) or self.error or self.running
                 if not enough and self._rank_future is fut:  # the ranked clips are used up: rank the rest
                     self._rank_future = self.executor.submit(self._rank)
@@ -258,8 +266,8 @@ class LabelDesk:
         per_class = self.journal.per_class()
         have = [c for c, n in per_class.items() if n > 0]
         if len(have) < 2:
-            raise ConfigError("labels", f"label at least one clip of two classes before training (have: "
-                                        f"{', '.join(f'{c} {n}' for c, n in per_class.items())})")
+            raise VidtuneError(f"label at least one clip of two classes before training (have: "
+                               f"{', '.join(f'{c} {n}' for c, n in per_class.items())})")
         with self._lock:
             if self.running:
                 raise RetrainConflictError("a retrain is already running; wait for it (GET /api/label/status)")
@@ -341,7 +349,7 @@ class LabelDesk:
                 "round": self.round, "ranking": self.ranking, "phase": self.phase, "error": self.error,
                 "queue_version": self.queue_version, "pool": len(self.clips),
                 "skipped": sum(1 for e in self.journal.entries() if e.op == "skip"),
-                "remaining": sum(1 for c in self.clips if c not in done), "classes": list(self.classes),
+                "remaining": sum(1 for c in self.clips if c not in done and c not in self.unreadable), "classes": list(self.classes),
                 "keys": self.keys, "manifest": str(self.setup.out), "unreadable": self.pool_skipped}
 
 
@@ -361,7 +369,6 @@ def _metrics(val: dict) -> dict:
 def add_label_routes(app, desk: LabelDesk, page, as_json) -> None:
     """The Label page and ``/api/label/*`` on ``app``; ``page(request, template, **context)`` renders,
     ``as_json(obj, status)`` answers JSON."""
-    from fastapi import Request
     from starlette.concurrency import run_in_threadpool
 
     async def body(request: Request) -> dict:
