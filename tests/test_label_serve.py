@@ -227,7 +227,7 @@ def serve(site, out: Path, cache: Path, *extra) -> tuple[subprocess.Popen, str]:
 
 def test_kill_9_after_an_acknowledged_label_loses_nothing(site, tmp_path):
     out = tmp_path / "labels.csv"
-    proc, url = serve(site, out, tmp_path / "cache")
+    proc, url = serve(site, out, site["root"] / "cache-label")
     try:
         assert httpx.get(url, follow_redirects=False, timeout=60).headers["location"] == "/label"
         items = httpx.get(url + "api/label/queue?k=3", timeout=300).json()["items"]
@@ -240,7 +240,7 @@ def test_kill_9_after_an_acknowledged_label_loses_nothing(site, tmp_path):
         proc.send_signal(signal.SIGKILL)  # no shutdown code runs
         proc.wait(60)
     assert proc.returncode == -9
-    proc, url = serve(site, out, tmp_path / "cache")
+    proc, url = serve(site, out, site["root"] / "cache-label")
     try:
         s = httpx.get(url + "api/label/status", timeout=60).json()
         assert s["labels"] == 2 and s["per_class"]["ring"] == 1 and s["per_class"]["ball"] == 1 and s["skipped"] == 1
