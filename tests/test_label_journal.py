@@ -12,8 +12,14 @@ import pytest
 
 from vidtune.data.manifest import load_dataset
 from vidtune.errors import ConfigError, VidtuneError
-from vidtune.labels.journal import (Clip, JournalError, LabelConflictError, LabelJournal, clip_key,
-                                    journal_path)
+from vidtune.labels.journal import (
+    Clip,
+    JournalError,
+    LabelConflictError,
+    LabelJournal,
+    clip_key,
+    journal_path,
+)
 
 CLASSES = ("cat", "dog", "bird")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests import videos  # noqa: E402
 from tests.webapp import running, shared_site  # noqa: E402
 from vidtune.cli.main import main  # noqa: E402
 from vidtune.data.manifest import load_dataset  # noqa: E402
+from vidtune.errors import VidtuneError  # noqa: E402
 from vidtune.serve import Catalog, create_app  # noqa: E402
 from vidtune.serve.labeling import LabelSetup  # noqa: E402
 
@@ -171,7 +173,7 @@ def test_concurrent_posts(client):
     assert len(journal) == 1 + 5  # header + one record per acknowledged label, nothing for the refused ones
 
 
-def test_retrain_trains_on_the_labels_and_reranks_the_queue(client, site):
+def test_retrain_trains_on_the_labels_and_reranks_the_queue(client, site, tmp_path):
     wait_idle(client)
     r = client.post("/api/label/retrain")
     assert r.status_code == 400  # nothing labelled yet
@@ -207,6 +209,18 @@ def test_retrain_trains_on_the_labels_and_reranks_the_queue(client, site):
     assert all(it["predicted"] in CLASSES for it in queue)
     # the new run is on the Runs page
     assert "round-001" in [r["id"] for r in client.get("/api/runs").json()["runs"]]
+    # a second server on the same labels is refused while this one runs
+    with pytest.raises(VidtuneError, match="in use"):
+        label_app(site, tmp_path)
+    # a restart goes on from the newest round (a copy of the labels and their runs)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("labels.csv", "labels.csv.journal", "labels-runs"):
+        (shutil.copytree if name.endswith("runs") else shutil.copy2)(tmp_path / name, copy / name)
+    with running(label_app(site, copy)) as url:
+        s2 = httpx.get(url + "/api/label/status", timeout=60).json()
+        assert (s2["run"], s2["round"], s2["labels"]) == (str(copy / "labels-runs" / "round-001"), 1, 8)
+        assert s2["metrics"]["top1"] == s["metrics"]["top1"]
 
 
 def serve(site, out: Path, cache: Path, *extra) -> tuple[subprocess.Popen, str]:

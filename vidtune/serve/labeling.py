@@ -83,12 +83,18 @@ class LabelSetup:
     run: Path | None = None
 
 
+class _Stopped(Exception):
+    pass
+
+
 class _PhaseTask:
     def __init__(self, desk: LabelDesk, description: str, total: int | None):
         self.desk, self.description, self.total, self.done = desk, description, total, 0
         desk.phase = description
 
     def advance(self, n: int = 1) -> None:
+        if self.desk.closing:  # the server is stopping: end a long ranking or training at its next step
+            raise _Stopped()
         self.done += n
         if self.total:
             self.desk.phase = f"{self.description} {self.done}/{self.total}"
@@ -150,11 +156,30 @@ class LabelDesk:
         self.phase = ""
         self.error: str | None = None
         self.round = 0
+        self.closing = False
+        latest = self._latest_round()
+        if latest is not None:  # a restart goes on from the last model trained on these labels
+            self.round, self.run_dir = latest
+            self.metrics = self._run_metrics(self.run_dir)
+            self._add_run(self.run_dir)
         self._rank_future: Future = self.executor.submit(self._rank)  # the first ranking starts now
 
     def close(self) -> None:
+        self.closing = True
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.journal.close()
+
+    def _latest_round(self) -> tuple[int, Path] | None:
+        """The newest finished retrain of these labels (``MANIFEST-runs/round-NNN``), if any."""
+        import re
+
+        found = []
+        if self.runs_root.is_dir():
+            for d in self.runs_root.iterdir():
+                m = re.fullmatch(r"round-(\d{3,})", d.name)
+                if m and (d / "model.safetensors").is_file() and (d / "metrics.json").is_file():
+                    found.append((int(m.group(1)), d))
+        return max(found) if found else None
 
     # -- the queue ---------------------------------------------------------------------------------------
     def _rank(self) -> None:
@@ -195,6 +220,8 @@ class LabelDesk:
         except VidtuneError as exc:
             self.error = f"ranking the pool failed: {exc}"
             log.warning("%s", self.error)
+        except _Stopped:
+            pass
         finally:
             self.ranking = False
             self.phase = ""
@@ -301,6 +328,8 @@ class LabelDesk:
         except VidtuneError as exc:
             self.error = f"retraining failed: {exc}"
             log.warning("%s", self.error)
+        except _Stopped:
+            log.info("retraining stopped: the server is shutting down")
         except Exception as exc:  # noqa: BLE001 - a bug must show on the page, not kill the worker silently
             log.exception("retraining failed")
             self.error = f"retraining failed: {type(exc).__name__}: {exc}"
@@ -329,6 +358,8 @@ class LabelDesk:
         """Show the new run on the Runs page too (a new dict: readers never see one mid-change)."""
         from vidtune.serve.catalog import run_ids
 
+        if any(Path(d).resolve() == out.resolve() for d in self.catalog.runs.values()):
+            return
         dirs = [*self.catalog.runs.values(), out]
         self.catalog.runs = run_ids(dirs)
 
