@@ -184,11 +184,20 @@ def _oof(x: np.ndarray, y: np.ndarray, strata: np.ndarray, groups, folds: int, s
                     clf = LogisticRegression(C=C_REG, max_iter=2000).fit(xtr, yj)
                     probs[te, j] = clf.predict_proba(xte)[:, 1]
             else:
-                clf = LogisticRegression(C=C_REG, max_iter=2000).fit(xtr, y[tr])
+                clf = fit_linear_head(x[tr], y[tr])
                 p = np.full((len(te), n_out), 1e-6)
-                p[:, clf.classes_] = clf.predict_proba(xte)
+                p[:, clf.classes_] = clf.predict_proba(x[te])
                 probs[te] = p / p.sum(axis=1, keepdims=True)
     return probs, k
+
+
+def fit_linear_head(x: np.ndarray, y: np.ndarray, c: float = C_REG):
+    """A logistic-regression head on standardised pooled features (``predict_proba`` over ``classes_``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
 
 
 def _cleanlab_single(items: list[VideoItem], y: np.ndarray, probs: np.ndarray, labels: list[str]):
