@@ -35,6 +35,7 @@ log = logging.getLogger("vidtune.cli")
 # its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
 COMMAND_MODULES: tuple[str, ...] = (
     "vidtune.cli.export",
+    "vidtune.cli.labels",
     "vidtune.cli.multimodal",
     "vidtune.cli.robustness",
     "vidtune.cli.search",

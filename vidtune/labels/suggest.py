@@ -105,14 +105,9 @@ def suggest(pool, k: int, run=None, labeled=None, *, cache_dir=None, progress: P
     is_cand = pos < n_cand
     if not is_cand.any():
         raise DatasetError(f"none of the {n_cand} pool clips could be read ({len(skipped)} skipped)")
-    x = _reduce(emb)
-    typical = typicality(x[is_cand])
-    if probs is not None:
-        u = uncertainty(probs[is_cand], outs.multilabel, outs.thresholds)
-        w = u * np.sqrt(typical)
-    else:
-        w = typical
-    order, scores = weighted_k_center(x[is_cand], w, min(k, int(is_cand.sum())), anchors=x[~is_cand])
+    x = reduce(emb)
+    order, scores = rank(x[is_cand], k, probs=None if probs is None else probs[is_cand], anchors=x[~is_cand],
+                         multilabel=bool(outs and outs.multilabel), thresholds=outs.thresholds if outs else None)
     cand_pos = pos[is_cand]
     out = []
     for j, s in zip(order, scores):
@@ -122,6 +117,16 @@ def suggest(pool, k: int, run=None, labeled=None, *, cache_dir=None, progress: P
             predicted, confidence = _prediction(probs[is_cand][j], outs.labels, outs.multilabel, outs.thresholds)
         out.append(Suggestion(it.path, it.start, it.end, round(float(s), 6), predicted, confidence))
     return out
+
+
+def rank(emb: np.ndarray, k: int, probs: np.ndarray | None = None, anchors: np.ndarray | None = None,
+         multilabel: bool = False, thresholds=None) -> tuple[list[int], list[float]]:
+    """The selection itself, on features already computed: ``k`` rows of ``emb`` (L2-normalised clip
+    embeddings), best first, with their scores. ``probs``: a run's scores for the rows (uncertainty x
+    diversity), else cold start (typicality x diversity). ``anchors``: embeddings of labelled clips."""
+    typical = typicality(emb)
+    w = typical if probs is None else uncertainty(probs, multilabel, thresholds) * np.sqrt(typical)
+    return weighted_k_center(emb, w, min(k, len(emb)), anchors=anchors)
 
 
 def _anchor_items(labeled) -> list[PoolItem]:
@@ -161,7 +166,7 @@ def uncertainty(probs: np.ndarray, multilabel: bool = False, thresholds=None) ->
     return np.clip(1 - (top2[:, 0] - top2[:, 1]), 0, 1)
 
 
-def _reduce(x: np.ndarray) -> np.ndarray:
+def reduce(x: np.ndarray) -> np.ndarray:
     """L2-normalised rows, projected on their top principal directions when wide and many."""
     x = np.asarray(x, dtype=np.float32)
     if len(x) > 1000 and x.shape[1] > MAX_DIMS:
