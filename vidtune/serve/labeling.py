@@ -141,7 +141,7 @@ class LabelDesk:
             key = clip_key(path, it.start, it.end)
             self.clips[key] = Clip(key, path, it.start, it.end)
             self._pool_items[key] = it
-            catalog.register(key, path, it.path)
+        self._registered = False
         self.journal = LabelJournal(journal_path(setup.out), setup.out, self.classes)
         self.runs_root = setup.out.with_name(setup.out.stem + "-runs")
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidtune-label")
@@ -189,8 +189,10 @@ class LabelDesk:
         self.ranking = True
         self.phase = "ranking the pool"
         try:
+            if not self._registered:
+                self._register_media()
             done = self.journal.done()
-            todo = [self._pool_items[k] for k in self.clips if k not in done]
+            todo = [self._pool_items[k] for k in self.clips if k not in done and k not in self.unreadable]
             held = [self._pool_items[k] for k in self.clips if k in done]
             labelled = [e for e in self.journal.entries() if e.clip.key not in self.clips]
             from vidtune.labels.pool import PoolItem
@@ -225,6 +227,35 @@ class LabelDesk:
         finally:
             self.ranking = False
             self.phase = ""
+
+    def _register_media(self) -> None:
+        """Let the catalog serve the pool's videos by their clip ids (with each file's content digest, so a
+        file changed on disk after the server read the pool is not sent as if it were the same)."""
+        import inspect
+
+        from vidtune.utils import file_digest
+
+        # Catalog.register takes the digest where the catalog checks media by content (the hardened server)
+        with_digest = "digest" in inspect.signature(self.catalog.register).parameters
+        digests: dict[str, str | None | bool] = {}
+        with _Phase(self).task("reading the pool's files", len(self.clips)) as task:
+            for key, clip in self.clips.items():
+                task.advance()
+                if clip.path not in digests:
+                    try:
+                        digests[clip.path] = file_digest(clip.path) if with_digest else None
+                    except (OSError, VidtuneError) as exc:
+                        log.warning("the label pool's %s cannot be read (%s); it is not served", clip.path, exc)
+                        digests[clip.path] = False
+                if digests[clip.path] is False:
+                    self.unreadable.add(key)
+                    continue
+                name = self._pool_items[key].path
+                if with_digest:
+                    self.catalog.register(key, clip.path, name, digests[clip.path])
+                else:
+                    self.catalog.register(key, clip.path, name)
+        self._registered = True
 
     async def queue(self, k: int) -> list[dict]:
         """The ``k`` best clips not labelled or skipped (ranks again when the ranked ones are used up)."""
