@@ -283,3 +283,20 @@ def test_cli_refuses_bad_label_options(site, tmp_path, capsys, argv, message):
     code = main(["serve", *argv, "--port", "0", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unreadable_video_in_the_pool_is_reported_not_fatal(site, tmp_path):
+    broken = tmp_path / "more"
+    broken.mkdir()
+    (broken / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    shutil.copy(site["db"] / "carphone_pristine.mp4", broken / "carphone.mp4")  # 4 s: cut into clips
+    catalog = Catalog(None, [site["runs"][0]], cache_dir=site["root"] / "cache-label")
+    setup = LabelSetup(pool=(broken,), out=tmp_path / "labels.csv", classes=("a", "b"), run=site["runs"][0])
+    with running(create_app(catalog, device="cpu", label=setup)) as url:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            s = c.get("/api/label/status").json()
+            assert [Path(u["path"]).name for u in s["unreadable"]] == ["broken.mp4"]
+            items = c.get("/api/label/queue", params={"k": 10}).json()["items"]
+            assert {Path(it["path"]).name for it in items} == {"carphone.mp4"}
+            assert len(items) == s["pool"] > 1 and all(it["start"] is not None for it in items)
+            assert c.get(f"/media/{items[-1]['id']}").status_code == 200
