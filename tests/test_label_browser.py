@@ -140,7 +140,12 @@ def test_kill_and_restart_keeps_the_labels_and_the_queue_moves_on(page, site, tm
         assert count(page, truth(path)) == 1
         assert current(page)[0] != cid  # the labelled clip does not come back
         assert path not in page.inner_text("#up-next")
+        assert [(str(it.path), it.label) for it in load_dataset(out)] == [(path, truth(path))]
+        # undo after the restart takes back the label made before it, and the clip comes back
+        page.keyboard.press("u")
+        page.wait_for_function("() => document.querySelector('#total').textContent === '0'")
+        assert current(page)[0] == cid
+        assert out.read_text() == "path,label,start,end\n"
     finally:
         proc.terminate()
         proc.wait(60)
-    assert [(str(it.path), it.label) for it in load_dataset(out)] == [(path, truth(path))]

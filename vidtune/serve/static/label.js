@@ -2,14 +2,15 @@
 // Uses $, el, fmt, api and status from app.js (loaded first).
 "use strict";
 
-const LABEL = { queue: [], current: null, history: [], busy: false, version: null, polling: null, refilling: false };
+const LABEL = { queue: [], current: null, history: [], busy: false, version: null, polling: null, refilling: false,
+  actions: 0 };
 
 const labelPost = (url, obj) => api(url, { method: "POST", headers: { "Content-Type": "application/json" },
   body: JSON.stringify(obj || {}) });
 
 function labelButtons(enabled) {
   for (const b of document.querySelectorAll("#class-keys .cls, #skip, #replay")) b.disabled = !enabled;
-  $("#undo").disabled = LABEL.history.length === 0;
+  $("#undo").disabled = LABEL.history.length === 0 && LABEL.actions === 0;
 }
 
 // Play the clip's span again and again (muted), starting at its start.
@@ -98,6 +99,7 @@ function labelAs(name) {
   act(async () => {
     const r = await labelPost("/api/label", { id: it.id, label: name });
     LABEL.history.push(it);
+    LABEL.actions += 1;
     const b = document.querySelector(`#class-keys .cls[data-label="${CSS.escape(name)}"]`);
     if (b) { b.classList.add("flash"); setTimeout(() => b.classList.remove("flash"), 250); }
     showCounts(r);
@@ -113,28 +115,34 @@ function skip() {
   act(async () => {
     await labelPost("/api/label/skip", { id: it.id });
     LABEL.history.push(it);
+    LABEL.actions += 1;
     status(`skipped ${it.path.split("/").pop()}`);
     advance();
   });
 }
 
+// Undo this page's latest label or skip; after a reload, the latest one the server has.
 function undo() {
   const last = LABEL.history[LABEL.history.length - 1];
-  if (!last) return;
+  if (!last && LABEL.actions === 0) return;
   act(async () => {
-    const r = await labelPost("/api/label/undo", { id: last.id });
-    LABEL.history.pop();
+    const r = await labelPost("/api/label/undo", last ? { id: last.id } : {});
+    if (last) LABEL.history.pop();
     if (LABEL.current) LABEL.queue.unshift(LABEL.current);
-    LABEL.current = r.item || last;
+    LABEL.current = r.item || last || null;
+    LABEL.actions = Math.max(0, LABEL.actions - 1);
     showCounts(r);
-    status(r.undone.op === "label" ? `undone: ${r.undone.label} on ${last.path.split("/").pop()}`
-      : `undone: skip of ${last.path.split("/").pop()}`);
+    const name = LABEL.current ? LABEL.current.path.split("/").pop() : r.undone.id;
+    if (!LABEL.current) LABEL.current = LABEL.queue.shift() || null;  // a label made outside this pool
+    status(r.undone.op === "label" ? `undone: ${r.undone.label} on ${name}` : `undone: skip of ${name}`);
     showCurrent();
   });
 }
 
 function showStatus(s) {
   showCounts(s);
+  LABEL.actions = s.labels + s.skipped;
+  $("#undo").disabled = LABEL.history.length === 0 && LABEL.actions === 0;
   const run = s.run ? s.run.split("/").filter(Boolean).pop() : null;
   $("#run-name").textContent = run || "none yet";
   $("#run-name").title = s.run || "";
