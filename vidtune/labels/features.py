@@ -86,7 +86,9 @@ def backbone_features(items: list[VideoItem], opts: BackboneOptions | None = Non
 
     opts = opts or BackboneOptions()
     device = resolve_device(opts.device)
-    encoder = create_backbone(opts.backbone, pretrained=opts.pretrained, weights=opts.weights)
+    with torch.random.fork_rng(devices=[]):  # a random-init encoder (tests, baselines): the same one every call,
+        torch.manual_seed(0)  # so its features are comparable across calls and found in the cache
+        encoder = create_backbone(opts.backbone, pretrained=opts.pretrained, weights=opts.weights)
     flow = bool(opts.flow) and getattr(encoder, "clip_len", 1) == 1
     sampling = sampling_for(encoder, opts.frames, "centre", flow=flow)
     feats, skipped = extract_features(encoder, items, sampling, device=device,

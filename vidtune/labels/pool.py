@@ -119,8 +119,9 @@ def clip_spans(duration: float, clip: float) -> list[tuple[float, float]]:
 
 
 def _cut(path, start, end, clip: float, skipped: list[dict]) -> list[PoolItem]:
-    """A segment as given, or a whole file (probed: cut into clips when long; unreadable: skipped)."""
-    path = Path(path)
+    """A segment as given, or a whole file (probed: cut into clips when long; unreadable: skipped).
+    Paths are made absolute (ids must not depend on the working folder), symlinks kept."""
+    path = Path(os.path.abspath(path))
     if start is not None or end is not None:
         return [PoolItem(str(path), start, end)]
     from vidtune.io import probe
