@@ -36,6 +36,7 @@ log = logging.getLogger("vidtune.cli")
 COMMAND_MODULES: tuple[str, ...] = (
     "vidtune.cli.export",
     "vidtune.cli.interop",
+    "vidtune.cli.labels",
     "vidtune.cli.multimodal",
     "vidtune.cli.robustness",
     "vidtune.cli.search",

@@ -72,6 +72,29 @@ def bind(host: str, port: int, resolved: tuple | None = None) -> socket.socket:
     return sock
 
 
+def label_setup(args):
+    """The Label page's options, checked (all three of --label-pool, --label-out, --classes, or none)."""
+    given = {"--label-pool": args.label_pool, "--label-out": args.label_out, "--classes": args.classes}
+    if not any(given.values()):
+        return None
+    missing = [k for k, v in given.items() if not v]
+    if missing:
+        raise VidtuneError(f"the Label page needs --label-pool POOL, --label-out MANIFEST and --classes a,b,c; "
+                           f"missing {', '.join(missing)}")
+    if args.read_only:
+        raise VidtuneError("--read-only writes nothing, but labelling writes --label-out; leave out one of them")
+    out = args.label_out
+    if out.suffix.lower() != ".csv":
+        raise VidtuneError(f"--label-out {out}: give a .csv path (the labels are written as a vidtune manifest "
+                           "path,label,start,end)")
+    if out.is_dir():
+        raise VidtuneError(f"--label-out {out} is a folder; give the path of a .csv file to write")
+    from vidtune.serve.labeling import LabelSetup, parse_classes
+
+    return LabelSetup(pool=tuple(args.label_pool), out=out, classes=parse_classes(args.classes),
+                      run=args.run[0] if args.run else None)
+
+
 def cmd_serve(args) -> int:
     try:
         import fastapi  # noqa: F401
@@ -87,8 +110,9 @@ def cmd_serve(args) -> int:
         raise VidtuneError(f"--port must be between 0 and 65535, got {args.port}")
     if not 0 < args.max_upload_mb <= MAX_UPLOAD_MB:
         raise VidtuneError(f"--max-upload-mb must be above 0 and at most {MAX_UPLOAD_MB}, got {args.max_upload_mb:g}")
-    if args.index is None and not args.run:
-        raise VidtuneError("nothing to serve: give --index INDEX_DIR and/or --run RUN_DIR")
+    label = label_setup(args)
+    if args.index is None and not args.run and label is None:
+        raise VidtuneError("nothing to serve: give --index INDEX_DIR, --run RUN_DIR and/or --label-pool POOL")
     from vidtune.serve.auth import is_loopback
 
     resolved = resolve(args.host, args.port)
@@ -97,7 +121,7 @@ def cmd_serve(args) -> int:
     try:
         catalog = Catalog(args.index, args.run or (), cache_dir=args.cache_dir, read_only=args.read_only,
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-        app = create_app(catalog, device=args.device, token=token)
+        app = create_app(catalog, device=args.device, token=token, label=label)
     except BaseException:
         sock.close()
         raise
@@ -109,7 +133,8 @@ def cmd_serve(args) -> int:
         url += f"?token={quote(token, safe='')}"
     info = {"url": url, "index": str(args.index) if args.index else None,
             "runs": {k: str(v) for k, v in catalog.runs.items()}, "read_only": args.read_only,
-            "cache_dir": None if args.read_only else str(catalog.cache_dir), "token_required": token is not None}
+            "cache_dir": None if args.read_only else str(catalog.cache_dir), "token_required": token is not None,
+            "label_out": str(label.out) if label is not None else None}
     if args.json:
         print_json(info)
         sys.stdout.flush()
@@ -133,7 +158,8 @@ def register(sub) -> None:
                                      "timelines, with a JSON API")
     p.add_argument("--index", type=Path, default=None, metavar="INDEX_DIR", help="index to search (vidtune index build)")
     p.add_argument("--run", type=Path, action="append", default=None, metavar="RUN_DIR",
-                   help="a run folder to show and tag with (repeat for several)")
+                   help="a run folder to show and tag with (repeat for several); the first one also ranks the Label "
+                        "page's queue")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     p.add_argument("--read-only", action="store_true",
@@ -145,6 +171,13 @@ def register(sub) -> None:
                         "printed URL once: ?token= sets a cookie); --token alone generates one. Required with a "
                         "--host other machines can reach; default: $VIDTUNE_SERVE_TOKEN, else none on loopback")
     p.add_argument("--max-upload-mb", type=finite_float, default=200.0, help="largest upload (default 200 MB)")
+    g = p.add_argument_group("labelling (the Label page)")
+    g.add_argument("--label-pool", type=Path, action="append", default=None, metavar="POOL",
+                   help="clips to label: a folder, a manifest or a video file (repeat for several)")
+    g.add_argument("--label-out", type=Path, default=None, metavar="MANIFEST",
+                   help="the labels as a vidtune CSV manifest (path,label,start,end), rewritten after every label; "
+                        "a journal MANIFEST.journal beside it keeps every label safe")
+    g.add_argument("--classes", default=None, metavar="a,b,c", help="the class names, separated by commas")
     device_arg(p)
     output_args(p, quiet=False)
     p.set_defaults(func=cmd_serve)

@@ -198,10 +198,10 @@ def _read_text_lines(path: Path) -> list[str]:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
 
 
-def _from_csv(path: Path, notes: _Notes) -> list[VideoItem]:
+def _from_csv(path: Path, notes: _Notes, required: tuple[str, ...] = ("path", "label")) -> list[VideoItem]:
     reader = csv.DictReader(_read_text_lines(path))
     cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-    missing = [c for c in ("path", "label") if c not in cols]
+    missing = [c for c in required if c not in cols]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {cols or 'no header'}. "
                            "The first line must be a header such as: path,label,split,start,end")
@@ -214,7 +214,7 @@ def _from_csv(path: Path, notes: _Notes) -> list[VideoItem]:
     return items
 
 
-def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
+def _from_jsonl(path: Path, notes: _Notes, required: tuple[str, ...] = ("path", "label")) -> list[VideoItem]:
     items = []
     for i, line in enumerate(_read_text_lines(path), start=1):
         if not line.strip():
@@ -224,12 +224,28 @@ def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{i}: invalid JSON ({exc.msg}); each line must be one object") from None
         if not isinstance(row, dict):
-            raise DatasetError(f"{path}:{i}: each line must be a JSON object with path and label")
-        missing = [c for c in ("path", "label") if c not in row]
+            raise DatasetError(f"{path}:{i}: each line must be a JSON object with " + " and ".join(required))
+        missing = [c for c in required if c not in row]
         if missing:
             raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
         items.append(_parse_row(row, f"{path}:{i}", path.parent, notes))
     return items
+
+
+def load_unlabelled(source) -> list[VideoItem]:
+    """The rows of a manifest whose ``label`` column is optional (a pool of clips to label): ``path``
+    required, ``start``/``end``/``split``/``group`` honoured as in :func:`load_dataset`, labels kept as
+    given (empty when absent). Repeated rows (same path and span) are kept once."""
+    source = Path(source)
+    if not source.is_file() or source.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise DatasetError(f"{source}: not a manifest file (.csv, .jsonl)")
+    notes = _Notes()
+    reader = _from_csv if source.suffix.lower() == ".csv" else _from_jsonl
+    items = reader(source, notes, required=("path",))
+    seen: dict[tuple, VideoItem] = {}
+    for it in items:
+        seen.setdefault(it.key(), it)
+    return list(seen.values())
 
 
 def label_counts(items: list[VideoItem]) -> Counter:

@@ -78,11 +78,17 @@ class VerifiedFile(FileResponse):
             os.close(self.fd)
 
 
-def create_app(catalog: Catalog, device: str = "auto", token: str | None = None):
+def create_app(catalog: Catalog, device: str = "auto", token: str | None = None, label=None):
     """The FastAPI application serving ``catalog`` (see the module docstring for its routes); with ``token``,
     every request must carry it, without one only requests addressed to localhost are answered
-    (:mod:`vidtune.serve.auth`)."""
+    (:mod:`vidtune.serve.auth`); ``label``: a :class:`~vidtune.serve.labeling.LabelSetup` adds the Label page
+    (:mod:`vidtune.serve.labeling`)."""
     bench = Workbench(catalog, device=device)
+    desk = None
+    if label is not None:
+        from vidtune.serve.labeling import LabelDesk
+
+        desk = LabelDesk(label, catalog, device=device)
     thumbs = ThumbCache(None if catalog.read_only else catalog.cache_dir / "thumbs")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     suffixes = upload_suffixes()
@@ -91,6 +97,8 @@ def create_app(catalog: Catalog, device: str = "auto", token: str | None = None)
     async def lifespan(app):
         yield
         bench.close()
+        if desk is not None:
+            desk.close()
         catalog.close()
 
     app = FastAPI(title="vidtune", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -110,13 +118,19 @@ def create_app(catalog: Catalog, device: str = "auto", token: str | None = None)
 
     def page(request: Request, name: str, **context):
         ctx = {"index": catalog.index_dir is not None, "runs": list(catalog.runs), "read_only": catalog.read_only,
-               **context}
+               "label": desk is not None, **context}
         return templates.TemplateResponse(request, name, ctx)
 
     # -- pages ---------------------------------------------------------------------------------------------
+    if desk is not None:
+        from vidtune.serve.labeling import add_label_routes
+
+        add_label_routes(app, desk, page, _json)
+
     @app.get("/")
     async def home():
-        return RedirectResponse("/search" if catalog.index_dir is not None else "/runs", status_code=307)
+        first = "/label" if desk is not None else "/search" if catalog.index_dir is not None else "/runs"
+        return RedirectResponse(first, status_code=307)
 
     @app.get("/search")
     async def search_page(request: Request):
