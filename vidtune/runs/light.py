@@ -106,6 +106,11 @@ def load_light(run_dir, device: torch.device, runtime: str | None = None):
         onnx = engine_dir() / record["onnx"]
         if not onnx.is_file():
             return None
+        if "head_onnx" in record:  # a damaged head engine (removed now): the full load exports it again
+            from vidtune.engines.cache import verified
+
+            if not verified(engine_dir() / record["head_onnx"]):
+                return None
         if runtime == "auto":  # the engines measured faster than PyTorch for this encoder, fastest first
             from vidtune.engines.choice import auto_engines
 
