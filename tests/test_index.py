@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.indexes import killed_after_vector_file
 from vidtune.cli.main import main
 from vidtune.errors import ModelMismatchError
 from vidtune.index import EmbedConfig, add_to_index, build_index, index_info, remove_from_index, search
@@ -205,20 +203,10 @@ def test_killed_add_leaves_the_index_readable_and_a_rerun_completes(built, libra
     ix = tmp_path / "ix"
     shutil.copytree(built[0], ix)
     before = index_info(ix, list_videos=True)
-    # A real kill (no cleanup, no rollback in the process): right after the new vector file lands,
-    # with the SQLite transaction open and its rows written.
-    script = textwrap.dedent(f"""
-        import os
-        from vidtune.index import store, add_to_index, EmbedConfig
-        real = os.replace
-        def replace_then_die(a, b):
-            real(a, b)
-            if str(b).endswith(".faiss"):
-                os._exit(9)
-        store.os.replace = replace_then_die
+    proc = killed_after_vector_file(f"""
+        from vidtune.index import add_to_index
         add_to_index({str(ix)!r}, [{str(library['extra'])!r}], device="cpu", use_cache=False)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
     assert sorted(p.name for p in ix.glob("vectors.*.faiss")) == ["vectors.1.faiss", "vectors.2.faiss"]
     after = index_info(ix, list_videos=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
+from tests.indexes import TINY, killed_after_vector_file, sample_clips
+from tests.indexes import index_content as _content
 from vidtune.cli.main import main
 from vidtune.errors import IndexStoreError, ModelMismatchError
 from vidtune.index import EmbedConfig, build_index, index_info
@@ -22,28 +21,10 @@ from vidtune.index.merge import merge_indexes
 from vidtune.index.store import VideoIndex
 from vidtune.scale import Shard
 
-TINY = EmbedConfig(backbone="test_efficientnet", pretrained=False, window=1.0, stride=0.5, fps=4.0, tta="none")
-
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from vidtune.data.sample import write_sample_dataset
-
-    root = tmp_path_factory.mktemp("clips")
-    write_sample_dataset(root, classes=3, per_class=3, seconds=1.5, fps=8, size=(64, 48), seed=5)
-    return root
-
-
-def _content(ix_dir) -> dict:
-    """Everything an index holds, keyed by path: digest, segment spans and their vectors."""
-    with VideoIndex.open(ix_dir) as ix:
-        out = {}
-        for row in ix.videos():
-            ids, starts, ends = ix.video_segments(row.id)
-            out[row.path] = (row.digest, starts.tolist(), ends.tolist(), ix.vectors(ids))
-        segs = ix.db.execute("SELECT s.id, v.path, s.start FROM segments s JOIN videos v ON v.id = s.video_id "
-                             "ORDER BY s.id").fetchall()
-    return {"videos": out, "segment_ids": segs}
+    return sample_clips(tmp_path_factory, classes=3, per_class=3, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +109,10 @@ def test_killed_merge_leaves_the_target_unchanged_and_a_rerun_completes(shards, 
     target = tmp_path / "t"
     merge_indexes(target, [a])
     before = _content(target)
-    # A real kill (no cleanup, no rollback in the process) right after the new vector file lands,
-    # with the SQLite transaction open and the merged rows written.
-    script = textwrap.dedent(f"""
-        import os
-        from vidtune.index import store
+    proc = killed_after_vector_file(f"""
         from vidtune.index.merge import merge_indexes
-        real = os.replace
-        def replace_then_die(x, y):
-            real(x, y)
-            if str(y).endswith(".faiss"):
-                os._exit(9)
-        store.os.replace = replace_then_die
         merge_indexes({str(target)!r}, [{str(b)!r}, {str(c)!r}])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
     after = _content(target)
     assert after["segment_ids"] == before["segment_ids"] and set(after["videos"]) == set(before["videos"])

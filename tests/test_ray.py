@@ -11,11 +11,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra vidtune[ray]")
 
+from tests.indexes import TINY, index_content, sample_clips  # noqa: E402
 from vidtune.cli.main import main  # noqa: E402
-from vidtune.index import EmbedConfig, build_index  # noqa: E402
-from vidtune.index.store import VideoIndex  # noqa: E402
+from vidtune.index import build_index  # noqa: E402
 
-TINY = EmbedConfig(backbone="test_efficientnet", pretrained=False, window=1.0, stride=0.5, fps=4.0, tta="none")
 TINY_ARGS = ["--backbone", "test_efficientnet", "--no-pretrained", "--window", "1", "--stride", "0.5", "--fps", "4",
              "--tta", "none", "--device", "cpu", "--no-cache", "--json", "-q"]
 
@@ -32,21 +31,14 @@ def local_ray(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     from tests.videos import write_random_bytes
-    from vidtune.data.sample import write_sample_dataset
 
-    root = tmp_path_factory.mktemp("clips")
-    write_sample_dataset(root, classes=2, per_class=3, seconds=1.5, fps=8, size=(64, 48), seed=4)
+    root = sample_clips(tmp_path_factory, classes=2, per_class=3, seed=4)
     write_random_bytes(root / "ball" / "corrupt.mp4")  # skipped and reported, never fatal
     return root
 
 
 def _vectors(ix_dir) -> dict:
-    with VideoIndex.open(ix_dir) as ix:
-        out = {}
-        for row in ix.videos():
-            ids, starts, ends = ix.video_segments(row.id)
-            out[row.path] = (row.digest, starts.tolist(), ends.tolist(), ix.vectors(ids))
-    return out
+    return index_content(ix_dir)["videos"]
 
 
 def test_ray_index_equals_the_local_index(local_ray, clips, tmp_path, capsys):

@@ -11,23 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.indexes import TINY, sample_clips
 from vidtune.cli.main import main
 from vidtune.errors import ConfigError
-from vidtune.index import EmbedConfig, add_to_index, build_index, index_info
+from vidtune.index import add_to_index, build_index, index_info
 from vidtune.scale.shards import Shard, partition, select_shard, shard_key
 
 TINY_EMBED = ["--backbone", "test_efficientnet", "--no-pretrained", "--window", "1", "--stride", "0.5", "--fps", "4",
               "--tta", "none", "--device", "cpu"]
-TINY = EmbedConfig(backbone="test_efficientnet", pretrained=False, window=1.0, stride=0.5, fps=4.0, tta="none")
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from vidtune.data.sample import write_sample_dataset
-
-    root = tmp_path_factory.mktemp("clips")
-    write_sample_dataset(root, classes=2, per_class=4, seconds=1.5, fps=8, size=(64, 48), seed=11)
-    return root
+    return sample_clips(tmp_path_factory, classes=2, per_class=4, seed=11)
 
 
 def test_shard_parsing_and_errors(capsys, tmp_path):

@@ -8,6 +8,7 @@ the CLI.
 - :mod:`vidtune.engines.formats`: writing a module as ONNX, OpenVINO IR or TorchScript, and running the file;
 - :mod:`vidtune.engines.cache`: the engine cache: files with the digest recorded when written, checked when
   opened (a damaged engine is rebuilt), the sessions kept per process, and the locks around both;
+- :mod:`vidtune.engines.build`: a frozen encoder's engine file written (or repaired) and opened;
 - :mod:`vidtune.engines.int8`: static int8 quantisation and the int8 engine's calibration record;
 - :mod:`vidtune.engines.jit`: the TorchScript graph PyTorch runs big CPU jobs with;
 - :mod:`vidtune.engines.choice`: ``--runtime auto``, the engine measured fastest on this machine;

@@ -140,8 +140,8 @@ def stored_encoder_args(index_dir) -> dict:
 def index_frames(index_dir, paths, clip: ClipEncoder, fps: float = 1.0, create: bool = False,
                  progress: Progress | None = None) -> dict:
     """Embed frames sampled at ``fps`` of new or changed ``paths`` with CLIP's image tower."""
+    from vidtune.index.changes import Changes
     from vidtune.io import open_video
-    from vidtune.utils import file_digest
 
     if not (math.isfinite(fps) and fps > 0):
         raise ConfigError("fps", f"must be a positive number of frames per second, got {fps}")
@@ -154,25 +154,17 @@ def index_frames(index_dir, paths, clip: ClipEncoder, fps: float = 1.0, create: 
             raise ModelMismatchError(f"{index_dir}'s frames were embedded with {m['model_id']}, not {clip.model_id}; "
                                      "use the same --clip-weights or rebuild the index")
         fps = float(m["fps"])
-        known = dict(db.execute("SELECT path, digest FROM videos"))
-        added, unchanged, skipped = [], [], []
+        changes = Changes(dict(db.execute("SELECT path, digest FROM videos")))
         with progress.task("embedding frames (CLIP)", total=len(paths)) as task:
-            for p in dict.fromkeys(paths):
-                key = str(p)
+            for p, key, digest in changes.new_or_changed(paths):
                 try:
-                    digest = file_digest(p)
-                    if known.get(key) == digest:
-                        unchanged.append(key)
-                        continue
                     with open_video(p) as reader:
                         step = 1.0 / fps
                         times = np.arange(step / 2, reader.info.duration, step).tolist() or [0.0]
                         vecs = np.concatenate([clip.encode_images(reader.frames_at(times[i:i + BATCH]))
                                                for i in range(0, len(times), BATCH)])
-                except VideoDecodeError as exc:
-                    skipped.append({"path": key, "reason": exc.reason})
-                except OSError as exc:
-                    skipped.append({"path": key, "reason": f"cannot read file ({exc.strerror or exc})"})
+                except (VideoDecodeError, OSError) as exc:
+                    changes.skip(key, exc)
                 else:
                     with db:
                         db.execute("DELETE FROM frames WHERE path=?", (key,))
@@ -180,12 +172,12 @@ def index_frames(index_dir, paths, clip: ClipEncoder, fps: float = 1.0, create: 
                         db.executemany('INSERT INTO frames (path, start, "end", vector) VALUES (?, ?, ?, ?)',
                                        [(key, max(0.0, t - step / 2), t + step / 2, v.tobytes())
                                         for t, v in zip(times, vecs)])
-                    added.append(key)
+                    changes.added.append(key)
                 task.advance()
         frames = db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
     finally:
         db.close()
-    return {"added": added, "unchanged": unchanged, "skipped": skipped, "frames": frames,
+    return {"added": changes.added, "unchanged": changes.unchanged, "skipped": changes.skipped, "frames": frames,
             "bytes": (Path(index_dir) / DB_NAME).stat().st_size}
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.defaults import DEFAULT_BACKBONE
-from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VideoDecodeError, VidtuneError
+from vidtune.errors import ConfigError, IndexError_, ModelMismatchError, VidtuneError
 from vidtune.index.align import align
+from vidtune.index.changes import Changes
 from vidtune.index.embed import EmbedConfig, Embedder, embed_videos, is_image_path
 from vidtune.index.store import VideoIndex
 from vidtune.progress import NullProgress, Progress
@@ -93,26 +94,16 @@ def _add(index_dir, paths: list[Path], embedder: Embedder, progress: Progress | 
     with VideoIndex.open(index_dir) as ix:
         ix.check_compatible(embedder.model_id, embedder.config.params())
         with ix.writing() as w:
-            known = {r.path: r for r in ix.videos()}
-            by_digest: dict[str, int] = {r.digest: r.id for r in known.values()}
-            todo, unchanged, copied, skipped = [], [], [], []
-            copies = []
-            for p in dict.fromkeys(paths):
-                key = _display_path(p)
-                try:
-                    digest = embedder.cache.digest(p) if embedder.cache is not None else _digest(p)
-                except OSError as exc:
-                    skipped.append({"path": key, "reason": f"cannot read file ({exc.strerror or exc})"})
-                    continue
-                except VideoDecodeError as exc:  # a folder, FIFO, device or socket: refused unread
-                    skipped.append({"path": key, "reason": exc.reason})
-                    continue
-                if key in known and known[key].digest == digest:
-                    unchanged.append(key)
-                elif digest in by_digest:  # same content under another name: reuse its vectors
+            rows = ix.videos()
+            by_digest: dict[str, int] = {r.digest: r.id for r in rows}
+            changes = Changes({r.path: r.digest for r in rows}, embedder.cache.digest if embedder.cache is not None else _digest, _display_path)
+            todo, copied, copies = [], [], []
+            for p, key, digest in changes.new_or_changed(paths):  # unreadable ones (a FIFO...) refused unread
+                if digest in by_digest:  # same content under another name: reuse its vectors
                     copies.append((key, by_digest[digest]))
                 else:
                     todo.append(p)
+            unchanged, skipped = changes.unchanged, changes.skipped
             if ray is not None:
                 from vidtune.scale.ray_engine import embed_on_ray
 

@@ -238,6 +238,7 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
     ``create`` starts a new store for ``modalities``; otherwise the store's own modalities are used
     (``modalities`` given must match them). Unchanged files (same path and content) are not read again.
     """
+    from vidtune.index.changes import Changes
     from vidtune.text.embed import SentenceEncoder
     from vidtune.utils import hold_lock
 
@@ -270,30 +271,22 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
                 from vidtune.text.ocr import TextReader
 
                 reader = TextReader(fps=ocr_fps)
-            known = tix.digests()
-            added, unchanged, skipped = [], [], []
+            changes = Changes(tix.digests(), digest=_digest)
             with progress.task("reading words (speech, on-screen text)", total=len(paths)) as task:
-                for p in dict.fromkeys(paths):
-                    key = str(p)
+                for p, key, digest in changes.new_or_changed(paths):
                     try:
-                        digest = _digest(p)
-                        if known.get(key) == digest:
-                            unchanged.append(key)
-                            continue
                         spans, language, duration = _read_words(p, mods, recognizer, reader)
-                    except VideoDecodeError as exc:
-                        skipped.append({"path": key, "reason": exc.reason})
-                    except OSError as exc:
-                        skipped.append({"path": key, "reason": f"cannot read file ({exc.strerror or exc})"})
+                    except (VideoDecodeError, OSError) as exc:
+                        changes.skip(key, exc)
                     else:
                         tix.replace_video(key, digest, duration, language, spans,
                                           encoder.encode([s[3] for s in spans]))
-                        added.append(key)
+                        changes.added.append(key)
                     task.advance()
             info = tix.info()
     finally:
         lock.close()
-    return {"added": added, "unchanged": unchanged, "skipped": skipped, **info}
+    return {"added": changes.added, "unchanged": changes.unchanged, "skipped": changes.skipped, **info}
 
 
 def _read_words(path, mods, recognizer, reader) -> tuple[list[tuple[str, float, float, str]], str | None, float]:

@@ -19,7 +19,6 @@ loads the run in full (which rebuilds a damaged engine).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -42,7 +41,7 @@ from vidtune.engines.runtime import (
 )
 from vidtune.errors import CheckpointError, VidtuneError
 from vidtune.progress import NullProgress, Progress
-from vidtune.runs.light import run_record_path
+from vidtune.runs.light import read_run_record
 from vidtune.utils import lower_priority
 
 log = logging.getLogger(__name__)
@@ -78,12 +77,9 @@ def load(run_dir, device: str = "auto", runtime: str | None = None) -> LeanRun |
     if runtime == "torch" or default_int8() or not cpu_only(device):
         return None
     try:
-        record_path = run_record_path(run_dir)
-        if not record_path.is_file():
-            return None
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record = read_run_record(run_dir)
         folder = engine_dir()
-        if "head_onnx" not in record:
+        if record is None or "head_onnx" not in record:
             return None
         from vidtune.engines.cache import verified
 
@@ -100,7 +96,7 @@ def load(run_dir, device: str = "auto", runtime: str | None = None) -> LeanRun |
         if not names:
             return None
         return LeanRun(run_dir, config, record, names[0])
-    except (OSError, ValueError, KeyError, CheckpointError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError) as exc:
         log.debug("engine-only load of %s not possible (%s); loading the full run", run_dir, exc)
         return None
     except VidtuneError as exc:  # an engine that cannot open (a damaged graph): the full path rebuilds it

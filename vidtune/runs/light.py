@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidtune.engines.runtime import (
-    AUTO_ORDER,
     check_runtime,
     default_int8,
     default_runtime,
     engine_dir,
-    installed,
 )
 from vidtune.errors import CheckpointError, VidtuneError
 from vidtune.runs.config import RunConfig
@@ -87,33 +85,37 @@ def _export_head(run_dir, encoder, head: torch.nn.Module, path: Path) -> Path | 
     return path
 
 
+def read_run_record(run_dir) -> dict | None:
+    """The run's engine record (:func:`remember_run_engine`), or None before one was written. Raises
+    :class:`OSError` / :class:`ValueError` for an unreadable one (the callers then take the full path)."""
+    record_path = run_record_path(run_dir)
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    return record if isinstance(record, dict) else None
+
+
 def load_light(run_dir, device: torch.device, runtime: str | None = None):
     """The run with its backbone as an already-built engine (:class:`~vidtune.engines.backbone.EngineEncoder`)
     and its head in PyTorch, or None when that does not apply (not CPU, runtime torch, no sound engine built
     for it yet, temporal shifts); the caller then loads the run in full."""
+    from vidtune.engines.cache import verified
+    from vidtune.engines.choice import engine_order
+
     runtime = check_runtime(runtime or default_runtime())
     if device.type != "cpu" or runtime == "torch" or default_int8():
         return None
-    names = [runtime] if runtime != "auto" else [n for n in AUTO_ORDER if installed(n)]
-    names = [n for n in names if installed(n)]
-    if not names:
-        return None
     try:
-        record_path = run_record_path(run_dir)
-        if not record_path.is_file():
+        record = read_run_record(run_dir)
+        if record is None or not (engine_dir() / record["onnx"]).is_file():
             return None
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        onnx = engine_dir() / record["onnx"]
-        if not onnx.is_file():
+        if "head_onnx" in record and not verified(engine_dir() / record["head_onnx"]):
+            return None  # a damaged head engine (removed now): the full load exports it again
+        names = engine_order(runtime, record)  # for auto: the engines measured faster than PyTorch, fastest first
+        if not names:
             return None
-        if runtime == "auto":  # the engines measured faster than PyTorch for this encoder, fastest first
-            from vidtune.engines.choice import auto_engines
-
-            names = auto_engines(record["fingerprint"], int(record["input_size"]), names)
-            if not names:
-                return None
-        return _assemble_light(run_dir, record, onnx, names[0])
-    except (OSError, ValueError, KeyError, CheckpointError) as exc:
+        return _assemble_light(run_dir, record, engine_dir() / record["onnx"], names[0])
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError) as exc:
         log.debug("light load of %s not possible (%s); loading the full run", run_dir, exc)
         return None
 
