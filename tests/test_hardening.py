@@ -350,18 +350,24 @@ def test_symlinked_class_folders_are_refused(world, capsys, tmp_path):
     assert code == 2 and "same file" in err and "alias.mp4" in err
 
 
-def test_nan_weights_stop_training_and_nan_scores_print_as_null(world, capsys, tmp_path):
+def test_nan_weights_are_an_error_never_a_result(world, capsys, tmp_path):
+    """NaN weights: training stops at the first features, predict/eval exit 2 instead of printing null
+    scores, and nothing non-finite reaches the feature cache."""
     weights = _nan_copy(world["run"] / "model.safetensors", tmp_path / "nan.safetensors")
     args = [a for a in TINY if a != "--no-pretrained"]
-    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *args, "--weights", weights, "-q"],
-                           capsys)
-    assert code == 2 and "loss became nan" in err
+    cache = tmp_path / "cache"
+    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *args, "--weights", weights, "--cache-dir",
+                            cache, "-q"], capsys)
+    assert code == 2 and "NaN or infinite" in err, err
     run = tmp_path / "nanrun"
     shutil.copytree(world["run"], run)
     _nan_copy(world["run"] / "model.safetensors", run / "model.safetensors")
-    code, out, err = run_cli(["predict", run, world["good"], "--json", "--workers", "0", "--no-cache", "-q"], capsys)
-    assert code == 0, err
-    assert strict_json(out)["results"][0]["predictions"][0]["score"] is None
+    for extra in (["--no-cache"], ["--cache-dir", cache]):
+        code, out, err = run_cli(["predict", run, world["good"], "--json", "--workers", "0", *extra, "-q"], capsys)
+        assert code == 2 and "NaN or infinite" in strict_json(out)["error"], (out, err)
+        code, out, err = run_cli(["eval", run, world["data"], "--json", "--workers", "0", *extra, "-q"], capsys)
+        assert code == 2 and "NaN or infinite" in err, (out, err)
+    assert not list(cache.glob("*/*.safetensors"))
 
 
 def test_interrupted_train_mentions_resume(world, capsys, tmp_path, monkeypatch):

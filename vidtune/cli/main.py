@@ -208,6 +208,10 @@ def cmd_predict(args) -> int:
         from vidtune.runs.inference import predict
 
         result = predict(args.run, args.videos, **kwargs)
+    from vidtune.utils import require_finite
+
+    # a damaged engine can give NaN scores: an error, never a result (the torch path raises before this)
+    require_finite([p["score"] for r in result["results"] for p in r.get("predictions", ())], f"the run {args.run}")
     failed = sum("error" in r for r in result["results"])
     if args.json:
         print_json({"results": result["results"]})
