@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
+    check_bounds,
     common_run_args,
     error_text,
     finite_float,
@@ -427,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
+        check_bounds(args)
         if getattr(args, "runtime", None):
             from vidtune.runs.runtime import using_runtime
 
