@@ -201,6 +201,8 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
     if out.suffix == ".json":
         raise ConfigError("out", f"{out.name}: .json names are for the preprocessing files written beside exports; "
                                  f"use {out.with_suffix(SUFFIX[fmt]).name}")
+    if fmt == "openvino" and out.suffix != ".xml":
+        raise ConfigError("out", f"must end in .xml for OpenVINO (its weights go to a .bin beside it), got {out.name}")
     _check_targets(out, fmt)
     model, config = load_run(run_dir)
     if getattr(config.model, "audio", None) is not None:
