@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.console import err, fmt_pct, out
+from vidtune.cli.console import err, escape, fmt_pct, out
 from vidtune.errors import ConfigError, VidtuneError
+from vidtune.utils import printable
 
 
 def print_skipped(skipped: list[dict]) -> None:
@@ -17,7 +17,7 @@ def print_skipped(skipped: list[dict]) -> None:
         return
     err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
     for s in skipped[:20]:
-        err.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False)
+        err.print(f"  {printable(s['path'])}: {printable(s['reason'])}", highlight=False, markup=False)
     if len(skipped) > 20:
         err.print(f"  ... and {len(skipped) - 20} more (see skipped.json / --json)")
 

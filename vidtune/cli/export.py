@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import check_output_file, output_args
-from vidtune.cli.console import RichProgress, out, print_json
+from vidtune.cli.console import RichProgress, escape, out, print_json
 
 
 def cmd_export(args) -> int:

@@ -12,7 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
@@ -26,9 +25,18 @@ from vidtune.cli.common import (
     print_skipped,
     shard_arg,
 )
-from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging, tolerate_undecodable_names
+from vidtune.cli.console import (
+    RichProgress,
+    err,
+    escape,
+    out,
+    print_json,
+    setup_logging,
+    tolerate_undecodable_names,
+)
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
+from vidtune.utils import printable
 
 log = logging.getLogger("vidtune.cli")
 
@@ -236,7 +244,8 @@ def cmd_predict(args) -> int:
         if args.k > 3:
             for r in result["results"]:
                 if "predictions" in r:
-                    out.print(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"]),
+                    out.print(printable(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}"
+                                                                      for p in r["predictions"])),
                               highlight=False, markup=False)
     if failed:
         err.print(f"[red]{failed} of {len(result['results'])} video(s) could not be read[/red]")

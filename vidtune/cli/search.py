@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
@@ -22,10 +21,11 @@ from vidtune.cli.common import (
     shard_arg,
     words_text,
 )
-from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.console import RichProgress, err, escape, fmt_pct, out, print_json
 from vidtune.cli.multimodal import clip_args, words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
+from vidtune.utils import printable
 
 
 def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -266,7 +266,8 @@ def cmd_index_info(args) -> int:
                   + f" ({words['bytes']} bytes)")
     out.print(t)
     for v in info.get("video_list", []):
-        out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
+        out.print(f"{printable(v['path'])}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False,
+                  markup=False)
     return 0
 
 
