@@ -126,8 +126,6 @@ def words_text(text: str) -> str:
     except UnicodeEncodeError:
         raise argparse.ArgumentTypeError(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 text; "
                                          "give the words in UTF-8 (check the terminal's encoding)") from None
-    if "\x00" in text:
-        raise argparse.ArgumentTypeError("the words hold a NUL character; give plain text")
     return text
 
 
