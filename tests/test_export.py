@@ -68,7 +68,7 @@ def test_onnx_export_matches_the_run_for_every_temporal_head(tmp_path, data, tem
     p = res["parity"]
     assert p["clips"] == 4 and "run's data" in p["source"] and p["batch_sizes"] == [1, 4]
     assert p["max_abs_logit_diff"] < 1e-3 and p["top1_agreement"] == 1.0
-    side = json.loads((tmp_path / "m.json").read_text())
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
     assert side["input"]["shape"] == ["batch", 3, 3, 160, 160] and side["labels"] == LABELS
     assert side["run"]["temporal"] == temporal and "thresholds" not in side
 
@@ -109,7 +109,7 @@ def test_exported_onnx_runs_in_plain_onnxruntime_and_gives_the_runs_predictions(
     thresholds = [0.3, 0.5, 0.7] if task == "multilabel" else None
     run = make_run(tmp_path / "run", data, task=task, thresholds=thresholds)
     export_run(run, tmp_path / "clf.onnx", "onnx", parity_clips=3)
-    side = json.loads((tmp_path / "clf.json").read_text())
+    side = json.loads((tmp_path / "clf.onnx.json").read_text())
     assert side["task"] == task
     videos = sorted(data.rglob("*.mp4"))[::3]
     sess = ort.InferenceSession(str(tmp_path / side["model_file"]), providers=["CPUExecutionProvider"])
@@ -142,7 +142,7 @@ def test_openvino_and_torchscript_exports_match(tmp_path, data, fmt, name):
     res = export_run(run, tmp_path / name, fmt, parity_clips=3)
     assert res["parity"]["max_abs_logit_diff"] < 1e-3 and res["parity"]["top1_agreement"] == 1.0
     if fmt == "openvino":
-        assert (tmp_path / "m.bin").is_file() and res["files"] == ["m.xml", "m.bin", "m.json"]
+        assert (tmp_path / "m.bin").is_file() and res["files"] == ["m.xml", "m.bin", "m.xml.json"]
     out = ExportedModel(tmp_path / name, fmt)(np.zeros((5, 3, 3, 160, 160), np.float32))
     assert out.shape == (5, 3)  # dynamic batch
 
@@ -161,7 +161,7 @@ def test_int8_export_reports_the_accuracy_change(tmp_path, data):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert (tmp_path / "q.onnx").stat().st_size < (tmp_path / "fp.onnx").stat().st_size
-    assert json.loads((tmp_path / "q.json").read_text())["precision"] == "int8" and fp["precision"] == "fp32"
+    assert json.loads((tmp_path / "q.onnx.json").read_text())["precision"] == "int8" and fp["precision"] == "fp32"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
@@ -171,7 +171,7 @@ def test_cli_export_json_and_errors(tmp_path, data, capsys):
     run = make_run(tmp_path / "run", data)
     assert main(["export", str(run), "--out", str(tmp_path / "a.onnx"), "--parity-clips", "2", "--json", "-q"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["files"] == ["a.onnx", "a.json"] and res["parity"]["clips"] == 2
+    assert res["files"] == ["a.onnx", "a.onnx.json"] and res["parity"]["clips"] == 2
     code = main(["export", str(run), "--format", "torchscript", "--int8", "--out", str(tmp_path / "b.pt"), "--json"])
     cap = capsys.readouterr()
     assert code == 2 and "--int8 is for --format onnx or openvino" in json.loads(cap.out)["error"]

@@ -350,18 +350,24 @@ def test_symlinked_class_folders_are_refused(world, capsys, tmp_path):
     assert code == 2 and "same file" in err and "alias.mp4" in err
 
 
-def test_nan_weights_stop_training_and_nan_scores_print_as_null(world, capsys, tmp_path):
+def test_nan_weights_are_an_error_never_a_result(world, capsys, tmp_path):
+    """NaN weights: training stops at the first features, predict/eval exit 2 instead of printing null
+    scores, and nothing non-finite reaches the feature cache."""
     weights = _nan_copy(world["run"] / "model.safetensors", tmp_path / "nan.safetensors")
     args = [a for a in TINY if a != "--no-pretrained"]
-    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *args, "--weights", weights, "-q"],
-                           capsys)
-    assert code == 2 and "loss became nan" in err
+    cache = tmp_path / "cache"
+    code, _, err = run_cli(["train", world["data"], "--out", tmp_path / "r", *args, "--weights", weights, "--cache-dir",
+                            cache, "-q"], capsys)
+    assert code == 2 and "NaN or infinite" in err, err
     run = tmp_path / "nanrun"
     shutil.copytree(world["run"], run)
     _nan_copy(world["run"] / "model.safetensors", run / "model.safetensors")
-    code, out, err = run_cli(["predict", run, world["good"], "--json", "--workers", "0", "--no-cache", "-q"], capsys)
-    assert code == 0, err
-    assert strict_json(out)["results"][0]["predictions"][0]["score"] is None
+    for extra in (["--no-cache"], ["--cache-dir", cache]):
+        code, out, err = run_cli(["predict", run, world["good"], "--json", "--workers", "0", *extra, "-q"], capsys)
+        assert code == 2 and "NaN or infinite" in strict_json(out)["error"], (out, err)
+        code, out, err = run_cli(["eval", run, world["data"], "--json", "--workers", "0", *extra, "-q"], capsys)
+        assert code == 2 and "NaN or infinite" in err, (out, err)
+    assert not list(cache.glob("*/*.safetensors"))
 
 
 def test_interrupted_train_mentions_resume(world, capsys, tmp_path, monkeypatch):
@@ -494,3 +500,258 @@ def test_generated_argument_values_never_crash_or_hang(world, capsys, cmd, a, b)
     f1, f2 = flags[cmd]
     code, out, err = run_cli([*head, f"{f1}={a}", f"{f2}={b}", "--json"], capsys)
     assert code in (0, 1, 2), err
+
+
+# -- integrity: nothing read back from disk is trusted unverified (issue 26) -----------------------------------
+def _overwrite(path: Path, offset: int, n: int = 4) -> None:
+    """Flip ``n`` bytes of ``path`` in place at ``offset`` (negative: from the end); the size is unchanged."""
+    at = offset % path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        old = fh.read(n)
+        fh.seek(at)
+        fh.write(bytes(b ^ 0x5A for b in old))
+
+
+def _predictions(capsys, run, videos, cache) -> tuple[list, str]:
+    code, out, err = run_cli(["predict", run, *videos, "--json", "--workers", "0", "--runtime", "torch", "--cache-dir",
+                              cache, "-q"], capsys)
+    assert code == 0, err
+    return [r["predictions"] for r in strict_json(out)["results"]], err
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*/*.safetensors"))
+
+
+def _no_temp_files(folder: Path) -> None:
+    left = [p for p in folder.rglob("*") if ".tmp" in p.name or ".exporting" in p.name]
+    assert not left, left
+
+
+# bytes overwritten in the length prefix, the JSON header (metadata) and the tensor data of every entry
+@pytest.mark.parametrize("offset", [2, 40, -3], ids=["length", "header", "data"])
+def test_damaged_feature_cache_entries_are_recomputed_with_the_clean_scores(world, capsys, tmp_path, offset):
+    import numpy as np
+
+    from vidtune.runs.cache import FeatureCache
+
+    videos = [world["good"], write_indexed_video(tmp_path / "other.mp4", 9, h=40, w=48)]
+    cache = tmp_path / "cache"
+    clean, _ = _predictions(capsys, world["run"], videos, cache)
+    entries = _entries(cache)
+    assert len(entries) == 2
+    fc = FeatureCache(cache)
+    good = {p: fc.get_array(p.stem) for p in entries}
+    for p in entries:
+        _overwrite(p, offset)
+    again, err = _predictions(capsys, world["run"], videos, cache)
+    assert again == clean
+    assert err.count("is damaged") == 1, err  # warned once for the cache, not once per entry
+    for p in entries:  # replaced by the recomputed entries, which verify
+        assert np.allclose(fc.get_array(p.stem), good[p], atol=1e-5)
+    _no_temp_files(cache)
+
+
+def test_feature_cache_refuses_nan_and_treats_legacy_or_nan_entries_as_misses(world, capsys, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from vidtune.errors import NonFiniteError
+    from vidtune.runs.cache import FeatureCache
+
+    cache = tmp_path / "cache"
+    fc = FeatureCache(cache)
+    with pytest.raises(NonFiniteError):
+        fc.put_array("ab" * 12, np.array([1.0, np.nan], np.float32))
+    assert not _entries(cache)
+    clean, _ = _predictions(capsys, world["run"], [world["good"]], cache)
+    (entry,) = _entries(cache)
+    arr = fc.get_array(entry.stem)
+    # an entry written before checksums (no metadata) holding other numbers: a miss, not a result
+    save_file({"features": np.zeros_like(arr)}, str(entry))
+    assert fc.get_array(entry.stem) is None
+    assert _predictions(capsys, world["run"], [world["good"]], cache)[0] == clean
+    # a NaN entry whose checksum matches (an older vidtune cached a damaged engine's output): damaged
+    from vidtune.utils import array_checksum
+
+    bad = np.full_like(arr, np.nan)
+    save_file({"features": bad}, str(entry), metadata={"checksum": array_checksum(bad), "algo": "blake2b-128"})
+    again, err = _predictions(capsys, world["run"], [world["good"]], cache)
+    assert again == clean and "NaN or infinite" in err
+    assert np.isfinite(fc.get_array(entry.stem)).all()
+
+
+def _search_scores(capsys, ix, query) -> list:
+    code, out, err = run_cli(["search", ix, query, "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    return [(r["path"], r["score"]) for r in strict_json(out)["results"]]
+
+
+@pytest.mark.parametrize("offset", [12, 0.5, -4], ids=["header", "middle", "end"])
+def test_damaged_index_vectors_exit_2_naming_the_file(world, capsys, tmp_path, offset):
+    ix = tmp_path / "ix"
+    shutil.copytree(world["ix"], ix)
+    (vectors,) = ix.glob("vectors.*.faiss")
+    _overwrite(vectors, int(vectors.stat().st_size * offset) if isinstance(offset, float) else offset)
+    b0 = world["data"] / "b" / "b0.mp4"
+    for argv in (["search", ix, world["good"], "--device", "cpu", "--json"],
+                 ["index", "add", ix, b0, "--device", "cpu", "--json", "-q"],
+                 ["index", "merge", tmp_path / "merged", ix, "--json"],
+                 ["dedupe", ix, "--json"]):
+        code, out, err = run_cli(argv, capsys)
+        assert code == 2 and str(vectors) in err and "damaged" in err, (argv, err)
+        assert str(vectors) in strict_json(out)["error"]
+    assert not (tmp_path / "merged").exists()  # the merge refused before creating anything
+    code, out, _ = run_cli(["index", "info", ix, "--json"], capsys)
+    assert code == 0 and strict_json(out)["videos"] == 1  # the add changed nothing
+
+
+def test_index_without_a_recorded_checksum_is_read_and_gets_one_at_its_next_write(world, capsys, tmp_path):
+    import sqlite3
+
+    ix = tmp_path / "ix"
+    shutil.copytree(world["ix"], ix)
+    clean = _search_scores(capsys, world["ix"], world["good"])
+    with sqlite3.connect(ix / "index.sqlite") as db:  # as an index written before checksums
+        db.execute("DELETE FROM meta WHERE key = 'vectors_checksum'")
+    assert _search_scores(capsys, ix, world["good"]) == clean
+    code, _, err = run_cli(["index", "add", ix, world["data"] / "b" / "b0.mp4", "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    (vectors,) = ix.glob("vectors.*.faiss")
+    _overwrite(vectors, -4)
+    code, _, err = run_cli(["search", ix, world["good"], "--device", "cpu"], capsys)
+    assert code == 2 and str(vectors) in err
+
+
+def _device_nodes(d: Path) -> dict[str, Path]:
+    """A character device like /dev/null and one like /dev/full, a FIFO and a block device of a major number
+    reserved for local use (no driver: nothing can be written into it even by mistake), inside ``d``."""
+    nodes = {"null": (d / "null", os.makedev(1, 3)), "full": (d / "full", os.makedev(1, 7)),
+             "block": (d / "block", os.makedev(241, 0))}
+    import stat
+
+    for path, dev in nodes.values():
+        os.mknod(path, (stat.S_IFBLK if path.name == "block" else stat.S_IFCHR) | 0o666, dev)
+    os.mkfifo(d / "fifo")
+    return {k: v[0] for k, v in nodes.items()} | {"fifo": d / "fifo"}
+
+
+def _kinds(paths) -> dict:
+    import stat
+
+    return {p.name: stat.S_IFMT(os.lstat(p).st_mode) for p in paths}
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of device nodes needs root")
+
+
+@needs_root
+@pytest.mark.parametrize("argv,node,code,fragment", [
+    (["tag", "RUN", "GOOD", "--format", "json", "--out", "NODE", "--device", "cpu", "-q"], "null", 0, ""),
+    (["tag", "RUN", "GOOD", "--format", "csv", "--out", "NODE", "--device", "cpu", "-q"], "full", 2, "no space left"),
+    (["tag", "RUN", "GOOD", "--format", "json", "--out", "NODE", "--device", "cpu", "-q"], "fifo", 2, "FIFO"),
+    (["tag", "RUN", "GOOD", "--format", "json", "--out", "NODE", "--device", "cpu", "-q"], "block", 2, "block device"),
+    (["tag", "RUN", "GOOD", "--plot", "NODE", "--device", "cpu", "-q"], "null", 0, ""),
+    (["tag", "RUN", "GOOD", "--plot", "NODE", "--device", "cpu", "-q"], "full", 2, "no space left"),
+    (["dedupe", "IX", "--csv", "NODE"], "null", 0, ""),
+    (["dedupe", "IX", "--csv", "NODE"], "block", 2, "block device"),
+    (["export", "RUN", "--format", "onnx", "--out", "NODE", "-q"], "full", 2, "character device"),
+    (["export", "RUN", "--format", "torchscript", "--out", "NODE", "-q"], "null", 2, "character device"),
+], ids=lambda v: "-".join(v[:1] + [x for x in v if x.startswith("--") and x not in ("--device", "-q")][:2])
+   if isinstance(v, list) else str(v))
+def test_outputs_never_replace_a_device_node(world, capsys, tmp_path, argv, node, code, fragment):
+    d = tmp_path / "dev"
+    d.mkdir()
+    nodes = _device_nodes(d)
+    before = _kinds(nodes.values())
+    subst = {"RUN": world["run"], "GOOD": world["good"], "IX": world["ix"], "NODE": nodes[node]}
+    got, out, err = run_cli([subst.get(a, a) for a in argv], capsys)
+    assert got == code and fragment in err, (got, err[-1500:])
+    assert _kinds(nodes.values()) == before  # every node is still the node it was
+    assert sorted(p.name for p in d.iterdir()) == sorted(before)  # no sidecar, no temporary file beside them
+    assert not [p for p in Path(tempfile.gettempdir()).glob(".vidtune-out.*")]
+
+
+def test_exports_have_their_own_sidecars_and_fail_without_leaving_files(world, capsys, tmp_path):
+    code, _, err = run_cli(["export", world["run"], "--format", "onnx", "--out", tmp_path / "m.onnx",
+                            "--parity-clips", "1", "-q"], capsys)
+    assert code == 0, err
+    other = tmp_path / "other"
+    shutil.copytree(world["run"], other)
+    code, _, err = run_cli(["export", other, "--format", "torchscript", "--out", tmp_path / "m.pt",
+                            "--parity-clips", "1", "-q"], capsys)
+    assert code == 0, err
+    onnx_side = json.loads((tmp_path / "m.onnx.json").read_text())
+    pt_side = json.loads((tmp_path / "m.pt.json").read_text())
+    assert onnx_side["model_file"] == "m.onnx" and onnx_side["run"]["dir"] == str(world["run"])
+    assert pt_side["model_file"] == "m.pt" and pt_side["run"]["dir"] == str(other)
+    assert not (tmp_path / "m.json").exists()
+    # --videos that cannot be read: exit 2 before anything is written; the earlier export stays as it was
+    model = (tmp_path / "m.onnx").read_bytes()
+    junk = write_random_bytes(tmp_path / "junk.mp4")
+    code, _, err = run_cli(["export", world["run"], "--out", tmp_path / "m.onnx", "--videos", junk, "-q"], capsys)
+    assert code == 2 and "could be decoded" in err
+    code, _, err = run_cli(["export", world["run"], "--out", tmp_path / "new.onnx", "--videos", junk, "-q"], capsys)
+    assert code == 2 and not (tmp_path / "new.onnx").exists() and not (tmp_path / "new.onnx.json").exists()
+    assert (tmp_path / "m.onnx").read_bytes() == model
+    # NaN weights: a clear error for every format, no model file
+    nanrun = tmp_path / "nanrun"
+    shutil.copytree(world["run"], nanrun)
+    _nan_copy(world["run"] / "model.safetensors", nanrun / "model.safetensors")
+    for fmt, name in (("onnx", "n.onnx"), ("torchscript", "n.pt")):
+        code, out, err = run_cli(["export", nanrun, "--format", fmt, "--out", tmp_path / name, "--json", "-q"], capsys)
+        assert code == 2 and "NaN or infinite" in strict_json(out)["error"], err
+        assert not (tmp_path / name).exists()
+    _no_temp_files(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["search", "IX", "--text", os.fsdecode(b"exit \xff")], "not valid UTF-8"),
+    (["ocr", "GOOD", "--fps", "1e9", "-q"], "--fps must be at most 240"),
+    (["index", "build", "OUT", "GOOD", "--modalities", "text", "--ocr-fps", "1e9", "-q"], "--ocr-fps must be at most"),
+    (["embed", "GOOD", "--out", "OUT", *EMBED[:-1], "1e9"], "--fps must be at most"),
+    (["train", "DATA", "--out", "OUT", *TINY[:-4], "--epochs", "1000000000"], "--epochs must be at most"),
+    (["train", "DATA", "--out", "OUT", *TINY, "--frames", "100000"], "--frames must be at most 512"),
+    (["predict", "RUN", "GOOD", "-k", "99999999"], "-k must be at most"),
+    (["sample-data", "OUT", "--seconds", "1e9"], "--seconds must be at most"),
+    (["train", "DATA", "--out", "OUT", *TINY, "--seed", "-1"], "--seed must be >= 0"),
+])
+def test_out_of_bound_numbers_and_undecodable_text_exit_2(world, capsys, tmp_path, argv, fragment):
+    subst = {"IX": world["ix"], "GOOD": world["good"], "OUT": tmp_path / "out", "DATA": world["data"],
+             "RUN": world["run"]}
+    code, out, err = run_cli([subst.get(a, a) for a in argv], capsys)
+    assert code == 2 and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_index_build_leaves_no_half_index(world, capsys, tmp_path, monkeypatch):
+    import vidtune.index.text_search as text_search
+    from vidtune.errors import DatasetError
+
+    def broken(*a, **k):
+        raise DatasetError("the text reader failed")
+
+    monkeypatch.setattr(text_search, "index_text", broken)
+    ix = tmp_path / "ixo"
+    code, _, err = run_cli(["index", "build", ix, world["good"], *EMBED, "--modalities", "visual,text", "--device",
+                            "cpu", "-q"], capsys)
+    assert code == 2 and "text reader failed" in err
+    assert not ix.exists()  # info and build agree: there is no index
+    monkeypatch.undo()
+    code, _, err = run_cli(["index", "build", ix, world["good"], *EMBED, "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    code, out, _ = run_cli(["index", "info", ix, "--json"], capsys)
+    assert code == 0 and strict_json(out)["videos"] == 1
+
+
+def test_terminal_tables_escape_control_characters_of_file_names(world, capsys, tmp_path):
+    evil = tmp_path / "clip\r\n--> 1\x1b[2J.mp4"
+    shutil.copy(world["good"], evil)
+    for argv in (["predict", world["run"], evil, "--workers", "0", "-k", "5", "-q"], ["info", evil],
+                 ["shots", evil], ["tag", world["run"], evil, "--device", "cpu", "-q"]):
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        assert not any(c in out + err for c in "\r\x1b"), (argv, out)
+        assert "\\r" in out and "\\x1b" in out, (argv, out)

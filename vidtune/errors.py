@@ -128,3 +128,8 @@ class MissingExtraError(VidtuneError):
         self.what, self.package, self.extra = what, package, extra
         super().__init__(f"{what} needs the optional package {package!r}, which is not installed: "
                          f"pip install 'vidtune[{extra}]'")
+
+
+class NonFiniteError(VidtuneError):
+    """A network gave NaN or infinite numbers (features, scores): its weights or engine are damaged. Such
+    numbers are never cached, printed or written as a result."""

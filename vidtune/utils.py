@@ -13,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from vidtune.errors import BusyError, OutputWriteError, SpecialFileError, VideoDecodeError
+from vidtune.errors import BusyError, NonFiniteError, OutputWriteError, SpecialFileError, VideoDecodeError
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
                   (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -54,36 +54,87 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide outputs from others
 
 
+def output_target(path) -> str:
+    """What writing ``path`` means, checked before anything is written: ``"file"`` (absent, or a regular
+    file: a temporary file beside it is renamed over it) or ``"device"`` (a character device such as
+    ``/dev/null`` or a terminal: written through, never replaced). Raises :class:`OutputWriteError` for a
+    folder, a FIFO, a socket or a block device (vidtune never replaces one nor writes into it), and for a
+    path that cannot be looked at (a parent that is a file, no permission)."""
+    try:
+        st = os.stat(path)  # follows a symlink: /dev/stdout -> /dev/pts/0 is the terminal
+    except FileNotFoundError:
+        return "file"  # absent (or a dangling symlink, which the rename replaces)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISCHR(st.st_mode):
+        return "device"
+    if stat.S_ISDIR(st.st_mode):
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)))
+    raise OutputWriteError(path, f"it is {special_kind(st.st_mode)}, which vidtune neither replaces nor writes "
+                                 "into", "give the path of a regular file (or a character device such as /dev/null)")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+    """Yield a temporary path; on success its content lands at ``path``.
 
-    A crash or exception leaves any previous ``path`` untouched and removes the temporary file.
-    The temporary name keeps the suffix, so writers that infer a format from it still work.
-    An ``OSError`` (disk full, read-only, a folder in the way, a parent that is a file) or a writer
-    library's I/O error while writing becomes an :class:`OutputWriteError` naming ``path``.
+    The target is checked first (:func:`output_target`): a regular file or a new name is replaced
+    atomically by a rename of the temporary file beside it, so a crash or exception leaves any previous
+    ``path`` untouched; a character device (``/dev/null``, a terminal) is written through (the finished
+    temporary file, kept in the system's temporary folder, is copied into it), never replaced by a
+    regular file; anything else (a folder, FIFO, socket, block device) is refused with an
+    :class:`OutputWriteError` before the work. The temporary file is removed in every case, and its name
+    keeps the suffix, so writers that infer a format from it still work. An ``OSError`` (disk full,
+    read-only, a parent that is a file) or a writer library's I/O error while writing becomes an
+    :class:`OutputWriteError` naming ``path``.
     """
     path = Path(path)
+    device = output_target(path) == "device"
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        if device:
+            fd, tmp = tempfile.mkstemp(prefix=".vidtune-out.", suffix=f".tmp{path.suffix}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as exc:
         raise output_error(path, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        if device:
+            _copy_into_device(tmp, path)
+        else:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _FILE_MODE)
+            if output_target(path) != "file":  # something else appeared there meanwhile: leave it alone
+                raise OutputWriteError(path, "it changed into a device while vidtune wrote it; nothing was replaced")
+            os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) or is_io_error(exc):
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError) or is_io_error(exc):
             raise output_error(path, exc) from None
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _copy_into_device(src, device: Path) -> None:
+    """Write the bytes of ``src`` into the character device ``device`` (opened without creating or
+    truncating anything, and checked again once open)."""
+    fd = os.open(device, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+            raise OutputWriteError(device, "it is no longer a character device; nothing was written")
+        with open(src, "rb") as fh:
+            for block in iter(lambda: fh.read(_CHUNK), b""):
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def is_io_error(exc: BaseException) -> bool:
@@ -134,6 +185,25 @@ def finite(obj):
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+def all_finite(x) -> bool:
+    """Whether every number of ``x`` (a NumPy array, a torch tensor, a number) is finite."""
+    if type(x).__module__.startswith("torch"):  # a tensor (on any device): no copy to NumPy
+        return bool(x.isfinite().all())
+    import numpy as np
+
+    a = np.asarray(x)
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+
+
+def require_finite(x, what: str) -> None:
+    """Raise :class:`NonFiniteError` when ``x`` holds NaN or infinities. ``what`` completes "... gave NaN
+    or infinite numbers", e.g. ``"the backbone, for clip.mp4,"``."""
+    if not all_finite(x):
+        raise NonFiniteError(f"{what} gave NaN or infinite numbers, which are never cached or reported as a "
+                             "result: the model's weights (--weights, a run's model.safetensors) or its engine are "
+                             "damaged; restore or retrain them (--runtime torch bypasses the engines)")
 
 
 def _json_default(obj):
@@ -233,6 +303,30 @@ def file_digest(path) -> str:
                 h.update(fh.read(64 * 1024))
             fh.seek(size - _CHUNK)
             h.update(fh.read(_CHUNK))
+    return h.hexdigest()
+
+
+CHECKSUM = "blake2b-128"  # the name recorded beside every checksum below
+
+
+def file_checksum(path) -> str:
+    """Checksum of every byte of a file vidtune wrote and reads back (index vectors, engines): BLAKE2b-128
+    in hex. Unlike :func:`file_digest` nothing is sampled, so one overwritten byte anywhere changes it."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def array_checksum(arr) -> str:
+    """Checksum of a NumPy array's dtype, shape and bytes (BLAKE2b-128, hex)."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.reshape(-1).view(np.uint8).data)
     return h.hexdigest()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.console import err, fmt_pct, out
+from vidtune.cli.console import err, escape, fmt_pct, out
 from vidtune.errors import ConfigError, VidtuneError
+from vidtune.utils import printable
 
 
 def print_skipped(skipped: list[dict]) -> None:
@@ -17,7 +17,7 @@ def print_skipped(skipped: list[dict]) -> None:
         return
     err.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
     for s in skipped[:20]:
-        err.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False)
+        err.print(f"  {printable(s['path'])}: {printable(s['reason'])}", highlight=False, markup=False)
     if len(skipped) > 20:
         err.print(f"  ... and {len(skipped) - 20} more (see skipped.json / --json)")
 
@@ -71,14 +71,80 @@ def seconds(text: str) -> float:
     return v
 
 
+# -- bounds of every rate, fps and count the CLI takes, in one place ------------------------------------------
+# dest -> (lowest or None, highest, what it counts). main() checks them after parsing, before any work: a
+# number past its bound is a typo or an attack (``--ocr-fps 1e9`` once asked for a 44.7 GiB allocation), never
+# a job. None as the lowest: the library checks it with its own message.
+MAX_RATE = 240.0  # frames per second: beyond any real video's frame rate (more reads the same frames again)
+BOUNDS: dict[str, tuple[float | None, float, str]] = {
+    "fps": (None, MAX_RATE, "frames per second"),
+    "ocr_fps": (None, MAX_RATE, "frames per second"),
+    "clip_fps": (None, MAX_RATE, "frames per second"),
+    "seconds": (None, 3600, "seconds per sample video"),
+    "classes": (None, 1000, "classes"),
+    "per_class": (None, 100_000, "videos per class"),
+    "workers": (None, 256, "worker processes"),
+    "ray_workers": (1, 4096, "Ray actors"),
+    "threads": (1, 1024, "threads"),
+    "k": (None, 10_000, "results"),
+    "frames": (None, 512, "frames per clip"),
+    "views": (None, 64, "views"),
+    "augment_views": (None, 64, "corrupted copies"),
+    "epochs": (None, 100_000, "epochs"),
+    "batch_size": (None, 65_536, "clips per batch"),
+    "accumulate": (None, 4096, "steps"),
+    "min_steps": (None, 10_000_000, "steps"),
+    "patience": (None, 100_000, "epochs"),
+    "shots": (None, 1_000_000, "videos per class"),
+    "head_dim": (None, 65_536, "channels"),
+    "depth": (None, 64, "layers"),
+    "unfreeze": (None, 1000, "stages"),
+    "parity_clips": (None, 10_000, "clips"),
+    "beam_size": (1, 64, "beams"),
+    "seed": (0, 2**32 - 1, "a seed"),
+}
+
+
+def check_bounds(args: argparse.Namespace) -> None:
+    """Every number of :data:`BOUNDS` that ``args`` holds is within its bounds, else :class:`ConfigError`
+    naming the flag (exit 2, ``{"error"}`` with ``--json``)."""
+    for dest, (lo, hi, what) in BOUNDS.items():
+        v = getattr(args, dest, None)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if lo is not None and v < lo:
+            raise ConfigError(dest, f"must be >= {lo:g}, got {v:g}")
+        if v > hi:
+            raise ConfigError(dest, f"must be at most {hi:g} ({what}), got {v:g}")
+
+
+def words_text(text: str) -> str:
+    """argparse type: words to search for, as valid UTF-8 text (an argument whose bytes are not UTF-8
+    reaches Python with lone surrogates, which no text model can read)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8 text; "
+                                         "give the words in UTF-8 (check the terminal's encoding)") from None
+    return text
+
+
 def check_output_file(path, flag: str) -> None:
     """Fail before the work, not after it: ``path`` must be writable as a file (not a folder, not under a file)."""
     from pathlib import Path
+
+    from vidtune.errors import OutputWriteError
+    from vidtune.utils import output_target
 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(flag.lstrip("-").replace("-", "_"), f"{path} is a folder; give a file name")
     check_output_parent(path, flag)
+    try:
+        output_target(path)  # a FIFO, socket or block device is refused; a character device is written through
+    except OutputWriteError as exc:
+        raise ConfigError(flag.lstrip("-").replace("-", "_"), f"{path}: {exc.reason}; give the path of a regular "
+                                                               "file (or a character device such as /dev/null)") from None
 
 
 def check_output_folder(path, flag: str) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape as _markup_escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,10 +23,31 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def escape(text) -> str:
+    """``text`` for a rich markup string or a table cell: every control character (``\\r``, ``\\n``, ESC...)
+    and undecodable file-name byte shown as an escape (:func:`vidtune.utils.printable`), so a file named
+    ``a\\rb.mp4`` cannot rewrite the line or the table it is printed in, and markup escaped."""
+    from vidtune.utils import printable
+
+    return _markup_escape(printable(text))
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err, show_path=False, markup=False)], force=True)
+    handler = RichHandler(console=err, show_path=False, markup=False)
+    handler.addFilter(_printable_record)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+
+
+def _printable_record(record: logging.LogRecord) -> bool:
+    """Log lines name files: their control characters are shown escaped, like in tables."""
+    from vidtune.utils import printable
+
+    try:
+        record.msg, record.args = printable(record.getMessage()), None
+    except Exception:  # a malformed message: let the handler report it as it would
+        pass
+    return True
 
 
 class _RichTask:

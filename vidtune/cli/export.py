@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import check_output_file, output_args
-from vidtune.cli.console import RichProgress, out, print_json
+from vidtune.cli.console import RichProgress, escape, out, print_json
 
 
 def cmd_export(args) -> int:
@@ -46,8 +45,8 @@ def register(sub) -> None:
     p.add_argument("run", type=Path, help="trained run folder")
     p.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx")
     p.add_argument("--out", type=Path, required=True,
-                   help="model file (.onnx, .xml for OpenVINO with a .bin beside it, .pt); FILE.json is written "
-                        "beside it")
+                   help="model file (.onnx, .xml for OpenVINO with a .bin beside it, .pt); FILE.json (the full "
+                        "name plus .json: m.onnx.json) is written beside it")
     p.add_argument("--videos", nargs="+", type=Path, default=None,
                    help="videos to check parity on (default: the run's own data)")
     p.add_argument("--parity-clips", type=int, default=8, help="clips the parity check runs on")

@@ -12,10 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
+    check_bounds,
     common_run_args,
     error_text,
     finite_float,
@@ -25,9 +25,18 @@ from vidtune.cli.common import (
     print_skipped,
     shard_arg,
 )
-from vidtune.cli.console import RichProgress, err, out, print_json, setup_logging, tolerate_undecodable_names
+from vidtune.cli.console import (
+    RichProgress,
+    err,
+    escape,
+    out,
+    print_json,
+    setup_logging,
+    tolerate_undecodable_names,
+)
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import VidtuneError
+from vidtune.utils import printable
 
 log = logging.getLogger("vidtune.cli")
 
@@ -210,6 +219,10 @@ def cmd_predict(args) -> int:
         from vidtune.runs.inference import predict
 
         result = predict(args.run, args.videos, **kwargs)
+    from vidtune.utils import require_finite
+
+    # a damaged engine can give NaN scores: an error, never a result (the torch path raises before this)
+    require_finite([p["score"] for r in result["results"] for p in r.get("predictions", ())], f"the run {args.run}")
     failed = sum("error" in r for r in result["results"])
     if args.json:
         print_json({"results": result["results"]})
@@ -233,7 +246,8 @@ def cmd_predict(args) -> int:
         if args.k > 3:
             for r in result["results"]:
                 if "predictions" in r:
-                    out.print(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"]),
+                    out.print(printable(f"{r['path']}: " + ", ".join(f"{p['label']} {p['score']:.3f}"
+                                                                      for p in r["predictions"])),
                               highlight=False, markup=False)
     if failed:
         err.print(f"[red]{failed} of {len(result['results'])} video(s) could not be read[/red]")
@@ -425,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
+        check_bounds(args)
         if getattr(args, "runtime", None):
             from vidtune.engines.runtime import using_runtime
 

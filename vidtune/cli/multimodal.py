@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import check_output_folder, finite_float, output_args, print_skipped, shard_arg
-from vidtune.cli.console import RichProgress, out, print_json
+from vidtune.cli.console import RichProgress, escape, out, print_json
 from vidtune.errors import VidtuneError
+from vidtune.utils import printable
 
 
 def _paths(videos) -> list[Path]:
@@ -77,7 +77,7 @@ def cmd_transcribe(args) -> int:
         if not args.out_dir:
             for t in done:
                 if len(done) > 1:
-                    out.print(f"# {t.path}", highlight=False, markup=False)
+                    out.print(f"# {printable(t.path)}", highlight=False, markup=False)
                 out.print(format_transcript(t, fmt), highlight=False, markup=False, end="")
         else:
             out.print(f"wrote {len(done)} {fmt} file(s) to {escape(str(args.out_dir))}")

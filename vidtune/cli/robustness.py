@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import check_output_file, common_run_args, print_skipped
-from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.console import RichProgress, err, escape, fmt_pct, out, print_json
 
 
 def cmd_robustness(args) -> int:

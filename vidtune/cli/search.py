@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
@@ -19,11 +19,13 @@ from vidtune.cli.common import (
     print_skipped,
     ray_options,
     shard_arg,
+    words_text,
 )
-from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.console import RichProgress, err, escape, fmt_pct, out, print_json
 from vidtune.cli.multimodal import clip_args, words_args
 from vidtune.defaults import DEFAULT_BACKBONE
 from vidtune.errors import ConfigError, VideoDecodeError, VidtuneError
+from vidtune.utils import printable
 
 
 def _embed_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -131,14 +133,20 @@ def cmd_index_build(args) -> int:
     from vidtune.index.search import build_index
 
     _select_shard(args)
-    mods = index_modalities(args, args.index, building=True)
-    if "visual" in mods:
-        result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
-                             progress=RichProgress(not args.quiet), ray=ray_options(args),
-                             **_common(args))
-    else:
-        result = words_only_start(args, building=True)
-    result = add_words(args, result, mods, create=True)
+    root = Path(args.index)
+    before = set(os.listdir(root)) if root.is_dir() else None  # what a failed build must leave as it was
+    try:
+        mods = index_modalities(args, args.index, building=True)
+        if "visual" in mods:
+            result = build_index(args.index, args.videos, _config(args), kind=args.kind, overwrite=args.overwrite,
+                                 progress=RichProgress(not args.quiet), ray=ray_options(args),
+                                 **_common(args))
+        else:
+            result = words_only_start(args, building=True)
+        result = add_words(args, result, mods, create=True)
+    except Exception:  # not an interrupt: a stopped build keeps its work for `index add`
+        _remove_failed_build(root, before)
+        raise
     if args.shard is not None:
         result["shard"] = str(args.shard)
     if args.json:
@@ -147,6 +155,29 @@ def cmd_index_build(args) -> int:
         _print_change(result, "added")
         print_words(result)
     return 0
+
+
+_INDEX_FILES = ("index.sqlite", "text.sqlite", "clip.sqlite", ".lock")  # + -journal/-wal/-shm, vectors.*.faiss
+
+
+def _remove_failed_build(root: Path, before: set[str] | None) -> None:
+    """Remove the index files a failed ``index build`` created in a new or empty folder (and the folder, if
+    the build made it), so that ``index info`` and ``index build`` agree there is no index. A build into a
+    folder that held files (``--overwrite``) is left as it is."""
+    import contextlib
+
+    if not root.is_dir() or before:
+        return
+    for p in root.iterdir():
+        name = p.name
+        ours = (name.split("-")[0] in _INDEX_FILES or name.startswith((".index.sqlite", ".vectors."))
+                or (name.startswith("vectors.") and name.endswith(".faiss")))
+        if ours and not p.is_dir():
+            with contextlib.suppress(OSError):
+                p.unlink()
+    if before is None:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only when empty: anything else written there stays
 
 
 def cmd_index_add(args) -> int:
@@ -215,8 +246,12 @@ def cmd_index_info(args) -> int:
     from vidtune.index.search import index_info
     from vidtune.index.text_search import text_index_info
 
-    info = index_info(args.index, list_videos=args.videos)
     words = text_index_info(args.index)
+    if words is not None and not (Path(args.index) / "index.sqlite").is_file():  # words only: no visual part
+        info = {"index": str(args.index), "videos": words["videos"], "segments": 0, "model": None, "dim": None,
+                "kind": None, "params": None, "model_source": None, "bytes": 0}
+    else:
+        info = index_info(args.index, list_videos=args.videos)
     if words is not None:
         info["words"] = words
     if args.json:
@@ -224,13 +259,15 @@ def cmd_index_info(args) -> int:
         return 0
     t = Table(title=escape(info["index"]), show_header=False, title_justify="left")
     for key in ("videos", "segments", "model", "dim", "kind", "params", "model_source", "bytes"):
-        t.add_row(key, escape(str(info[key])))
+        if info[key] is not None:  # a words-only index has no visual part
+            t.add_row(key, escape(str(info[key])))
     if words is not None:
         t.add_row("words", escape(", ".join(f"{n} {m} spans" for m, n in words["spans"].items()) or "no spans")
                   + f" ({words['bytes']} bytes)")
     out.print(t)
     for v in info.get("video_list", []):
-        out.print(f"{v['path']}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False, markup=False)
+        out.print(f"{printable(v['path'])}  {v['duration']:.2f} s  {v['segments']} segments", highlight=False,
+                  markup=False)
     return 0
 
 
@@ -443,7 +480,7 @@ def register(sub) -> None:
                         '{"queries": [one per query]} (the index and model load once)')
     p.add_argument("--queries", type=Path, default=None, metavar="FILE",
                    help="more queries, one path a line (# comments; relative to FILE's folder)")
-    p.add_argument("--text", default=None, metavar="WORDS",
+    p.add_argument("--text", type=words_text, default=None, metavar="WORDS",
                    help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
     clip_args(p)
     p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")

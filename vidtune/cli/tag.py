@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from vidtune.cli.common import (
@@ -19,7 +18,7 @@ from vidtune.cli.common import (
     seconds,
     shard_arg,
 )
-from vidtune.cli.console import RichProgress, err, fmt_pct, out, print_json
+from vidtune.cli.console import RichProgress, err, escape, fmt_pct, out, print_json
 from vidtune.errors import VidtuneError
 
 _seconds = seconds  # finite, >= 0

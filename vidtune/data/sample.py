@@ -35,7 +35,6 @@ Rendering is vectorised numpy (only the object's bounding box is shaded per fram
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import av
 import numpy as np
 
 from vidtune.errors import SampleDataError, SampleDataExistsError
+from vidtune.utils import atomic_path
 
 __all__ = [
     "DESIGNS",
@@ -640,8 +640,7 @@ def _class_counts(n_classes: int, per_class: int, imbalance: float) -> list[int]
 
 
 def _write_clip(path: Path, clip: _Clip, n_frames: int, fps: int, codec: str) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:  # the one atomic write: a device or FIFO in the way is refused
         # fflags=bitexact: no random UIDs / library versions in the header (byte-identical reruns).
         with av.open(
             str(tmp), "w", format=_MUXERS[path.suffix], options={"fflags": "+bitexact"}
@@ -667,10 +666,6 @@ def _write_clip(path: Path, clip: _Clip, n_frames: int, fps: int, codec: str) ->
                 frame.time_base = tb
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_sample_dataset(
@@ -791,7 +786,7 @@ def write_sample_dataset(
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            stale = re.compile(rf"^\.?{re.escape(name)}_\d{{3,}}(\.tmp)?\.[A-Za-z0-9]+$")
+            stale = re.compile(rf"^\.?{re.escape(name)}_\d{{3,}}(\.[A-Za-z0-9_]+\.tmp|\.tmp)?\.[A-Za-z0-9]+$")
             for p in folder.iterdir():
                 if p.is_file() and stale.match(p.name):
                     p.unlink()

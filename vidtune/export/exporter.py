@@ -2,15 +2,21 @@
 
 The file holds the whole classifier (frozen or fine-tuned backbone, temporal head, classifier):
 clips ``(B, T, 3, H, W)`` float32 in (``B`` dynamic), logits ``(B, K)`` out. The JSON beside it
-(``FILE`` with the suffix ``.json``) says how to turn a video into that tensor (which frames, resize,
-crop, mean/std), the labels in logit order, the task and, for multi-label runs, the per-label
-thresholds, so the model runs without vidtune. A parity check compares the file's logits with the
-run's own PyTorch model on real clips (the run's data, or the videos given) at two batch sizes.
+(the full file name plus ``.json``: ``m.onnx`` -> ``m.onnx.json``, so exports of several formats under
+one stem never share it) says how to turn a video into that tensor (which frames, resize, crop,
+mean/std), the labels in logit order, the task and, for multi-label runs, the per-label thresholds, so
+the model runs without vidtune. A parity check compares the file's logits with the run's own PyTorch
+model on real clips (the run's data, or the videos given) at two batch sizes.
+
+All or nothing: the clips for the check are decoded and the weights checked (finite) before anything is
+exported; the files are written under hidden staging names and renamed into place only once the check
+passed, so a failed export leaves no model file and an earlier export at ``FILE`` untouched.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +34,46 @@ EXPORT_VERSION = 1
 
 
 def sidecar_path(out) -> Path:
-    """Where the JSON beside an exported file goes: same name, suffix ``.json``."""
-    return Path(out).with_suffix(".json")
+    """Where the JSON beside an exported file goes: the full file name plus ``.json`` (``m.onnx.json``;
+    exports before this named it ``m.json``, which scripts may still read; vidtune never reads it)."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def _export_files(out: Path, fmt: str) -> list[Path]:
+    """Every file an export to ``out`` writes: the model, the OpenVINO weights, the JSON."""
+    return [out] + ([out.with_suffix(".bin")] if fmt == "openvino" else []) + [sidecar_path(out)]
+
+
+def _check_targets(out: Path, fmt: str) -> None:
+    """Each file the export writes must be a regular file or absent: the parity check reads the model back,
+    so a device (``/dev/null``) cannot take it, and nothing else (a folder, a FIFO) is replaced."""
+    import stat
+
+    from vidtune.utils import special_kind
+
+    for p in _export_files(out, fmt):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError("out", f"{p}: {exc.strerror or exc}; choose another path") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("out", f"{p} is a folder; give a file name")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("out", f"{p} is {special_kind(st.st_mode)}: an export writes regular files only (its "
+                                     "parity check reads the model back) and replaces nothing else; give a file path")
+
+
+def _require_finite_weights(model) -> None:
+    from vidtune.errors import NonFiniteError
+
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise NonFiniteError(f"the run's weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                             f"{f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''}): its model.safetensors "
+                             "is damaged or the training diverged; nothing was exported (retrain or restore the run)")
 
 
 def preprocessing(config, per_clip: int, clip_len: int = 1, clip_fps: float = 0.0) -> dict:
@@ -100,6 +144,17 @@ def check_parity(model, exported: ExportedModel, clips: torch.Tensor) -> dict:
     return out
 
 
+def _place(staged: list[Path], final: list[Path]) -> None:
+    """Rename the staged files into place, weights (.bin) before the file that names them."""
+    from vidtune.utils import output_error
+
+    for src, dst in reversed(list(zip(staged, final))):
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            raise output_error(dst, exc) from None
+
+
 def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: int = 8, int8: bool = False,
                calibration_clips: int = 32, int8_bound: float | None = None, workers: int = 0,
                progress: Progress | None = None) -> dict:
@@ -124,8 +179,11 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
         raise ConfigError("parity_clips", f"must be >= 1, got {parity_clips}")
     out = Path(out)
     if out.suffix == ".json":
-        raise ConfigError("out", f"{out.name}: the .json name is taken by the preprocessing file; use "
-                                 f"{out.with_suffix(SUFFIX[fmt]).name}")
+        raise ConfigError("out", f"{out.name}: .json names are for the preprocessing files written beside exports; "
+                                 f"use {out.with_suffix(SUFFIX[fmt]).name}")
+    if fmt == "openvino" and out.suffix != ".xml":
+        raise ConfigError("out", f"must end in .xml for OpenVINO (its weights go to a .bin beside it), got {out.name}")
+    _check_targets(out, fmt)
     model, config = load_run(run_dir)
     if getattr(config.model, "audio", None) is not None:
         raise ConfigError("modalities", "video,audio runs read audio features computed outside the network; "
@@ -133,42 +191,59 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
     if config.model.flow:
         raise ConfigError("flow", "runs read optical-flow cues computed outside the network; export a run "
                                   "trained without --flow")
+    _require_finite_weights(model)
     encoder = model.encoder
     sampling = sampling_for(encoder, config.frames, "centre")
     size = config.transform.input_size
     example = torch.randn(2, sampling.per_clip, 3, size, size, generator=torch.Generator().manual_seed(0))
 
-    with progress.task(f"exporting {run_dir} to {fmt}", total=None):
-        target = out
-        if int8:  # the fp32 graph first (a hidden file), then its int8 version at ``out``
-            target = out.with_name(f".{out.stem}.fp32{SUFFIX['onnx']}")
-        how = write("onnx" if int8 else fmt, model, example, target, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
-
+    # the check clips first: videos that cannot be read stop the export before any file is written
     items, source = _items_for(config, videos, parity_clips)
     clips, kept = decode_clips(model, config, items, workers) if items else (torch.zeros(0), [])
     if not kept:
         if videos:
-            raise DatasetError("none of the videos given for the parity check could be decoded")
+            raise DatasetError("none of the videos given for the parity check could be decoded; nothing was "
+                               "exported")
         log.warning("no real clips to check parity on (the run's data is gone and no --videos given); "
                     "checking on random input")
         clips, source = example, "random input (no real clips available; pass --videos)"
 
-    report_int8 = None
+    stage = out.with_name(f".{out.name}.{os.getpid()}.exporting{out.suffix}")  # renamed to ``out`` at the end
+    staged = _export_files(stage, fmt)[:-1]
     try:
-        if int8:
-            from vidtune.export.int8 import quantise_onnx
+        with progress.task(f"exporting {run_dir} to {fmt}", total=None):
+            target = stage
+            if int8:  # the fp32 graph first (a hidden file), then its int8 version at ``stage``
+                target = out.with_name(f".{out.stem}.{os.getpid()}.fp32{SUFFIX['onnx']}")
+            how = write("onnx" if int8 else fmt, model, example, target, input_name=INPUT_NAME,
+                        output_name=OUTPUT_NAME)
 
-            report_int8 = quantise_onnx(model, config, target, out, fmt, workers=workers,
-                                        calibration_clips=calibration_clips,
-                                        bound=DEFAULT_BOUND if int8_bound is None else int8_bound, progress=progress)
-            how += f" + int8 ({report_int8['method']})"
+        report_int8 = None
+        try:
+            if int8:
+                from vidtune.export.int8 import quantise_onnx
+
+                report_int8 = quantise_onnx(model, config, target, stage, fmt, workers=workers,
+                                            calibration_clips=calibration_clips,
+                                            bound=DEFAULT_BOUND if int8_bound is None else int8_bound,
+                                            progress=progress)
+                how += f" + int8 ({report_int8['method']})"
+        finally:
+            if int8:
+                target.unlink(missing_ok=True)
+        exported = ExportedModel(stage, fmt)
+        with progress.task(f"parity check on {len(clips)} clips", total=None):
+            check = check_parity(model, exported, clips)
+        check.update({"clips": len(clips), "source": source})
+        if not (np.isfinite(check["max_abs_logit_diff"]) and check["top1_agreement"] is not None):
+            from vidtune.errors import NonFiniteError
+
+            raise NonFiniteError("the exported model or the run gave NaN or infinite logits in the parity check; "
+                                 "nothing was exported (the run's weights are damaged: retrain or restore it)")
+        _place(staged, _export_files(out, fmt)[:-1])
     finally:
-        if int8:
-            target.unlink(missing_ok=True)
-    exported = ExportedModel(out, fmt)
-    with progress.task(f"parity check on {len(clips)} clips", total=None):
-        check = check_parity(model, exported, clips)
-    check.update({"clips": len(clips), "source": source})
+        for p in staged:
+            p.unlink(missing_ok=True)
 
     files = [out.name] + ([out.with_suffix(".bin").name] if fmt == "openvino" else [])
     side = {
@@ -194,7 +269,12 @@ def export_run(run_dir, out, fmt: str = "onnx", *, videos=None, parity_clips: in
         side["background"] = config.background
     if report_int8 is not None:
         side["int8"] = report_int8
-    atomic_write_json(sidecar_path(out), side)
+    try:
+        atomic_write_json(sidecar_path(out), side)
+    except BaseException:
+        for p in _export_files(out, fmt)[:-1]:  # no model without its preprocessing
+            p.unlink(missing_ok=True)
+        raise
     return {"out": str(out), "json": str(sidecar_path(out)), "format": fmt, "files": files + [sidecar_path(out).name],
             "exporter": how, "precision": side["precision"], "parity": check, "int8": report_int8,
             "labels": list(config.labels), "task": config.task}

@@ -304,7 +304,7 @@ class Embedder:
         from vidtune.data.transforms import transform_id
         from vidtune.io import open_video
         from vidtune.runs.features import precision
-        from vidtune.utils import stable_hash
+        from vidtune.utils import require_finite, stable_hash
 
         key = None
         if self.cache is not None:
@@ -321,6 +321,7 @@ class Embedder:
                 frames = reader.frames_at(ts[lo : lo + 64], short_side=self.encoder.cfg.resize_size)
                 feats.append(self.embed_frames(frames, net=net))
         out = np.concatenate(feats)
+        require_finite(out, f"the backbone, for {path},")  # never indexed, cached or searched with
         if key is not None:
             self.cache.put(key, torch.from_numpy(out))
         return out

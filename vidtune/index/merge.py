@@ -14,8 +14,9 @@ path order, skipping videos the target already holds with the same content, so a
 to completion there too. Shards must then agree on the words modalities and the sentence model.
 
 Refused before anything is written: shards made with another model (other weights) or other
-embedding parameters than the target's (or than each other's), and one path with different
-content in two shards.
+embedding parameters than the target's (or than each other's), one path with different
+content in two shards, and a shard whose vector file no longer matches the checksum recorded when it
+was written (exit 2 naming the file).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def merge_indexes(index_dir, shard_dirs, kind: str | None = None) -> dict:
         first = shards[0]
         for s in shards[1:]:
             _check_same(first, s)
+        for s in shards:  # each shard's vector file against its recorded checksum, before anything is written
+            s.faiss_index()
         words = _words_plan(index_dir, shard_dirs)  # refuses mismatched words before anything is written
         if not (index_dir / DB_NAME).is_file():
             VideoIndex.create(index_dir, first.model_id, first.meta("model"), first.params, first.dim,

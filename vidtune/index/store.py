@@ -14,6 +14,12 @@ transaction that inserts the rows and sets ``generation = G+1`` commits; only th
 (the transaction rolls back, SQLite's journal restores the file, ``vectors.<G>.faiss`` is still
 there) or the new one, and running the command again completes the work. Orphaned files of a
 killed write are removed by the next writer.
+
+Every FAISS file's checksum (BLAKE2b of all its bytes) is recorded in ``meta`` (``vectors_checksum``) in
+the same transaction that makes its generation current, and checked each time a process first reads
+the file (search, add, merge, dedupe...): a file whose bytes changed on disk is refused with an error
+naming it (:class:`~vidtune.errors.IndexStoreError`, exit 2), never searched. Indexes written before
+checksums were recorded are read unverified until their next write records one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.errors import IndexError_, ModelMismatchError
-from vidtune.utils import hold_lock, is_io_error, output_error
+from vidtune.utils import CHECKSUM, file_checksum, hold_lock, is_io_error, output_error
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,15 @@ def with_direct_map(index):
     return index
 
 
+VECTORS_CHECKSUM = "vectors_checksum"  # meta key: {"generation", "file", "algo", "checksum"} of the FAISS file
+
+
+def vectors_checksum(written: Path, gen: int) -> dict:
+    """The checksum record of generation ``gen``'s FAISS file, from the file ``written`` (its final name,
+    or the temporary one it is renamed from)."""
+    return {"generation": gen, "file": f"vectors.{gen}.faiss", "algo": CHECKSUM, "checksum": file_checksum(written)}
+
+
 def db_path(path: str) -> str | bytes:
     """A path as stored in SQLite: text, or its exact bytes when it is not UTF-8 (an ``os.fsdecode``
     string with surrogates, which SQLite cannot hold as text)."""
@@ -191,12 +206,12 @@ class VideoIndex:
                 if kind == "ivfpq":  # the exact vectors, on disk: search re-ranks the codes' candidates with them
                     db.execute("CREATE TABLE exact (id INTEGER PRIMARY KEY REFERENCES segments(id) ON DELETE CASCADE, "
                                "vector BLOB NOT NULL)")
+                _faiss().write_index(new_faiss_index(kind, dim), str(root / "vectors.0.faiss"))
                 meta = {"format": FORMAT, "version": VERSION, "model_id": model_id, "model": model_desc,
                         "params": params, "dim": int(dim), "kind": kind, "generation": 0,
-                        "created": time.time()}
+                        "created": time.time(), VECTORS_CHECKSUM: vectors_checksum(root / "vectors.0.faiss", 0)}
                 db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             db.close()
-            _faiss().write_index(new_faiss_index(kind, dim), str(root / "vectors.0.faiss"))
             os.replace(tmp_db, root / DB_NAME)  # the index exists once its database does
         except (OSError, sqlite3.Error, RuntimeError) as exc:
             if not isinstance(exc, OSError) and not is_io_error(exc):
@@ -320,20 +335,34 @@ class VideoIndex:
     def faiss_index(self):
         """The FAISS index of the committed generation (re-read after another process wrote one)."""
         for _ in range(20):
-            gen = self.meta("generation")
+            rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('generation', ?)",
+                                        (VECTORS_CHECKSUM,)).fetchall())  # one statement: one consistent state
+            gen = json.loads(rows["generation"])
             if self._faiss is not None and self._faiss_gen == gen:
                 return self._faiss
             path = self.root / f"vectors.{gen}.faiss"
             try:
+                self._verify(path, gen, json.loads(rows.get(VECTORS_CHECKSUM, "null")))
                 self._faiss = with_direct_map(_faiss().read_index(str(path)))
                 self._faiss_gen = gen
                 return self._faiss
-            except RuntimeError as exc:
+            except (RuntimeError, FileNotFoundError) as exc:
                 if path.exists():
                     raise IndexError_(f"{path}: damaged vector file ({str(exc).splitlines()[0][:160]}); "
                                       "rebuild the index with `vidtune index build`") from None
                 time.sleep(0.05)  # a writer committed a new generation and removed this one: re-read
         raise IndexError_(f"{self.root}: vector file of generation {gen} is missing; rebuild the index")
+
+    @staticmethod
+    def _verify(path: Path, gen: int, record: dict | None) -> None:
+        """Check ``path`` against the checksum recorded when it was written (none: an older index)."""
+        if not isinstance(record, dict) or record.get("generation") != gen:
+            log.debug("%s has no recorded checksum (written by an older vidtune): read unverified", path)
+            return
+        if record.get("algo") != CHECKSUM or file_checksum(path) != record.get("checksum"):
+            raise IndexError_(f"{path}: damaged vector file: its bytes no longer match the checksum recorded when "
+                              "it was written, so it is not used; restore the index folder from a backup or "
+                              "rebuild it with `vidtune index build --overwrite`")
 
     @property
     def has_exact(self) -> bool:
@@ -481,8 +510,10 @@ class _Writer:
             faiss.write_index(self.faiss, str(tmp))
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            record = vectors_checksum(tmp, new_gen)
             os.replace(tmp, final)
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (json.dumps(new_gen),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (VECTORS_CHECKSUM, json.dumps(record)))
             db.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):

@@ -1,6 +1,12 @@
 """The on-disk feature cache: per-clip features in safetensors files named by a hash of everything they
 depend on (video content, span, backbone weights, transform, sampling, precision, frame changes).
 
+Every entry carries the checksum of its array (dtype, shape, bytes) in its safetensors metadata, checked
+at each read: an entry that fails it (bytes overwritten on disk), cannot be parsed (truncated, empty),
+holds NaN or infinities, or has no checksum (written before entries had one) is a miss: the clip is
+computed again and the entry replaced, with one warning per cache. Non-finite features are never
+written (:class:`~vidtune.errors.NonFiniteError`).
+
 No torch at import time: :meth:`FeatureCache.get_array` / :meth:`FeatureCache.put_array` serve the
 engine-only path (:mod:`vidtune.runs.lean`); :meth:`FeatureCache.get` / :meth:`FeatureCache.put` give
 torch tensors. Both read and write the same files.
@@ -20,17 +26,22 @@ from vidtune.data.preprocess import PretrainedConfig, transform_id
 from vidtune.data.sampling import Sampling
 from vidtune.errors import ConfigError, OutputWriteError, VidtuneError
 from vidtune.utils import (  # noqa: F401 (default_cache_dir: re-exported)
+    CHECKSUM,
+    all_finite,
+    array_checksum,
     atomic_path,
     check_regular_file,
     db_text,
     default_cache_dir,
     file_digest,
+    require_finite,
     stable_hash,
 )
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+_WARNED: set[str] = set()  # cache folders whose damaged entries were already warned about
 
 
 class FeatureCache:
@@ -39,6 +50,7 @@ class FeatureCache:
     def __init__(self, root):
         self.root = Path(root)
         self._write_failed = False
+        self.damaged = 0  # damaged entries met (and removed) by this process
         self._digests: sqlite3.Connection | None = None
 
     def digest(self, path) -> str:
@@ -83,26 +95,53 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def get_array(self, key: str) -> np.ndarray | None:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        """The cached array, or None: absent, or damaged (see the module docstring; it is then removed)."""
+        from safetensors import SafetensorError, safe_open
 
         p = self._path(key)
         if not p.exists():
             return None
         try:
-            return load_file(str(p))["features"]
-        except (SafetensorError, OSError, KeyError) as exc:  # damaged entry: recompute
-            log.warning("ignoring damaged cache entry %s (%s)", p, exc)
+            with safe_open(str(p), "np") as f:
+                meta = f.metadata() or {}
+                arr = f.get_tensor("features")
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:  # truncated, empty, unparsable
+            return self._damaged(p, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        if "checksum" not in meta:  # written before entries carried one: cannot be trusted, recompute
+            log.debug("feature cache entry %s has no checksum (older vidtune); recomputing it", p)
             return None
+        if meta.get("checksum") != array_checksum(arr) or meta.get("algo", CHECKSUM) != CHECKSUM:
+            return self._damaged(p, "its checksum does not match its bytes")
+        if not all_finite(arr):
+            return self._damaged(p, "it holds NaN or infinite values")
+        return arr
+
+    def _damaged(self, p: Path, reason: str) -> None:
+        """Count a damaged entry (one warning per cache folder and process), remove it; a miss."""
+        self.damaged += 1
+        if str(self.root) not in _WARNED:
+            _WARNED.add(str(self.root))
+            log.warning("feature cache entry %s is damaged (%s): recomputing it (further damaged entries in %s "
+                        "are recomputed without a warning)", p, reason, self.root)
+        else:
+            log.info("feature cache entry %s is damaged (%s): recomputing it", p, reason)
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return None
 
     def put_array(self, key: str, features: np.ndarray) -> None:
-        """Store features; a full disk or lost permission only costs the cache, never the job."""
+        """Store features with their checksum; a full disk or lost permission only costs the cache, never
+        the job. Non-finite features are refused (:class:`NonFiniteError`): they are an error, not a result."""
         from safetensors import SafetensorError
         from safetensors.numpy import save_file
 
+        arr = np.ascontiguousarray(features)
+        require_finite(arr, "the network")
         try:
             with atomic_path(self._path(key)) as tmp:
-                save_file({"features": np.ascontiguousarray(features)}, str(tmp))
+                save_file({"features": arr}, str(tmp), metadata={"checksum": array_checksum(arr), "algo": CHECKSUM})
         except (OSError, SafetensorError, OutputWriteError) as exc:
             if not self._write_failed:
                 log.warning("feature cache %s is not writable (%s); continuing without caching", self.root, exc)

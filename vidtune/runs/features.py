@@ -36,7 +36,12 @@ from vidtune.runs.decoding import (  # noqa: F401 (re-exported: their home befor
     init_worker,
 )
 from vidtune.runs.device import autocast, precision
-from vidtune.utils import default_workers, lower_priority  # noqa: F401 (default_workers: re-exported)
+from vidtune.utils import (  # noqa: F401 (default_workers: re-exported)
+    all_finite,
+    default_workers,
+    lower_priority,
+    require_finite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,9 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
         x = norm(x).contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out = net(x).float().cpu()  # one row per frame, or per clip_len frames for video backbones
+        if not all_finite(out):
+            require_finite(out, "the backbone, for " + ", ".join(str(items[j].path) for j, _, _ in pending[:3])
+                           + (f" and {len(pending) - 3} more clips" if len(pending) > 3 else "") + ",")
         pos = 0
         for j, f, flow in pending:
             n = f.shape[0] // clip_len

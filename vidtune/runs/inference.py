@@ -16,6 +16,7 @@ from vidtune.runs.features import extract_features, open_cache, sampling_for
 from vidtune.runs.leakage import shared_with_training
 from vidtune.runs.metrics import average_precision, classification_metrics, multilabel_metrics
 from vidtune.runs.store import load_run
+from vidtune.utils import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def run_clips(model, config: RunConfig, items: list[VideoItem], *, device: torch
             chunk = idx[lo : lo + 256]
             x = torch.stack([feats[i][:, 0] for i in chunk]).to(device)  # (N, T, D)
             y = head(x) if output == "logits" else head.pool(x)
+            require_finite(y, f"the run's head, for {items[chunk[0]].path}" if len(chunk) == 1 else
+                           f"the run's head, for {len(chunk)} clips from {items[chunk[0]].path} on,")
             results.update(zip(chunk, y.float().cpu()))
     return results, skipped
 
