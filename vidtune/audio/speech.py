@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,8 +92,11 @@ class SpeechRecognizer:
         self.beam_size = beam_size
         self.english_only = not getattr(self.model.model, "is_multilingual", True)
 
-    def transcribe(self, path, start: float = 0.0, end: float | None = None) -> Transcript:
-        """Segments of speech in ``[start, end)`` of ``path`` (default: the whole video)."""
+    def transcribe(self, path, start: float = 0.0, end: float | None = None,
+                   on_progress: Callable[[float], None] | None = None) -> Transcript:
+        """Segments of speech in ``[start, end)`` of ``path`` (default: the whole video).
+
+        ``on_progress(seconds)``: called as the work moves through the video (seconds from ``start``)."""
         from vidtune.audio import SAMPLE_RATE, audio_info, read_audio
 
         path = Path(path)
@@ -107,18 +111,23 @@ class SpeechRecognizer:
             t1 = min(total, t + CHUNK_S)
             clip = read_audio(path, t, t1)
             if clip.coverage > 0 and clip.rms() > 0:
-                parts, lang = self._run(clip.samples, SAMPLE_RATE)
+                seen = (lambda s, t=t: on_progress(t - start + s)) if on_progress is not None else None
+                parts, lang = self._run(clip.samples, SAMPLE_RATE, seen)
                 language = language or lang
                 segments.extend(Segment(round(t + s, 3), round(t + e, 3), text) for s, e, text in parts)
             t = t1
+            if on_progress is not None:
+                on_progress(t - start)
         return Transcript(str(path), language or (self.language or "en"), segments, total - start)
 
-    def _run(self, samples, rate: int) -> tuple[list[tuple[float, float, str]], str | None]:
+    def _run(self, samples, rate: int, seen=None) -> tuple[list[tuple[float, float, str]], str | None]:
         kwargs = dict(language=self.language or ("en" if self.english_only else None), beam_size=self.beam_size,
                       vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True)
         seg_iter, info = self.model.transcribe(samples, **kwargs)
         out = []
-        for s in seg_iter:
+        for s in seg_iter:  # a generator: Whisper decodes as it is consumed
+            if seen is not None:
+                seen(float(s.end))
             if s.no_speech_prob >= 0.8 or not s.text.strip():
                 continue
             out.extend(split_sentences(s.words) if s.words else [(float(s.start), float(s.end), " ".join(s.text.split()))])
@@ -168,7 +177,21 @@ def transcribe_videos(paths, recognizer: SpeechRecognizer | None = None, progres
                       **options) -> tuple[list[Transcript], list[dict]]:
     """Transcribe several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
     recognizer = recognizer or SpeechRecognizer(**options)
-    return each_video(paths, recognizer.transcribe, "transcribing", progress)
+    paths = list(paths)
+    return each_video(paths, recognizer.transcribe, "transcribing", progress, durations=media_durations(paths))
+
+
+def media_durations(paths) -> list[float]:
+    """Seconds of each video or audio file (0.0 when it cannot be probed); what progress counts."""
+    from vidtune.errors import VidtuneError
+
+    out = []
+    for p in paths:
+        try:
+            out.append(max(0.0, _media_duration(Path(p))))
+        except (VidtuneError, OSError, ValueError, IndexError):
+            out.append(0.0)
+    return out
 
 
 # -- subtitle formats -------------------------------------------------------------------------------

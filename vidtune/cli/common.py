@@ -117,7 +117,8 @@ def output_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
     """``--json`` (one JSON object on stdout) and, for commands with progress bars, ``-q``."""
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     if quiet:
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress (bars on a terminal; plain timestamped lines when stderr is a file or pipe, "
+                            "every VIDTUNE_PROGRESS_INTERVAL seconds, default 10)")
 
 
 def device_arg(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.errors import ConfigError, IndexStoreError, MissingModalityError, VideoDecodeError
-from vidtune.progress import NullProgress, Progress
+from vidtune.progress import NullProgress, Progress, seconds_reporter
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,7 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
     ``create`` starts a new store for ``modalities``; otherwise the store's own modalities are used
     (``modalities`` given must match them). Unchanged files (same path and content) are not read again.
     """
+    from vidtune.io import durations
     from vidtune.text.embed import SentenceEncoder
     from vidtune.utils import hold_lock
 
@@ -272,15 +273,22 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
                 reader = TextReader(fps=ocr_fps)
             known = tix.digests()
             added, unchanged, skipped = [], [], []
-            with progress.task("reading words (speech, on-screen text)", total=len(paths)) as task:
-                for p in dict.fromkeys(paths):
+            unique = list(dict.fromkeys(paths))
+            seconds = durations(unique)
+            with progress.task("reading words (" + ", ".join(mods) + ")", total=sum(seconds) or None,
+                               unit="s") as task:
+                base = 0.0
+                for p, d in zip(unique, seconds):
                     key = str(p)
+                    base += d
                     try:
                         digest = _digest(p)
                         if known.get(key) == digest:
                             unchanged.append(key)
+                            task.update(completed=base)
                             continue
-                        spans, language, duration = _read_words(p, mods, recognizer, reader)
+                        spans, language, duration = _read_words(p, mods, recognizer, reader,
+                                                                (task, base - d, d))
                     except VideoDecodeError as exc:
                         skipped.append({"path": key, "reason": exc.reason})
                     except OSError as exc:
@@ -289,22 +297,34 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
                         tix.replace_video(key, digest, duration, language, spans,
                                           encoder.encode([s[3] for s in spans]))
                         added.append(key)
-                    task.advance()
+                    task.update(completed=base)
             info = tix.info()
     finally:
         lock.close()
     return {"added": added, "unchanged": unchanged, "skipped": skipped, **info}
 
 
-def _read_words(path, mods, recognizer, reader) -> tuple[list[tuple[str, float, float, str]], str | None, float]:
+def _read_words(path, mods, recognizer, reader, where=None) -> tuple[list[tuple[str, float, float, str]],
+                                                                     str | None, float]:
+    """``where``: ``(task, seconds before this video, its seconds)`` for progress in seconds of video (each
+    pass, speech then text, counts for its share of the video's seconds)."""
     spans: list[tuple[str, float, float, str]] = []
     language, duration = None, 0.0
+    passes = [m for m in TEXT_MODALITIES if m in mods]
+
+    def reporter(m: str):
+        if where is None:
+            return None
+        task, base, d = where
+        share = 1 / len(passes)
+        return seconds_reporter(task, base, d, share=share, offset=passes.index(m) * share * d)
+
     if "speech" in mods:
-        t = recognizer.transcribe(path)
+        t = recognizer.transcribe(path, on_progress=reporter("speech"))
         language, duration = t.language, t.duration
         spans += [("speech", s.start, s.end, s.text) for s in t.segments]
     if "text" in mods:
-        r = reader.read_video(path)
+        r = reader.read_video(path, on_progress=reporter("text"))
         duration = max(duration, r.duration)
         spans += [("text", s.start, s.end, s.text) for s in r.spans]
     return spans, language, duration

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +142,11 @@ class TextReader:
                                float(b[:, 1].max())], float(score)))
         return out
 
-    def read_video(self, path, start: float = 0.0, end: float | None = None) -> OcrResult:
-        """Text spans of ``path`` (sampled at ``fps`` frames per second, at the middle of each interval)."""
+    def read_video(self, path, start: float = 0.0, end: float | None = None,
+                   on_progress: Callable[[float], None] | None = None) -> OcrResult:
+        """Text spans of ``path`` (sampled at ``fps`` frames per second, at the middle of each interval).
+
+        ``on_progress(seconds)``: called after each batch of frames with the seconds read from ``start``."""
         from vidtune.io import open_video
 
         path = Path(path)
@@ -161,6 +165,8 @@ class TextReader:
                 for t, frame in zip(chunk, frames):
                     lines = [(text, [v * scale for v in box], score) for text, box, score in self.read_image(frame)]
                     merger.add(t, lines)
+                if on_progress is not None:
+                    on_progress(min(stop, chunk[-1] + step / 2) - start)
         return OcrResult(str(path), merger.finish(), stop - start, len(times))
 
 
@@ -228,5 +234,8 @@ def _overlap(a: list[float], b: list[float]) -> float:
 def read_videos(paths, reader: TextReader | None = None, progress: Progress | None = None,
                 **options) -> tuple[list[OcrResult], list[dict]]:
     """OCR several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
+    from vidtune.io import durations
+
     reader = reader or TextReader(**options)
-    return each_video(paths, reader.read_video, "reading on-screen text", progress)
+    paths = list(paths)
+    return each_video(paths, reader.read_video, "reading on-screen text", progress, durations=durations(paths))
