@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from vidtune.cli.console import LineTask, RichProgress
 from vidtune.progress import each_video
 
