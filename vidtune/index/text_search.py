@@ -8,11 +8,20 @@ Layout, next to the visual index's files in ``INDEX_DIR``::
 
 One SQLite transaction writes a video's spans, so a killed write leaves the old state or the new one.
 
-Ranking: ``score = W_SEM * max(cos, 0) + W_LEX * lexical`` over the union of the best BM25 hits and
+Ranking: ``raw = W_SEM * max(cos, 0) + W_LEX * lexical`` over the union of the best BM25 hits and
 the best semantic hits, where ``lexical`` is the share of the query's words the span holds, each word
 weighted by its BM25 inverse document frequency (see :meth:`TextIndex._lexical`). The lexical part
 rewards the exact words (a name, a number, a sign's text); the semantic part finds paraphrases and
 survives transcription and OCR errors.
+
+The score shown is a confidence in [0, 1]: ``1 / (1 + exp(-CONF_SLOPE * (raw - CONF_MID)))``, a logistic
+fit (Platt scaling) of "this span is the one the query is about" on the spoken sentences and signs of
+``bench/multimodal_search.py`` queried with their paraphrases, exact words and sign texts, against every
+other span and against nonsense queries (``bench/words_calibration.py`` prints the fit). There the right
+spans scored raw 0.26-1.0 (confidence 0.78-1.0) and the best span for a nonsense query ("xylophone
+quantum", "banana helicopter") at most 0.19 (confidence 0.21). Results under ``min_score``
+(:data:`MIN_SCORE`, 0.5) are left out, so a query about nothing in the index returns nothing, and ``k``
+is an upper bound, not a count to fill. The order is the raw score's (the map is monotonic).
 """
 
 from __future__ import annotations
@@ -38,6 +47,13 @@ TEXT_MODALITIES = ("speech", "text")  # what this store holds; "visual" is the F
 ALL_MODALITIES = ("visual",) + TEXT_MODALITIES
 W_SEM, W_LEX = 0.6, 0.4
 CANDIDATES = 200  # best lexical and best semantic hits considered per query
+CONF_MID, CONF_SLOPE = 0.225, 35.0  # raw score of confidence 0.5, and the logistic slope (see above)
+MIN_SCORE = 0.5  # default relevance floor (confidence)
+# English function words: left out of the lexical part (a query of only such words keeps them), so that
+# "photosynthesis in plants" gets no lexical credit from a span that merely says "in".
+STOPWORDS = frozenset("""a an and are as at be been but by do does for from had has have he her his i if in into
+is it its me my no not of on or our she so that the their them they this to was we were what when where which who
+will with you your""".split())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,9 +185,13 @@ class TextIndex:
                 "bytes": self.path.stat().st_size}
 
     # -- ranking ------------------------------------------------------------------------------------
-    def search(self, query: str, qvec: np.ndarray, k: int = 10, modalities=None) -> list[dict]:
+    def search(self, query: str, qvec: np.ndarray, k: int = 10, modalities=None,
+               min_score: float = MIN_SCORE) -> list[dict]:
+        """Up to ``k`` spans with a confidence of at least ``min_score``, best first."""
         if k < 1:
             raise ConfigError("k", f"must be at least 1, got {k}")
+        if not (math.isfinite(min_score) and 0 <= min_score <= 1):
+            raise ConfigError("min_score", f"must be a confidence between 0 and 1, got {min_score}")
         mods = tuple(modalities or TEXT_MODALITIES)
         marks = ",".join("?" * len(mods))
         rows = self.db.execute(f"SELECT id, vector FROM spans WHERE modality IN ({marks})", mods).fetchall()
@@ -183,7 +203,8 @@ class TextIndex:
         cand.update(self._lexical(query, mods))
         pos = {int(i): j for j, i in enumerate(ids)}
         scored = sorted(((W_SEM * max(float(sem[pos[i]]), 0.0) + W_LEX * lx, i) for i, lx in cand.items()
-                         if i in pos), reverse=True)[:k]
+                         if i in pos), reverse=True)
+        scored = [(c, i) for c, i in ((confidence(raw), i) for raw, i in scored[:k]) if c >= min_score]
         out = []
         for score, i in scored:
             path, modality, start, end, text = self.db.execute(
@@ -200,6 +221,7 @@ class TextIndex:
         FTS5's porter tokenizer): "the" in every span adds almost nothing, a rare name or number a lot.
         """
         words = list(dict.fromkeys(re.findall(r"\w+", query.lower())))
+        words = [w for w in words if w not in STOPWORDS] or words  # "in", "the": no evidence of a match
         if not words:
             return {}
         quoted = ['"' + w.replace('"', '""') + '"' for w in words]
@@ -221,6 +243,11 @@ class TextIndex:
             for i in holding & score.keys():
                 score[i] += idf
         return {i: s / total for i, s in score.items()} if total > 0 else {}
+
+
+def confidence(raw: float) -> float:
+    """The hybrid score mapped to a calibrated confidence in [0, 1] (see the module docstring)."""
+    return 1.0 / (1.0 + math.exp(-CONF_SLOPE * (raw - CONF_MID)))
 
 
 # -- building -----------------------------------------------------------------------------------------
@@ -346,8 +373,10 @@ def text_index_info(index_dir) -> dict | None:
 
 
 # -- searching ----------------------------------------------------------------------------------------
-def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=None) -> dict:
-    """``{"query", "results": [{"path", "start", "end", "score", "modality", "text"}]}``, best first."""
+def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=None,
+                min_score: float = MIN_SCORE) -> dict:
+    """``{"query", "results": [{"path", "start", "end", "score", "modality", "text"}]}``, best first: up to
+    ``k`` spans whose confidence (``score``, 0-1) is at least ``min_score``."""
     from vidtune.text.embed import SentenceEncoder
 
     if not query or not query.strip():
@@ -361,5 +390,5 @@ def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=Non
             raise IndexStoreError(f"{index_dir} was built with the sentence model {tix.meta('encoder')}, "
                                   f"not {encoder.name}; rebuild it")
         q = encoder.encode([query])[0]
-        results = tix.search(query, q, k=k, modalities=mods)
+        results = tix.search(query, q, k=k, modalities=mods, min_score=min_score)
     return {"query": query, "results": results}
