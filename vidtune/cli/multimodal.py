@@ -204,30 +204,68 @@ def print_words(result: dict) -> None:
                   f"over {w['videos']} videos", highlight=False)
 
 
-def cmd_search_text(args) -> int:
-    from vidtune.index.clip_text import search_frames
-    from vidtune.index.text_search import has_text_index, search_text
+def text_queries(path) -> list[str]:
+    """``--text-queries FILE``: one query a line (``-``: standard input); blank lines and ``#`` comments skipped."""
+    import sys
 
-    if args.query is not None:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VidtuneError(f"--text-queries {path}: cannot read it as a UTF-8 text file ({exc})") from None
+    lines = [x.strip() for x in text.splitlines()]
+    queries = [x for x in lines if x and not x.startswith("#")]
+    if not queries:
+        raise VidtuneError(f"--text-queries {path} holds no queries (one query a line; # starts a comment)")
+    return queries
+
+
+def cmd_search_text(args) -> int:
+    """``--text WORDS``: one result object. ``--text-queries FILE``: ``{"queries": [one result object per
+    line, in order]}`` (the same shape as ``search Q1 Q2 --json``), the sentence model loaded once."""
+    from vidtune.index.clip_text import search_frames
+    from vidtune.index.text_search import MIN_SCORE, has_text_index, search_text
+
+    if args.query:
         raise VidtuneError("give a query video/image or --text \"WORDS\", not both")
-    if args.clip_weights is None or has_text_index(args.index):
-        result = search_text(args.index, args.text, k=args.k)
-    else:
-        result = {"query": args.text, "results": []}
-    if args.clip_weights is not None:  # frames too, zero-shot; CLIP cosines merged with the word scores
-        frames = search_frames(args.index, args.text, _clip_encoder(args), k=args.k)
-        result["results"] = sorted(result["results"] + frames, key=lambda r: -r["score"])[: args.k]
+    if args.start is not None or args.end is not None:
+        raise VidtuneError("--start/--end choose a part of a query video; a words search (--text, --text-queries) "
+                           "searches every indexed video: leave them out")
+    if args.k < 1:
+        raise VidtuneError(f"-k must be at least 1, got {args.k}")
+    min_score = MIN_SCORE if args.min_score is None else args.min_score
+    if not 0 <= min_score <= 1:
+        raise VidtuneError(f"--min-score must be a confidence between 0 and 1, got {min_score}")
+    many = args.text is None
+    queries = text_queries(args.text_queries) if many else [args.text]
+    clip = _clip_encoder(args) if args.clip_weights is not None else None
+    words = args.clip_weights is None or has_text_index(args.index)
+    results = []
+    for q in queries:
+        result = search_text(args.index, q, k=args.k, min_score=min_score) if words else {"query": q, "results": []}
+        if clip is not None:  # frames too, zero-shot; CLIP cosines merged with the word scores
+            frames = search_frames(args.index, q, clip, k=args.k)
+            result["results"] = sorted(result["results"] + frames, key=lambda r: -r["score"])[: args.k]
+        results.append(result)
     if args.json:
-        print_json(result)
+        print_json({"queries": results} if many else results[0])
         return 0
+    for result in results:
+        _print_words_result(result, min_score)
+    return 0
+
+
+def _print_words_result(result: dict, min_score: float) -> None:
+    if not result["results"]:
+        out.print(f"no match for {result['query']!r} with a confidence of at least {min_score:.2f} (lower it with "
+                  "--min-score)", highlight=False, markup=False)
+        return
     t = Table(title=escape(f"matches for {result['query']!r}"), title_justify="left")
-    for c in ("#", "video", "span", "modality", "text", "score"):
+    for c in ("#", "video", "span", "modality", "text", "confidence"):
         t.add_column(c, overflow="fold" if c in ("video", "text") else None)
     for i, r in enumerate(result["results"], 1):
         t.add_row(str(i), escape(r["path"]), f"{r['start']:.2f}-{r['end']:.2f} s", r["modality"], escape(r["text"]),
-                  f"{r['score']:.3f}")
+                  f"{r['score']:.2f}")
     out.print(t)
-    return 0
 
 
 # -- registration ---------------------------------------------------------------------------------------------
