@@ -21,10 +21,12 @@ from pathlib import Path
 from vidtune.errors import ConfigError, WeightsError
 from vidtune.extras import require
 from vidtune.progress import Progress, each_video
+from vidtune.results_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
 CHUNK_S = 600.0  # seconds of sound decoded and transcribed at a time
+TRANSCRIPT_VERSION = 1  # bump when what a transcript holds for the same model and settings changes
 FORMATS = ("json", "srt", "vtt", "txt")
 
 
@@ -70,7 +72,7 @@ class SpeechRecognizer:
     """
 
     def __init__(self, model=None, language: str | None = None, device: str = "cpu", compute_type: str = "int8",
-                 threads: int | None = None, vad: bool = True, beam_size: int = 1):
+                 threads: int | None = None, vad: bool = True, beam_size: int = 1, cache="default"):
         fw = require("faster_whisper", "speech transcription", "speech", "faster-whisper")
         path = Path(model) if model is not None else default_model_path()
         if not (path / "model.bin").is_file():
@@ -91,15 +93,47 @@ class SpeechRecognizer:
         self.vad = vad
         self.beam_size = beam_size
         self.english_only = not getattr(self.model.model, "is_multilingual", True)
+        self.device, self.compute_type = device, compute_type
+        self.cache = ResultCache() if cache == "default" else cache
+        self._model_id: str | None = None
+
+    def settings(self) -> dict:
+        """What a transcript depends on besides the video (the results-cache key)."""
+        from vidtune.utils import file_digest
+
+        if self._model_id is None:
+            self._model_id = file_digest(Path(self.model_path) / "model.bin")
+        return {"v": TRANSCRIPT_VERSION, "model": self._model_id, "language": self.language, "vad": self.vad,
+                "beam_size": self.beam_size, "device": self.device, "compute_type": self.compute_type}
 
     def transcribe(self, path, start: float = 0.0, end: float | None = None,
                    on_progress: Callable[[float], None] | None = None) -> Transcript:
         """Segments of speech in ``[start, end)`` of ``path`` (default: the whole video).
 
-        ``on_progress(seconds)``: called as the work moves through the video (seconds from ``start``)."""
+        ``on_progress(seconds)``: called as the work moves through the video (seconds from ``start``).
+        With a results cache, a video already transcribed with the same settings is not decoded again."""
+        path = Path(path)
+        key = None
+        if self.cache is not None:
+            try:
+                key = self.cache.key("transcript", path, start=start, end=end, **self.settings())
+            except OSError:
+                key = None  # unreadable: the decode below reports it
+            hit = self.cache.get(key, "transcript") if key is not None else None
+            if hit is not None:
+                t = Transcript(str(path), hit["language"], [Segment(*s) for s in hit["segments"]], hit["duration"])
+                if on_progress is not None:
+                    on_progress(t.duration)
+                return t
+        t = self._transcribe(path, start, end, on_progress)
+        if key is not None:
+            self.cache.put(key, "transcript", {"language": t.language, "duration": t.duration,
+                                               "segments": [[s.start, s.end, s.text] for s in t.segments]})
+        return t
+
+    def _transcribe(self, path: Path, start: float, end: float | None, on_progress) -> Transcript:
         from vidtune.audio import SAMPLE_RATE, audio_info, read_audio
 
-        path = Path(path)
         info = audio_info(path)
         if not info.present:
             return Transcript(str(path), None, [], 0.0)

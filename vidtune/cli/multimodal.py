@@ -9,7 +9,14 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from vidtune.cli.common import check_output_folder, finite_float, output_args, print_skipped, shard_arg
+from vidtune.cli.common import (
+    cache_args,
+    check_output_folder,
+    finite_float,
+    output_args,
+    print_skipped,
+    shard_arg,
+)
 from vidtune.cli.console import RichProgress, out, print_json
 from vidtune.errors import VidtuneError
 
@@ -30,6 +37,13 @@ def _shard_paths(args) -> list[Path]:
 
     cache = open_cache(None, True)
     return select_shard(paths, args.shard, digest=cache.digest if cache is not None else None)
+
+
+def _results_cache(args):
+    """Transcripts and OCR spans cached beside the feature cache (``--cache-dir``, ``--no-cache``)."""
+    from vidtune.results_cache import open_results_cache
+
+    return open_results_cache(args.cache_dir, not args.no_cache)
 
 
 def _not_done(paths: list[Path], out_dir: Path | None, fmt: str) -> tuple[list[Path], list[str]]:
@@ -56,7 +70,7 @@ def cmd_transcribe(args) -> int:
     if args.out_dir:
         check_output_folder(args.out_dir, "--out-dir")
     rec = SpeechRecognizer(model=args.model, language=args.language, device=args.device, threads=args.threads,
-                           beam_size=args.beam_size)
+                           beam_size=args.beam_size, cache=_results_cache(args))
     paths, already = _shard_paths(args), []
     if args.shard is not None:
         paths, already = _not_done(paths, args.out_dir, fmt)
@@ -88,7 +102,8 @@ def cmd_transcribe(args) -> int:
 def cmd_ocr(args) -> int:
     from vidtune.text.ocr import TextReader, read_videos
 
-    reader = TextReader(fps=args.fps, min_score=args.min_score, threads=args.threads, sharpen=not args.no_sharpen)
+    reader = TextReader(fps=args.fps, min_score=args.min_score, threads=args.threads, sharpen=not args.no_sharpen,
+                        cache=_results_cache(args))
     done, skipped = read_videos(_shard_paths(args), reader, progress=RichProgress(not args.quiet))
     if args.json:
         print_json({"results": [r.to_dict() for r in done] + [{"path": s["path"], "error": s["reason"]} for s in skipped]})
@@ -164,8 +179,19 @@ def add_words(args, result: dict, mods: tuple[str, ...], create: bool) -> dict:
         result = _add_frames(args, result, create)
     if not any(m in mods for m in ("speech", "text")):
         return result
-    words = index_text(args.index, _paths(args.videos), modalities=mods, speech_model=args.speech_model,
-                       ocr_fps=args.ocr_fps, progress=RichProgress(not args.quiet), create=create)
+    recognizer = reader = None
+    if "speech" in mods:  # with the results cache: what `vidtune transcribe` / `vidtune ocr` read is reused
+        from vidtune.audio.speech import SpeechRecognizer
+
+        recognizer = SpeechRecognizer(model=args.speech_model, cache=_results_cache(args))
+    if "text" in mods:
+        from vidtune.text.ocr import TextReader
+
+        reader = TextReader(fps=args.ocr_fps, cache=_results_cache(args))
+    words = index_text(args.index, _paths(args.videos), modalities=mods, recognizer=recognizer, reader=reader,
+                       progress=RichProgress(not args.quiet), create=create)
+    reused = sum(c.cache.hits for c in (recognizer, reader) if c is not None and c.cache is not None)
+    words["reused"] = reused
     result["words"] = words
     if "visual" not in mods:  # words only: report them as the change
         result.update(added=words["added"], unchanged=words["unchanged"], videos=words["videos"],
@@ -200,7 +226,8 @@ def print_words(result: dict) -> None:
     w = result.get("words")
     if w:
         spans = ", ".join(f"{n} {m} spans" for m, n in w["spans"].items()) or "no spans"
-        out.print(f"words: {len(w['added'])} video(s) read, {len(w['unchanged'])} unchanged; now {spans} "
+        reused = f" ({w['reused']} reading(s) reused from the transcript/OCR cache)" if w.get("reused") else ""
+        out.print(f"words: {len(w['added'])} video(s) read{reused}, {len(w['unchanged'])} unchanged; now {spans} "
                   f"over {w['videos']} videos", highlight=False)
 
 
@@ -281,6 +308,7 @@ def register(sub) -> None:
     p.add_argument("--beam-size", type=int, default=1, help="1: greedy (fast, default); 5: Whisper's beam")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    cache_args(p)
     shard_arg(p)
     output_args(p)
     p.set_defaults(func=cmd_transcribe)
@@ -293,6 +321,7 @@ def register(sub) -> None:
     p.add_argument("--no-sharpen", action="store_true",
                    help="read frames as decoded (default: sharpen blurred frames first, which recovers "
                         "text that defocus blur hides from the detector)")
+    cache_args(p)
     shard_arg(p)
     output_args(p)
     p.set_defaults(func=cmd_ocr)

@@ -27,11 +27,10 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("VIDTUNE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vidtune" / "features"
+    """``VIDTUNE_CACHE`` when set, else ``~/.cache/vidtune/features`` (``$XDG_CACHE_HOME`` honoured)."""
+    from vidtune.results_cache import default_cache_root
+
+    return default_cache_root()
 
 
 class FeatureCache:
