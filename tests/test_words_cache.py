@@ -72,3 +72,35 @@ def test_index_build_reuses_what_transcribe_and_ocr_read(tmp_path, capsys, monke
     n = calls["whisper"]
     assert main(["transcribe", str(talk), "--json", "-q", "--no-cache"]) == 0
     assert calls["whisper"] > n and json.loads(capsys.readouterr().out)["results"][0]["segments"] == said
+
+
+def test_cache_info_and_clear_older_than(tmp_path, capsys, monkeypatch):
+    import os
+    import time
+
+    root = tmp_path / "cache"
+    old = root / "ab" / "old.safetensors"
+    new = root / "words" / "cd" / "new.json"
+    for p, n in ((old, 1000), (new, 10)):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x" * n)
+    past = time.time() - 40 * 86400
+    os.utime(old, (past, past))
+    monkeypatch.setenv("VIDTUNE_CACHE", str(root))
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["root"] == str(root) and info["source"] == "VIDTUNE_CACHE" and info["bytes"] == 1010
+    assert info["areas"]["features"] == {"files": 1, "bytes": 1000} and info["areas"]["words"]["files"] == 1
+    other = tmp_path / "elsewhere"
+    assert main(["cache", "info", "--cache-dir", str(other), "--json"]) == 0  # --cache-dir wins
+    assert json.loads(capsys.readouterr().out)["source"] == "--cache-dir"
+    assert main(["cache", "clear", "--older-than", "30d", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 1 and old.exists()
+    assert main(["cache", "clear", "--older-than", "30d"]) == 0
+    assert "removed 1 file(s)" in capsys.readouterr().out
+    assert not old.exists() and not old.parent.exists() and new.exists()
+    assert main(["cache", "clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 1 and not new.exists() and root.is_dir()
+    with pytest.raises(SystemExit) as e:
+        main(["cache", "clear", "--older-than", "soon"])
+    assert e.value.code == 2

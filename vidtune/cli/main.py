@@ -34,6 +34,7 @@ log = logging.getLogger("vidtune.cli")
 # Feature areas declare their own sub-commands: each module has ``register(subparsers)``, which adds
 # its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
 COMMAND_MODULES: tuple[str, ...] = (
+    "vidtune.cli.cache",
     "vidtune.cli.export",
     "vidtune.cli.multimodal",
     "vidtune.cli.robustness",
