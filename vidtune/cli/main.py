@@ -191,6 +191,11 @@ def cmd_eval(args) -> int:
         print_json(result)
         return 0
     print_skipped(result["skipped"])
+    unseen = result.get("unseen_labels") or {}
+    if unseen:
+        err.print(f"[yellow]note:[/yellow] {sum(unseen.values())} clip(s) of {len(unseen)} class(es) the run never saw "
+                  f"count as wrong: " + ", ".join(f"{escape(k)} ({v})" for k, v in unseen.items())
+                  + "; train with them (or leave them out of the data) to measure them", highlight=False)
     title = escape(f"evaluation of {args.run} on {args.data}")
     if result.get("task") == "multilabel":
         _print_multilabel(title, result)
