@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from vidtune.errors import ConfigError, NotServedError, UploadRejectedError, VidtuneError
-from vidtune.serve.actions import TAG_FORMATS, Workbench
+from vidtune.serve.actions import TAG_FORMATS, Workbench, index_modalities
 from vidtune.serve.catalog import Catalog
 from vidtune.serve.thumbs import ThumbCache
 
@@ -138,7 +138,8 @@ def create_app(catalog: Catalog, device: str = "auto"):
         if catalog.index_dir is None:
             raise NotServedError("this server has no index (start it with --index INDEX_DIR)")
         videos = await work(catalog.refresh_index)
-        return _json({"index": str(catalog.index_dir), "videos": videos, "read_only": catalog.read_only})
+        return _json({"index": str(catalog.index_dir), "videos": videos, "read_only": catalog.read_only,
+                      **await work(index_modalities, catalog.index_dir)})
 
     async def _receive_upload(request: Request, limit: int) -> tuple[str, Path, str, dict]:
         """Stream the multipart body into the cache's uploads folder (never the system's temporary folder)."""
