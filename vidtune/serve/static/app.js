@@ -54,8 +54,11 @@ function keyOf(path) {
 
 // The query's words inside a matched text, wrapped in <mark> (case-insensitive; a word also matches the
 // start of a longer one, as "exit" does "exits"); built from text nodes, never from HTML.
+const STOP = new Set("a an and are as at be but by do for from has have in into is it its of on or so that the their this to was we were with you your".split(" "));
+
 function highlighted(text, query) {
-  const words = [...new Set((query || "").toLowerCase().match(/[\p{L}\p{N}]+/gu) || [])].filter((w) => w.length > 1);
+  const words = [...new Set((query || "").toLowerCase().match(/[\p{L}\p{N}]+/gu) || [])]
+    .filter((w) => w.length > 1 && !STOP.has(w));  // function words match everywhere: not marked
   const p = el("p", { class: "matched" });
   if (!words.length) { p.textContent = text; return p; }
   const esc = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
