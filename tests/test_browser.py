@@ -211,3 +211,4 @@ def test_words_cards_show_the_matched_text_modality_and_confidence(page, words_u
     assert page.locator("#results .card").count() == 0
     icon = page.get_attribute("link[rel=icon]", "href")
     assert page.request.get(url + icon).status == 200
+    assert page.request.get(url + "/favicon.ico").status == 200  # redirected to the same icon

@@ -93,6 +93,10 @@ def create_app(catalog: Catalog, device: str = "auto"):
     async def home():
         return RedirectResponse("/search" if catalog.index_dir is not None else "/runs", status_code=307)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # browsers that ask before reading the page's <link rel="icon">
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     @app.get("/search")
     async def search_page(request: Request):
         return page(request, "search.html", title="Search")
