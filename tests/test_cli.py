@@ -344,3 +344,22 @@ def test_linear_training_is_reproducible_with_or_without_cache_hits(capsys, samp
         return [line.rsplit(",", 1)[0] for line in (tmp_path / name / "history.csv").read_text().splitlines()]
 
     assert history("cold") == history("warm")
+
+
+def test_eval_counts_classes_the_run_never_saw_as_wrong_and_lists_them(capsys, sample_data, tmp_path):
+    classes = sorted(d.name for d in (sample_data / "train").iterdir() if d.is_dir())
+    part = tmp_path / "part"
+    part.mkdir()
+    for name in classes[:2]:  # labelled only part of the classes
+        (part / name).symlink_to(sample_data / "train" / name)
+    assert main(["train", str(part), "--out", str(tmp_path / "run"), *TINY, "--json"]) == 0
+    capsys.readouterr()
+    code, ev = run_json(capsys, "eval", tmp_path / "run", sample_data / "test", "--workers", "0")
+    assert code == 0
+    assert ev["unseen_labels"] == {name: 4 for name in classes[2:]}
+    assert ev["n"] == 16 and ev["labels"] == classes[:2] + classes[2:]
+    assert ev["top1"] <= 0.5 + 1e-9  # the 8 clips of unseen classes are all wrong
+    assert ev["per_class"][classes[2]]["accuracy"] == 0.0 and len(ev["confusion"]) == 4
+    assert all(row[2:] == [0, 0] for row in ev["confusion"])  # never predicted
+    code, out, err = run(capsys, "eval", tmp_path / "run", sample_data / "test", "--workers", "0")
+    assert code == 0 and "never saw" in err and classes[3] in err

@@ -72,27 +72,37 @@ def test_every_input_lands_in_exactly_one_shard_for_any_n(tmp_path):
 
 
 class _Interrupt:
-    """A progress reporter that stops the work (Ctrl-C) after ``after`` videos."""
+    """A progress reporter that stops the work (Ctrl-C) after ``after`` videos of ``seconds`` each (progress
+    counts seconds of video)."""
 
-    def __init__(self, after: int):
-        self.after = after
+    def __init__(self, after: int, seconds: float):
+        self.after, self.seconds = after, seconds
 
     @contextlib.contextmanager
-    def task(self, description, total):
+    def task(self, description, total, unit="videos"):
         outer = self
 
         class T:
-            done = 0
+            done = 0.0
 
             def advance(self, n=1):
-                T.done += n
-                if T.done >= outer.after:
-                    raise KeyboardInterrupt
+                self.update(completed=T.done + n)
 
             def update(self, **fields):
-                pass
+                T.done = fields.get("completed", T.done)
+                if T.done >= outer.after * outer.seconds - 1e-6:
+                    raise KeyboardInterrupt
 
         yield T()
+
+
+def _clip_seconds(folder) -> float:
+    from vidtune.io import durations
+    from vidtune.runs.inference import expand_video_args
+
+    secs = set(round(d, 6) for d in durations(expand_video_args([folder])))
+    assert len(secs) == 1  # every sample clip lasts as long
+    return secs.pop()
 
 
 def test_a_killed_shard_reruns_to_completion_reusing_the_cached_work(clips, tmp_path, monkeypatch):
@@ -106,7 +116,7 @@ def test_a_killed_shard_reruns_to_completion_reusing_the_cached_work(clips, tmp_
     assert 2 <= mine <= 6
     ix = tmp_path / "ix"
     with pytest.raises(KeyboardInterrupt):
-        build_index(ix, [clips], TINY, device="cpu", cache_dir=cache, shard=shard, progress=_Interrupt(2))
+        build_index(ix, [clips], TINY, device="cpu", cache_dir=cache, shard=shard, progress=_Interrupt(2, _clip_seconds(clips)))
     assert index_info(ix)["videos"] == 0  # nothing half-written: the index is readable and empty
     frames = []
     real = embed_mod.Embedder.embed_frames

@@ -113,3 +113,25 @@ def test_shots_cli_bad_file_is_reported(tmp_path, capsys):
     assert main(["shots", str(bad), "--json"]) == 1
     r = json.loads(capsys.readouterr().out)["results"][0]
     assert r["path"] == str(bad) and "error" in r
+
+
+def test_a_cut_smeared_over_three_frames_is_a_cut_not_a_gradual_transition():
+    """A hard cut that compression or blur spreads over 3 frames (0.08 s) is a cut at its largest change; a
+    blend over 4 frames or more stays gradual."""
+    from vidtune.tag.shots import ShotDetector
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 255, (72, 96, 3), dtype=np.uint8) for _ in range(2))
+    a = np.clip(a.astype(int) // 2 + 40, 0, 255).astype(np.uint8)
+
+    def run(middle: list[float]) -> list:
+        det = ShotDetector(FPS)
+        frames = [a] * 50 + [(w * b + (1 - w) * a).astype(np.uint8) for w in middle] + [b] * 50
+        for i, f in enumerate(frames):
+            det.push(i / FPS, f)
+        return det.finish().transitions
+
+    smeared = run([0.3, 0.65])  # two in-between frames: no single frame carries most of the change
+    assert [t.kind for t in smeared] == ["cut"] and smeared[0].first == smeared[0].last and 50 <= smeared[0].first <= 52
+    blend = run([0.2, 0.4, 0.6, 0.8])
+    assert [t.kind for t in blend] == ["gradual"]

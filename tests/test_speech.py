@@ -91,6 +91,17 @@ def test_subtitle_formats():
                                            "2\n01:01:01,000 --> 01:01:02,500\nBye.\n")
     assert format_transcript(t, "vtt").startswith("WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nHello there.\n")
     assert format_transcript(t, "txt") == "Hello there.\nBye.\n"
+    assert format_transcript(t, "timed") == ("[00:00:00.500 --> 00:00:02.250] Hello there.\n"
+                                             "[01:01:01.000 --> 01:01:02.500] Bye.\n")
+
+
+def test_cli_default_output_has_timestamps_and_silence_says_no_speech(spoken, tmp_path, capsys):
+    mute = write_with_sound(tmp_path / "mute.mp4", None, seconds=1.0)
+    assert main(["transcribe", str(spoken), str(mute), "-q", "--threads", "2"]) == 0
+    cap = capsys.readouterr()
+    assert "] The quarterly" in cap.out or "] the quarterly" in cap.out.lower()
+    assert cap.out.lstrip("# \n").count("-->") >= 1 and f"# {spoken}" in cap.out and str(mute) not in cap.out
+    assert f"no speech found in {mute} (it has no sound track)" in cap.err
 
 
 def test_cli_json_shape_srt_and_skipped_file(spoken, tmp_path, capsys):

@@ -429,3 +429,18 @@ def test_memory_stays_bounded_on_a_long_video(tmp_path, run4):
     assert results[1500][1] == 250 and results[1500][2] == 74  # every window scored, every scene cut found
     # 20x longer: its 1,000 sampled frames at 168x224 would take 113 MB if they were kept
     assert results[1500][0] - results[75][0] < 24 * 1024, results
+
+
+def test_low_confidence_labels_get_a_hint_about_min_score_and_background(capsys):
+    from vidtune.cli.tag import _low_confidence_hint
+
+    unsure = {"path": "odd.mp4", "task": "single_label",
+              "segments": [{"start": 0, "end": 8, "label": "a", "score": 0.34},
+                           {"start": 8, "end": 10, "label": "b", "score": 0.81}]}
+    _low_confidence_hint(unsure)
+    err = capsys.readouterr().err
+    assert "odd.mp4" in err and "80%" in err and "--min-score" in err and "--background" in err
+    sure = {**unsure, "segments": [{"start": 0, "end": 8, "label": "a", "score": 0.9}]}
+    _low_confidence_hint(sure)
+    _low_confidence_hint({**unsure, "task": "multilabel"})
+    assert capsys.readouterr().err == ""

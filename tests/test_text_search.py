@@ -62,26 +62,42 @@ def test_paraphrases_find_their_span(hand_made):
 
 
 def test_hybrid_adds_lexical_evidence_to_semantic_similarity(hand_made, encoder):
-    """Each span's score is W_SEM * cosine + W_LEX * (IDF-weighted share of the query words it holds)."""
+    """Each span's raw score is W_SEM * cosine + W_LEX * (IDF-weighted share of the query words it holds); the
+    score shown is its calibrated confidence."""
     q = "earnings grew"
-    res = search_text(hand_made, q, k=len(SPANS))["results"]
+    res = search_text(hand_made, q, k=len(SPANS), min_score=0.0)["results"]
     assert len(res) == len(SPANS) and res[0]["text"] == "Our earnings grew a lot this year"
     cos = {t: float(encoder.encode([t])[0] @ encoder.encode([q])[0]) for *_, t in SPANS}
     for r in res:
         sem = text_search.W_SEM * max(cos[r["text"]], 0.0)
         if r["text"] == res[0]["text"]:  # the only span holding the words: the full lexical weight
-            assert r["score"] == pytest.approx(sem + text_search.W_LEX, abs=1e-4)
+            assert r["score"] == pytest.approx(text_search.confidence(sem + text_search.W_LEX), abs=1e-4)
         else:
-            assert r["score"] == pytest.approx(sem, abs=1e-4)
+            assert r["score"] == pytest.approx(text_search.confidence(sem), abs=1e-4)
     assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
+    assert all(0 <= r["score"] <= 1 for r in res)
+
+
+NONSENSE = ["xylophone quantum", "banana helicopter", "purple elephant dancing", "lorem ipsum dolor", "asdf qwerty"]
+
+
+def test_nonsense_finds_nothing_and_k_fills_only_above_the_floor(hand_made):
+    for q in NONSENSE:
+        assert search_text(hand_made, q)["results"] == [], q
+        assert len(search_text(hand_made, q, min_score=0.0)["results"]) == len(SPANS)  # all, when asked
+    res = search_text(hand_made, "give food to my kitty", k=10)["results"]
+    assert [r["path"] for r in res] == ["home.mp4"] and res[0]["score"] >= 0.5  # not padded to 10
+    assert len(search_text(hand_made, "give food to my kitty", k=10, min_score=0.0)["results"]) == len(SPANS)
+    with pytest.raises(ConfigError, match="min_score"):
+        search_text(hand_made, "cat", min_score=1.5)
 
 
 def test_result_shape_and_modality_filter(hand_made):
-    out = search_text(hand_made, "exit sign", k=3)
+    out = search_text(hand_made, "exit sign", k=3, min_score=0.0)
     assert set(out) == {"query", "results"} and out["query"] == "exit sign" and len(out["results"]) == 3
     assert set(out["results"][0]) == {"path", "start", "end", "score", "modality", "text"}
     assert out["results"][0]["text"] == "EXIT"
-    only_speech = search_text(hand_made, "exit sign", k=10, modalities="speech")["results"]
+    only_speech = search_text(hand_made, "exit sign", k=10, modalities="speech", min_score=0.0)["results"]
     assert {r["modality"] for r in only_speech} == {"speech"}
 
 
@@ -104,6 +120,46 @@ def test_missing_extra_names_it(monkeypatch, hand_made, capsys):
         search_text(hand_made, "cat")
     assert main(["search", str(hand_made), "--text", "cat", "--json"]) == 2
     assert "vidtune[textsearch]" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_text_queries_answer_every_line_with_the_model_loaded_once(hand_made, tmp_path, capsys, monkeypatch):
+    from vidtune.text import embed
+
+    loads = []
+    real = embed.SentenceEncoder.__init__
+    monkeypatch.setattr(embed, "_LOADED", {})
+    monkeypatch.setattr(embed.SentenceEncoder, "__init__", lambda self, *a, **k: loads.append(1) or real(self, *a, **k))
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("# one query a line\nquarterly results\n\nxylophone quantum\ngive food to my kitty\nZX-81\n")
+    assert main(["search", str(hand_made), "--text-queries", str(qfile), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [q["query"] for q in out["queries"]] == ["quarterly results", "xylophone quantum", "give food to my kitty",
+                                                  "ZX-81"]
+    got = [[(r["path"], r["text"]) for r in q["results"]][:1] for q in out["queries"]]
+    assert got == [[("news.mp4", "The quarterly results were better than expected")], [],
+                   [("home.mp4", "Please feed the cat before you leave the house")], [("lab.mp4", "ZX-81 REACTOR")]]
+    assert len(loads) == 1
+    assert set(out["queries"][0]["results"][0]) == {"path", "start", "end", "score", "modality", "text"}
+    # human output: one table per query, and a clear line for a query without a match
+    assert main(["search", str(hand_made), "--text-queries", str(qfile)]) == 0
+    text = capsys.readouterr().out
+    assert "no match for 'xylophone quantum'" in text and "ZX-81 REACTOR" in text
+
+
+def test_words_search_options_are_checked(hand_made, tmp_path, capsys):
+    assert main(["search", str(hand_made), "--text", "cat", "--start", "3"]) == 2
+    assert "--start/--end" in capsys.readouterr().err
+    assert main(["search", str(hand_made), "--text", "cat", "--text-queries", "x.txt"]) == 2
+    assert main(["search", str(hand_made), "--text", "cat", "--min-score", "2"]) == 2
+    assert "--min-score" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    assert main(["search", str(hand_made), "--text-queries", str(empty)]) == 2
+    assert "no queries" in capsys.readouterr().err
+    assert main(["search", str(hand_made), "--text-queries", str(tmp_path / "missing.txt")]) == 2
+    assert main(["search", str(hand_made), "--text", "give food to my kitty", "--min-score", "0", "-k", "2",
+                 "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
 
 
 # -- end to end: videos in, words out --------------------------------------------------------------------
@@ -133,6 +189,8 @@ def test_index_build_add_search_remove_by_words(tmp_path, capsys):
     assert "cat" in r["text"].lower()
     r = search("emergency exit")["results"][0]
     assert (r["path"], r["modality"], r["start"], r["end"]) == (str(sign), "text", 1.0, 3.0)
+    for q in NONSENSE:  # real transcripts and OCR spans: nonsense finds nothing
+        assert search(q)["results"] == [], q
     assert main(["index", "remove", str(ix), str(sign), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"] == [str(sign)]
     assert all(r["path"] == str(talk) for r in search("emergency exit")["results"])

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidtune.errors import ConfigError, WeightsError
 from vidtune.extras import require
 from vidtune.progress import Progress, each_video
+from vidtune.results_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
 CHUNK_S = 600.0  # seconds of sound decoded and transcribed at a time
-FORMATS = ("json", "srt", "vtt", "txt")
+TRANSCRIPT_VERSION = 1  # bump when what a transcript holds for the same model and settings changes
+FORMATS = ("json", "timed", "srt", "vtt", "txt")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class SpeechRecognizer:
     """
 
     def __init__(self, model=None, language: str | None = None, device: str = "cpu", compute_type: str = "int8",
-                 threads: int | None = None, vad: bool = True, beam_size: int = 1):
+                 threads: int | None = None, vad: bool = True, beam_size: int = 1, cache="default"):
         fw = require("faster_whisper", "speech transcription", "speech", "faster-whisper")
         path = Path(model) if model is not None else default_model_path()
         if not (path / "model.bin").is_file():
@@ -90,12 +93,47 @@ class SpeechRecognizer:
         self.vad = vad
         self.beam_size = beam_size
         self.english_only = not getattr(self.model.model, "is_multilingual", True)
+        self.device, self.compute_type = device, compute_type
+        self.cache = ResultCache() if cache == "default" else cache
+        self._model_id: str | None = None
 
-    def transcribe(self, path, start: float = 0.0, end: float | None = None) -> Transcript:
-        """Segments of speech in ``[start, end)`` of ``path`` (default: the whole video)."""
+    def settings(self) -> dict:
+        """What a transcript depends on besides the video (the results-cache key)."""
+        from vidtune.utils import file_digest
+
+        if self._model_id is None:
+            self._model_id = file_digest(Path(self.model_path) / "model.bin")
+        return {"v": TRANSCRIPT_VERSION, "model": self._model_id, "language": self.language, "vad": self.vad,
+                "beam_size": self.beam_size, "device": self.device, "compute_type": self.compute_type}
+
+    def transcribe(self, path, start: float = 0.0, end: float | None = None,
+                   on_progress: Callable[[float], None] | None = None) -> Transcript:
+        """Segments of speech in ``[start, end)`` of ``path`` (default: the whole video).
+
+        ``on_progress(seconds)``: called as the work moves through the video (seconds from ``start``).
+        With a results cache, a video already transcribed with the same settings is not decoded again."""
+        path = Path(path)
+        key = None
+        if self.cache is not None:
+            try:
+                key = self.cache.key("transcript", path, start=start, end=end, **self.settings())
+            except OSError:
+                key = None  # unreadable: the decode below reports it
+            hit = self.cache.get(key, "transcript") if key is not None else None
+            if hit is not None:
+                t = Transcript(str(path), hit["language"], [Segment(*s) for s in hit["segments"]], hit["duration"])
+                if on_progress is not None:
+                    on_progress(t.duration)
+                return t
+        t = self._transcribe(path, start, end, on_progress)
+        if key is not None:
+            self.cache.put(key, "transcript", {"language": t.language, "duration": t.duration,
+                                               "segments": [[s.start, s.end, s.text] for s in t.segments]})
+        return t
+
+    def _transcribe(self, path: Path, start: float, end: float | None, on_progress) -> Transcript:
         from vidtune.audio import SAMPLE_RATE, audio_info, read_audio
 
-        path = Path(path)
         info = audio_info(path)
         if not info.present:
             return Transcript(str(path), None, [], 0.0)
@@ -107,18 +145,23 @@ class SpeechRecognizer:
             t1 = min(total, t + CHUNK_S)
             clip = read_audio(path, t, t1)
             if clip.coverage > 0 and clip.rms() > 0:
-                parts, lang = self._run(clip.samples, SAMPLE_RATE)
+                seen = (lambda s, t=t: on_progress(t - start + s)) if on_progress is not None else None
+                parts, lang = self._run(clip.samples, SAMPLE_RATE, seen)
                 language = language or lang
                 segments.extend(Segment(round(t + s, 3), round(t + e, 3), text) for s, e, text in parts)
             t = t1
+            if on_progress is not None:
+                on_progress(t - start)
         return Transcript(str(path), language or (self.language or "en"), segments, total - start)
 
-    def _run(self, samples, rate: int) -> tuple[list[tuple[float, float, str]], str | None]:
+    def _run(self, samples, rate: int, seen=None) -> tuple[list[tuple[float, float, str]], str | None]:
         kwargs = dict(language=self.language or ("en" if self.english_only else None), beam_size=self.beam_size,
                       vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True)
         seg_iter, info = self.model.transcribe(samples, **kwargs)
         out = []
-        for s in seg_iter:
+        for s in seg_iter:  # a generator: Whisper decodes as it is consumed
+            if seen is not None:
+                seen(float(s.end))
             if s.no_speech_prob >= 0.8 or not s.text.strip():
                 continue
             out.extend(split_sentences(s.words) if s.words else [(float(s.start), float(s.end), " ".join(s.text.split()))])
@@ -168,7 +211,21 @@ def transcribe_videos(paths, recognizer: SpeechRecognizer | None = None, progres
                       **options) -> tuple[list[Transcript], list[dict]]:
     """Transcribe several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
     recognizer = recognizer or SpeechRecognizer(**options)
-    return each_video(paths, recognizer.transcribe, "transcribing", progress)
+    paths = list(paths)
+    return each_video(paths, recognizer.transcribe, "transcribing", progress, durations=media_durations(paths))
+
+
+def media_durations(paths) -> list[float]:
+    """Seconds of each video or audio file (0.0 when it cannot be probed); what progress counts."""
+    from vidtune.errors import VidtuneError
+
+    out = []
+    for p in paths:
+        try:
+            out.append(max(0.0, _media_duration(Path(p))))
+        except (VidtuneError, OSError, ValueError, IndexError):
+            out.append(0.0)
+    return out
 
 
 # -- subtitle formats -------------------------------------------------------------------------------
@@ -181,7 +238,9 @@ def _stamp(t: float, sep: str) -> str:
 
 
 def format_transcript(t: Transcript, fmt: str) -> str:
-    """``srt`` or ``vtt`` subtitles, or ``txt`` (one segment per line)."""
+    """``srt`` or ``vtt`` subtitles, ``txt`` (one segment per line) or ``timed`` (``[start --> end] text``)."""
+    if fmt == "timed":
+        return "".join(f"[{_stamp(s.start, '.')} --> {_stamp(s.end, '.')}] {s.text}\n" for s in t.segments)
     if fmt == "txt":
         return "".join(s.text + "\n" for s in t.segments)
     if fmt == "srt":

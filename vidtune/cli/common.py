@@ -183,7 +183,8 @@ def output_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
     """``--json`` (one JSON object on stdout) and, for commands with progress bars, ``-q``."""
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     if quiet:
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress (bars on a terminal; plain timestamped lines when stderr is a file or pipe, "
+                            "every VIDTUNE_PROGRESS_INTERVAL seconds, default 10)")
 
 
 def device_arg(p: argparse.ArgumentParser) -> None:
@@ -204,8 +205,12 @@ def runtime_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", default=None, help="feature cache folder (default ~/.cache/vidtune/features)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache folder for features, transcripts and on-screen text (default: $VIDTUNE_CACHE "
+                        "when set, else ~/.cache/vidtune/features; --cache-dir wins over VIDTUNE_CACHE; built "
+                        "engines always live in the default one). `vidtune cache info` shows its size, "
+                        "`vidtune cache clear --older-than 30d` trims it")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
 
 
 def shard_type(text: str):

@@ -43,6 +43,7 @@ log = logging.getLogger("vidtune.cli")
 # Feature areas declare their own sub-commands: each module has ``register(subparsers)``, which adds
 # its parsers with ``set_defaults(func=...)``. Heavy imports stay inside the command functions.
 COMMAND_MODULES: tuple[str, ...] = (
+    "vidtune.cli.cache",
     "vidtune.cli.export",
     "vidtune.cli.interop",
     "vidtune.cli.labels",
@@ -201,6 +202,11 @@ def cmd_eval(args) -> int:
         print_json(result)
         return 0
     print_skipped(result["skipped"])
+    unseen = result.get("unseen_labels") or {}
+    if unseen:
+        err.print(f"[yellow]note:[/yellow] {sum(unseen.values())} clip(s) of {len(unseen)} class(es) the run never saw "
+                  f"count as wrong: " + ", ".join(f"{escape(k)} ({v})" for k, v in unseen.items())
+                  + "; train with them (or leave them out of the data) to measure them", highlight=False)
     title = escape(f"evaluation of {args.run} on {args.data}")
     if result.get("task") == "multilabel":
         _print_multilabel(title, result)

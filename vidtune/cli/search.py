@@ -312,13 +312,18 @@ def cmd_search(args) -> int:
     that fails gives ``{"query", "error"}`` in its place and exit code 1, the others still run."""
     from vidtune.index.search import Searcher
 
-    if args.text is not None:
+    if args.text is not None or args.text_queries is not None:
         from vidtune.cli.multimodal import cmd_search_text
 
+        if args.text is not None and args.text_queries is not None:
+            raise VidtuneError("give --text \"WORDS\" or --text-queries FILE, not both")
         if args.query or args.queries is not None:
-            raise VidtuneError("give query videos/images or --text \"WORDS\", not both")
-        args.query = None  # the words search takes no query file
+            raise VidtuneError("give query videos/images (QUERY, --queries) or words (--text, --text-queries), "
+                               "not both")
         return cmd_search_text(args)
+    if args.min_score is not None:
+        raise VidtuneError("--min-score is the confidence floor of a words search (--text, --text-queries); "
+                           "a video/image search ranks by similarity: leave it out")
     queries = _queries(args)
     if args.k < 1:
         raise ConfigError("k", f"must be at least 1, got {args.k}")
@@ -482,10 +487,20 @@ def register(sub) -> None:
                    help="more queries, one path a line (# comments; relative to FILE's folder)")
     p.add_argument("--text", type=words_text, default=None, metavar="WORDS",
                    help="search spoken and on-screen words instead (an index built with --modalities ...,speech,text)")
+    p.add_argument("--text-queries", default=None, metavar="FILE",
+                   help="many words searches in one process: one query a line (# comments; - reads standard "
+                        'input); prints {"queries": [one result object per line, in order]}')
+    p.add_argument("--min-score", type=finite_float, default=None, metavar="CONFIDENCE",
+                   help="words search: leave out matches under this confidence (0-1, default 0.5; a query about "
+                        "nothing in the index returns nothing; 0 returns the k best whatever they are)")
     clip_args(p)
-    p.add_argument("--start", type=finite_float, default=None, help="query only this part of the video (seconds)")
+    p.add_argument("--start", type=finite_float, default=None,
+                   help="query only this part of the query video (seconds; not for words searches)")
     p.add_argument("--end", type=finite_float, default=None)
-    p.add_argument("-k", "--k", type=int, default=10, help="number of videos to return")
+    p.add_argument("-k", "--k", type=int, default=10,
+                   help="at most this many results: videos (with their best segment) for a video/image query, "
+                        "spans (time ranges of speech or on-screen text) for a words search, which returns fewer "
+                        "when fewer clear --min-score")
     _device_args(p)
     p.set_defaults(func=cmd_search)
 

@@ -83,6 +83,27 @@ def _print_segments(d: dict) -> None:
         err.print(f"[yellow]warning:[/yellow] {escape(d['path'])}: {escape(d['warning'])}")
 
 
+LOW_CONFIDENCE = 0.5  # a labelled stretch's mean top score under this reads as "unsure"
+
+
+def _low_confidence_hint(d: dict) -> None:
+    """Single-label tagging labels every window, even footage unlike any class: say so when most of the
+    labelled time has a low score, and name the two ways to leave such stretches unlabelled."""
+    if d.get("task") == "multilabel":
+        return
+    segs = [s for s in d["segments"] if s["end"] > s["start"]]
+    total = sum(s["end"] - s["start"] for s in segs)
+    low = sum(s["end"] - s["start"] for s in segs if s["score"] < LOW_CONFIDENCE)
+    if total <= 0 or low < 0.5 * total:
+        return
+    scores = sorted(s["score"] for s in segs)
+    err.print(f"[yellow]note:[/yellow] {escape(d['path'])}: {low / total:.0%} of the labelled time has a confidence "
+              f"under {LOW_CONFIDENCE} ({scores[0]:.2f}-{scores[-1]:.2f}): the footage may be unlike the run's "
+              "training videos, and single-label tagging picks a label anyway. --min-score 0.5 leaves such "
+              "windows unlabelled; --background NAME leaves out a 'nothing of interest' class the run was "
+              "trained with", highlight=False)
+
+
 def _clock(t: float) -> str:
     m, s = divmod(t, 60)
     h, m = divmod(int(m), 60)
@@ -139,6 +160,9 @@ def cmd_tag(args) -> int:
             _print_segments(d)
         for w in written:
             err.print(f"wrote {escape(w)}")
+    if args.min_score <= 0 and not args.json:
+        for d in dicts:
+            _low_confidence_hint(d)
     for e in errors:
         err.print(f"[red]error[/red] {escape(e['path'])}: {escape(e['error'])}", highlight=False)
     return 1 if errors else 0

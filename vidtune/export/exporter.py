@@ -83,6 +83,10 @@ def preprocessing(config, per_clip: int, clip_len: int = 1, clip_fps: float = 0.
         "frames": per_clip,
         "sampling": "split the clip (default: the whole video) into `segments` equal parts and take the frame "
                     "shown at the centre of each, t_i = start + (i + 0.5) * (end - start) / segments",
+        "time_origin": "times are seconds from the first video frame (its presentation time is 0), not from the "
+                       "container's start: a video whose first frame is at 0.27 s (its start_time, or an edit list "
+                       "or leading audio) has t = 0 there; subtract the first frame's timestamp from every frame's "
+                       "before picking the frame shown at t_i (the last frame with timestamp <= t_i)",
         "segments": config.frames,
         "resize_short_side": cfg.resize_size,
         "interpolation": cfg.interpolation,

@@ -300,7 +300,8 @@ class Embedder:
         feats = np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
         return l2n(feats)
 
-    def _frame_features(self, path: Path, digest: str, ts: np.ndarray, info_duration: float) -> np.ndarray:
+    def _frame_features(self, path: Path, digest: str, ts: np.ndarray, info_duration: float,
+                        on_progress=None) -> np.ndarray:
         from vidtune.data.transforms import transform_id
         from vidtune.io import open_video
         from vidtune.runs.features import precision
@@ -320,6 +321,8 @@ class Embedder:
             for lo in range(0, len(ts), 64):  # bounded memory for long videos
                 frames = reader.frames_at(ts[lo : lo + 64], short_side=self.encoder.cfg.resize_size)
                 feats.append(self.embed_frames(frames, net=net))
+                if on_progress is not None:
+                    on_progress(float(ts[min(lo + 64, len(ts)) - 1] - ts[0]))
         out = np.concatenate(feats)
         require_finite(out, f"the backbone, for {path},")  # never indexed, cached or searched with
         if key is not None:
@@ -328,8 +331,10 @@ class Embedder:
 
     # videos -------------------------------------------------------------------------------------
     def embed_video(self, path, start: float | None = None, end: float | None = None,
-                    digest: str | None = None) -> VideoEmbedding:
+                    digest: str | None = None, on_progress=None) -> VideoEmbedding:
         """Segments of ``path`` between ``start`` and ``end`` (default: all of it).
+
+        ``on_progress(seconds)``: called as frames are embedded, with the seconds done from ``start``.
 
         Raises ``VideoDecodeError`` for unreadable files and ``VidtuneError`` for bad times.
         """
@@ -354,7 +359,7 @@ class Embedder:
             segs = self._clip_segments(path, spans)
         else:
             ts = frame_times(s, e, c.fps)
-            feats = self._frame_features(path, digest, ts, info.duration)
+            feats = self._frame_features(path, digest, ts, info.duration, on_progress)
             segs = pool_segments(ts, feats, spans)
         starts = np.array([a for a, _ in spans], np.float64)
         ends = np.array([b for _, b in spans], np.float64)
@@ -441,17 +446,23 @@ def embed_videos(embedder: Embedder, paths, progress=None, description: str = "e
         embedder.prepare_many()
     results: list[VideoEmbedding] = []
     skipped: list[dict] = []
-    with progress.task(f"{description} ({len(paths)} videos)", total=len(paths)) as task:
-        for p in paths:
+    from vidtune.io import durations
+    from vidtune.progress import seconds_reporter
+
+    seconds = durations(paths)
+    with progress.task(f"{description} ({len(paths)} videos)", total=sum(seconds) or None, unit="s") as task:
+        base = 0.0
+        for p, d in zip(paths, seconds):
+            base += d
             try:
-                results.append(embedder.embed_video(p))
+                results.append(embedder.embed_video(p, on_progress=seconds_reporter(task, base - d, d)))
             except VidtuneError as exc:
                 reason = getattr(exc, "reason", None) or str(exc)
                 log.warning("skipping %s: %s", p, reason)
                 skipped.append({"path": str(p), "reason": reason})
             except OSError as exc:
                 skipped.append({"path": str(p), "reason": f"cannot read file ({exc.strerror or exc})"})
-            task.advance(1)
+            task.update(completed=base)
     return results, skipped
 
 

@@ -8,11 +8,20 @@ Layout, next to the visual index's files in ``INDEX_DIR``::
 
 One SQLite transaction writes a video's spans, so a killed write leaves the old state or the new one.
 
-Ranking: ``score = W_SEM * max(cos, 0) + W_LEX * lexical`` over the union of the best BM25 hits and
+Ranking: ``raw = W_SEM * max(cos, 0) + W_LEX * lexical`` over the union of the best BM25 hits and
 the best semantic hits, where ``lexical`` is the share of the query's words the span holds, each word
 weighted by its BM25 inverse document frequency (see :meth:`TextIndex._lexical`). The lexical part
 rewards the exact words (a name, a number, a sign's text); the semantic part finds paraphrases and
 survives transcription and OCR errors.
+
+The score shown is a confidence in [0, 1]: ``1 / (1 + exp(-CONF_SLOPE * (raw - CONF_MID)))``, a logistic
+fit (Platt scaling) of "this span is the one the query is about" on the spoken sentences and signs of
+``bench/multimodal_search.py`` queried with their paraphrases, exact words and sign texts, against every
+other span and against nonsense queries (``bench/words_calibration.py`` prints the fit). There the right
+spans scored raw 0.26-1.0 (confidence 0.78-1.0) and the best span for a nonsense query ("xylophone
+quantum", "banana helicopter") at most 0.19 (confidence 0.21). Results under ``min_score``
+(:data:`MIN_SCORE`, 0.5) are left out, so a query about nothing in the index returns nothing, and ``k``
+is an upper bound, not a count to fill. The order is the raw score's (the map is monotonic).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtune.errors import ConfigError, IndexStoreError, MissingModalityError, VideoDecodeError
-from vidtune.progress import NullProgress, Progress
+from vidtune.progress import NullProgress, Progress, seconds_reporter
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,13 @@ TEXT_MODALITIES = ("speech", "text")  # what this store holds; "visual" is the F
 ALL_MODALITIES = ("visual",) + TEXT_MODALITIES
 W_SEM, W_LEX = 0.6, 0.4
 CANDIDATES = 200  # best lexical and best semantic hits considered per query
+CONF_MID, CONF_SLOPE = 0.225, 35.0  # raw score of confidence 0.5, and the logistic slope (see above)
+MIN_SCORE = 0.5  # default relevance floor (confidence)
+# English function words: left out of the lexical part (a query of only such words keeps them), so that
+# "photosynthesis in plants" gets no lexical credit from a span that merely says "in".
+STOPWORDS = frozenset("""a an and are as at be been but by do does for from had has have he her his i if in into
+is it its me my no not of on or our she so that the their them they this to was we were what when where which who
+will with you your""".split())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,9 +185,13 @@ class TextIndex:
                 "bytes": self.path.stat().st_size}
 
     # -- ranking ------------------------------------------------------------------------------------
-    def search(self, query: str, qvec: np.ndarray, k: int = 10, modalities=None) -> list[dict]:
+    def search(self, query: str, qvec: np.ndarray, k: int = 10, modalities=None,
+               min_score: float = MIN_SCORE) -> list[dict]:
+        """Up to ``k`` spans with a confidence of at least ``min_score``, best first."""
         if k < 1:
             raise ConfigError("k", f"must be at least 1, got {k}")
+        if not (math.isfinite(min_score) and 0 <= min_score <= 1):
+            raise ConfigError("min_score", f"must be a confidence between 0 and 1, got {min_score}")
         mods = tuple(modalities or TEXT_MODALITIES)
         marks = ",".join("?" * len(mods))
         rows = self.db.execute(f"SELECT id, vector FROM spans WHERE modality IN ({marks})", mods).fetchall()
@@ -183,7 +203,8 @@ class TextIndex:
         cand.update(self._lexical(query, mods))
         pos = {int(i): j for j, i in enumerate(ids)}
         scored = sorted(((W_SEM * max(float(sem[pos[i]]), 0.0) + W_LEX * lx, i) for i, lx in cand.items()
-                         if i in pos), reverse=True)[:k]
+                         if i in pos), reverse=True)
+        scored = [(c, i) for c, i in ((confidence(raw), i) for raw, i in scored[:k]) if c >= min_score]
         out = []
         for score, i in scored:
             path, modality, start, end, text = self.db.execute(
@@ -200,6 +221,7 @@ class TextIndex:
         FTS5's porter tokenizer): "the" in every span adds almost nothing, a rare name or number a lot.
         """
         words = list(dict.fromkeys(re.findall(r"\w+", query.lower())))
+        words = [w for w in words if w not in STOPWORDS] or words  # "in", "the": no evidence of a match
         if not words:
             return {}
         quoted = ['"' + w.replace('"', '""') + '"' for w in words]
@@ -223,6 +245,11 @@ class TextIndex:
         return {i: s / total for i, s in score.items()} if total > 0 else {}
 
 
+def confidence(raw: float) -> float:
+    """The hybrid score mapped to a calibrated confidence in [0, 1] (see the module docstring)."""
+    return 1.0 / (1.0 + math.exp(-CONF_SLOPE * (raw - CONF_MID)))
+
+
 # -- building -----------------------------------------------------------------------------------------
 def _digest(p) -> str:
     from vidtune.utils import file_digest
@@ -239,6 +266,7 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
     (``modalities`` given must match them). Unchanged files (same path and content) are not read again.
     """
     from vidtune.index.changes import Changes
+    from vidtune.io import durations
     from vidtune.text.embed import SentenceEncoder
     from vidtune.utils import hold_lock
 
@@ -272,32 +300,53 @@ def index_text(index_dir, paths, modalities=None, recognizer=None, reader=None, 
 
                 reader = TextReader(fps=ocr_fps)
             changes = Changes(tix.digests(), digest=_digest)
-            with progress.task("reading words (speech, on-screen text)", total=len(paths)) as task:
-                for p, key, digest in changes.new_or_changed(paths):
+            unique = list(dict.fromkeys(paths))
+            seconds = durations(unique)  # progress counts seconds of video, not files
+            starts, at = {}, 0.0
+            for p, d in zip(unique, seconds):
+                starts[str(p)] = (at, d)
+                at += d
+            with progress.task("reading words (" + ", ".join(mods) + ")", total=at or None, unit="s") as task:
+                for p, key, digest in changes.new_or_changed(unique):
+                    base, d = starts[str(p)]
+                    task.update(completed=base)
                     try:
-                        spans, language, duration = _read_words(p, mods, recognizer, reader)
+                        spans, language, duration = _read_words(p, mods, recognizer, reader, (task, base, d))
                     except (VideoDecodeError, OSError) as exc:
                         changes.skip(key, exc)
                     else:
                         tix.replace_video(key, digest, duration, language, spans,
                                           encoder.encode([s[3] for s in spans]))
                         changes.added.append(key)
-                    task.advance()
+                    task.update(completed=base + d)
+                task.update(completed=at)
             info = tix.info()
     finally:
         lock.close()
     return {"added": changes.added, "unchanged": changes.unchanged, "skipped": changes.skipped, **info}
 
 
-def _read_words(path, mods, recognizer, reader) -> tuple[list[tuple[str, float, float, str]], str | None, float]:
+def _read_words(path, mods, recognizer, reader, where=None) -> tuple[list[tuple[str, float, float, str]],
+                                                                     str | None, float]:
+    """``where``: ``(task, seconds before this video, its seconds)`` for progress in seconds of video (each
+    pass, speech then text, counts for its share of the video's seconds)."""
     spans: list[tuple[str, float, float, str]] = []
     language, duration = None, 0.0
+    passes = [m for m in TEXT_MODALITIES if m in mods]
+
+    def reporter(m: str):
+        if where is None:
+            return None
+        task, base, d = where
+        share = 1 / len(passes)
+        return seconds_reporter(task, base, d, share=share, offset=passes.index(m) * share * d)
+
     if "speech" in mods:
-        t = recognizer.transcribe(path)
+        t = recognizer.transcribe(path, on_progress=reporter("speech"))
         language, duration = t.language, t.duration
         spans += [("speech", s.start, s.end, s.text) for s in t.segments]
     if "text" in mods:
-        r = reader.read_video(path)
+        r = reader.read_video(path, on_progress=reporter("text"))
         duration = max(duration, r.duration)
         spans += [("text", s.start, s.end, s.text) for s in r.spans]
     return spans, language, duration
@@ -319,8 +368,10 @@ def text_index_info(index_dir) -> dict | None:
 
 
 # -- searching ----------------------------------------------------------------------------------------
-def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=None) -> dict:
-    """``{"query", "results": [{"path", "start", "end", "score", "modality", "text"}]}``, best first."""
+def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=None,
+                min_score: float = MIN_SCORE) -> dict:
+    """``{"query", "results": [{"path", "start", "end", "score", "modality", "text"}]}``, best first: up to
+    ``k`` spans whose confidence (``score``, 0-1) is at least ``min_score``."""
     from vidtune.text.embed import SentenceEncoder
 
     if not query or not query.strip():
@@ -334,5 +385,5 @@ def search_text(index_dir, query: str, k: int = 10, modalities=None, encoder=Non
             raise IndexStoreError(f"{index_dir} was built with the sentence model {tix.meta('encoder')}, "
                                   f"not {encoder.name}; rebuild it")
         q = encoder.encode([query])[0]
-        results = tix.search(query, q, k=k, modalities=mods)
+        results = tix.search(query, q, k=k, modalities=mods, min_score=min_score)
     return {"query": query, "results": results}

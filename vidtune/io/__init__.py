@@ -32,4 +32,18 @@ def probe(path, scan_packets: bool = True, backend: str = "pyav") -> VideoInfo:
     return info
 
 
-__all__ = ["VideoInfo", "VideoReader", "open_video", "probe", "is_video_path", "VIDEO_EXTENSIONS"]
+def durations(paths) -> list[float]:
+    """Header duration in seconds of each path (0.0 for a file that cannot be probed: the job itself
+    reports it); what progress counts so that one long video among short ones moves the count."""
+    from vidtune.errors import VidtuneError
+
+    out = []
+    for p in paths:
+        try:
+            out.append(max(0.0, float(probe(p, scan_packets=False).duration)))
+        except (VidtuneError, OSError, ValueError):
+            out.append(0.0)
+    return out
+
+
+__all__ = ["VideoInfo", "VideoReader", "open_video", "probe", "durations", "is_video_path", "VIDEO_EXTENSIONS"]

@@ -245,3 +245,82 @@ def split_cached(cache: FeatureCache | None, items: list[VideoItem], encoder_fp:
             keys[i] = cache_key(item, digest, encoder_fp, cfg, sampling, precision, frame_op)
             todo.append(i)
     return hits, keys, todo, skipped
+
+
+# -- size and clean-up (``vidtune cache info|clear``) ------------------------------------------------
+def _area(rel: Path) -> str:
+    first = rel.parts[0] if rel.parts else ""
+    if first in ("engines", "words"):
+        return first
+    if rel.suffix == ".safetensors":
+        return "features"
+    return "other"
+
+
+def _files(root: Path):
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            p = Path(dirpath) / name
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            yield p, st
+
+
+def cache_usage(cache_dir=None) -> dict:
+    """What the cache at ``cache_dir`` (default: :func:`default_cache_dir`) holds: files and bytes per area
+    (features, words = transcripts and OCR spans, engines, other), and the oldest last use."""
+    import time
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    source = "--cache-dir" if cache_dir else ("VIDTUNE_CACHE" if os.environ.get("VIDTUNE_CACHE") else "default")
+    areas = {a: {"files": 0, "bytes": 0} for a in ("features", "words", "engines", "other")}
+    oldest = None
+    if root.is_dir():
+        for p, st in _files(root):
+            a = areas[_area(p.relative_to(root))]
+            a["files"] += 1
+            a["bytes"] += st.st_size
+            used = max(st.st_atime, st.st_mtime)
+            oldest = used if oldest is None else min(oldest, used)
+    return {"root": str(root), "source": source, "exists": root.is_dir(), "areas": areas,
+            "files": sum(a["files"] for a in areas.values()), "bytes": sum(a["bytes"] for a in areas.values()),
+            "oldest_days": None if oldest is None else round((time.time() - oldest) / 86400, 1)}
+
+
+def clear_cache(cache_dir=None, older_than: float | None = None, dry_run: bool = False) -> dict:
+    """Delete cache files last used (read or written) more than ``older_than`` seconds ago (None: all).
+
+    Only files are removed (then empty folders); the cache folder itself stays. Every entry is
+    recomputed on demand, so clearing never loses results, only time.
+    """
+    import time
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("cache_dir", f"{root} is not a folder")
+    cutoff = None if older_than is None else time.time() - older_than
+    removed, freed, kept = 0, 0, 0
+    if root.is_dir():
+        for p, st in list(_files(root)):
+            if cutoff is not None and max(st.st_atime, st.st_mtime) >= cutoff:
+                kept += 1
+                continue
+            if not dry_run:
+                try:
+                    p.unlink()
+                except OSError as exc:
+                    log.warning("cannot remove %s (%s)", p, exc)
+                    kept += 1
+                    continue
+            removed += 1
+            freed += st.st_size
+        if not dry_run:
+            for dirpath, _, _ in sorted(os.walk(root), key=lambda d: -len(d[0])):
+                if Path(dirpath) != root:
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass  # not empty
+    return {"root": str(root), "removed": removed, "bytes": freed, "kept": kept, "dry_run": dry_run}

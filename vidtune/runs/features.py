@@ -148,8 +148,8 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 cache.put(keys[j], feats[j])
         pending.clear()
 
-    with progress.task(f"{description} ({len(todo)} videos, {len(todo) * sampling.per_clip} frames)",
-                       total=len(todo)) as task:
+    with progress.task(f"{description} ({len(todo)} clips)", total=len(todo) * sampling.per_clip,
+                       unit="frames") as task:
         for sample in loader:
             j = todo[sample["index"]]
             if sample["error"] is not None:
@@ -159,6 +159,6 @@ def extract_features(encoder: FrameEncoder, items: list[VideoItem], sampling: Sa
                 pending.append((j, sample["frames"], sample.get("flow")))
                 if sum(f.shape[0] for _, f, _ in pending) >= batch_frames:
                     flush()
-            task.advance(1)
+            task.advance(sampling.per_clip)
         flush()
     return feats, skipped

@@ -85,16 +85,23 @@ def select_split(items: list[VideoItem], split: str | None, config: RunConfig | 
     return chosen
 
 
-def _check_labels(items: list[VideoItem], config: RunConfig) -> None:
+def _check_labels(items: list[VideoItem], config: RunConfig) -> list[str]:
+    """Labels of ``items`` the run never saw: refused for multi-label runs, returned for single-label ones
+    (their clips count as wrong: the run cannot predict them)."""
     labels, background = config.labels, config.background
     if config.multilabel:
         found = {lab for it in items for lab in item_labels(it, background)}
     else:
         found = {it.label for it in items}
     unknown = sorted(found - set(labels))
+    if unknown and not config.multilabel:
+        log.warning("the data holds %d class(es) the run never saw (%s): their clips count as wrong", len(unknown),
+                    ", ".join(unknown[:10]))
+        return unknown
     if unknown:
         raise DatasetError(f"labels not known to the run: {', '.join(map(repr, unknown[:10]))}. "
                            f"The run was trained on: {', '.join(labels)}")
+    return []
 
 
 def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cache_dir=None, use_cache=True,
@@ -115,7 +122,7 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
     labels = config.labels
     multilabel = config.multilabel
     items = select_split(load_dataset(data, multilabel=multilabel or None), split, config)
-    _check_labels(items, config)
+    unseen = _check_labels(items, config)
     shared = [] if split in ("train", "val") else shared_with_training(run_dir, items, open_cache(cache_dir, use_cache))
     if shared:
         log.warning("%d of the %d evaluation clips were in the run's training or validation data (e.g. %s: %s as "
@@ -137,15 +144,19 @@ def evaluate(run_dir, data, split: str | None = None, device: str = "auto", cach
         m = multilabel_metrics(logits, y, labels, config.label_thresholds())
         return {"run": str(run_dir), "task": "multilabel", "labels": labels, **m, "skipped": skipped,
                 "shared_with_training": shared}
-    y = torch.tensor([labels.index(items[i].label) for i in idx])
-    m = classification_metrics(logits, y, labels)
+    # classes the run never saw: extra rows (never predicted) so that their clips count as wrong
+    every = list(labels) + unseen
+    y = torch.tensor([every.index(items[i].label) for i in idx])
+    padded = torch.cat([logits, torch.full((len(idx), len(unseen)), -torch.inf)], dim=1) if unseen else logits
+    m = classification_metrics(padded, y, every)
     probs = logits.softmax(-1)
     aps = {lab: average_precision(probs[:, j], y == j) for j, lab in enumerate(labels)}
     valid = [v for v in aps.values() if v == v]  # classes with positives (AP is NaN without)
     m["mAP"] = sum(valid) / len(valid) if valid else None
     m["per_class_ap"] = {lab: (v if v == v else None) for lab, v in aps.items()}
-    return {"run": str(run_dir), "task": "single_label", "labels": labels, **m, "skipped": skipped,
-            "shared_with_training": shared}
+    counts = {lab: int((y == every.index(lab)).sum()) for lab in unseen}
+    return {"run": str(run_dir), "task": "single_label", "labels": every, **m, "skipped": skipped,
+            "shared_with_training": shared, "unseen_labels": counts}
 
 
 def predict(run_dir, videos, k: int = 5, device: str = "auto", cache_dir=None, use_cache=True,

@@ -195,8 +195,8 @@ def frame_features(run: LeanRun, items: list[VideoItem], *, cache=None, workers:
                 cache.put_array(keys[j], clip)
         pending.clear()
 
-    with progress.task(f"{description} ({len(todo)} videos, {len(todo) * sampling.frames} frames)",
-                       total=len(todo)) as task:
+    with progress.task(f"{description} ({len(todo)} clips)", total=len(todo) * sampling.frames,
+                       unit="frames") as task:
         for j, frames, error in decoded_clips(items, todo, sampling, cfg, workers):
             if frames is None:
                 skipped.append({"path": str(items[j].path), "reason": error})
@@ -205,7 +205,7 @@ def frame_features(run: LeanRun, items: list[VideoItem], *, cache=None, workers:
                 pending.append((j, frames))
                 if sum(len(f) for _, f in pending) >= batch_frames:
                     flush()
-            task.advance(1)
+            task.advance(sampling.frames)
         flush()
     return feats, skipped
 

@@ -80,7 +80,7 @@ def extract_audio_features(encoder: AudioEncoder, items: list[VideoItem], segmen
                 continue
         todo.append((i, key))
     if todo:
-        with progress.task(f"{description} ({len(todo)} clips)", total=len(todo)) as task:
+        with progress.task(f"{description} ({len(todo)} clips)", total=len(todo), unit="clips") as task:
             for i, key in todo:
                 out[i] = clip_audio_features(encoder, items[i], segments)
                 if cache is not None and key is not None:

@@ -37,6 +37,17 @@ def text_search(searcher, text: str, k: int = 10) -> dict:
     return search_text(searcher.ix.root, text, k=k)
 
 
+def index_modalities(index_dir) -> dict:
+    """What an index can be searched with: ``{"modalities": ["visual", "speech", "text"], "frames": bool}``
+    (``frames``: text-to-frame search with CLIP weights), for the page's hints."""
+    from vidtune.index.clip_text import has_frame_index
+    from vidtune.index.text_search import text_index_info
+
+    words = text_index_info(index_dir) if index_dir is not None else None
+    return {"modalities": ["visual"] + (words["modalities"] if words else []),
+            "frames": index_dir is not None and has_frame_index(index_dir)}
+
+
 def read_history(path: Path) -> list[dict]:
     """history.csv as rows of numbers (empty cells: None)."""
     rows = []

@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from vidtune.errors import ConfigError, NotServedError, UploadRejectedError, VidtuneError
 from vidtune.serve import uploads, validation
-from vidtune.serve.actions import TAG_FORMATS, Workbench
+from vidtune.serve.actions import TAG_FORMATS, Workbench, index_modalities
 from vidtune.serve.catalog import Catalog, Media, identity
 from vidtune.serve.thumbs import MAX_FRAMES, MAX_HEIGHT, ThumbCache
 from vidtune.serve.validation import SearchRequest, TagRequest
@@ -132,6 +132,10 @@ def create_app(catalog: Catalog, device: str = "auto", token: str | None = None,
         first = "/label" if desk is not None else "/search" if catalog.index_dir is not None else "/runs"
         return RedirectResponse(first, status_code=307)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # browsers that ask before reading the page's <link rel="icon">
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     @app.get("/search")
     async def search_page(request: Request):
         return page(request, "search.html", title="Search")
@@ -177,7 +181,8 @@ def create_app(catalog: Catalog, device: str = "auto", token: str | None = None,
         if catalog.index_dir is None:
             raise NotServedError("this server has no index (start it with --index INDEX_DIR)")
         videos = await work(catalog.refresh_index)
-        return _json({"index": str(catalog.index_dir), "videos": videos, "read_only": catalog.read_only})
+        return _json({"index": str(catalog.index_dir), "videos": videos, "read_only": catalog.read_only,
+                      **await work(index_modalities, catalog.index_dir)})
 
     def upload(request: Request):
         """The multipart ``file`` of ``request``, deleted when the ``async with`` ends (see :mod:`.uploads`)."""

@@ -114,7 +114,8 @@ class ShotConfig:
     ratio: float = 3.0  # a cut's change over the local median level
     k_mad: float = 2.5  # a gradual transition's frames: change above median + k x MAD
     low_floor: float = 0.012  # ... and at least this much above the median
-    min_gradual: int = 3  # frames
+    min_gradual: int = 3  # frames of raised change for a gradual run; one spanning only this many frames
+    # (e.g. 79.52-79.60 s at 25 fps) is reported as a cut at its largest change
     max_gap: int = 2  # quiet frames allowed inside a gradual transition
     max_gradual: float = 3.0  # seconds
     window: float = 1.0  # seconds each side for the local level
@@ -251,6 +252,12 @@ class ShotDetector:
             else:
                 merged.append([kind, a, b, s])
         transitions = []
+        for m in merged:
+            kind, a, b = m[:3]
+            if kind == "gradual" and b - a < self.cfg.min_gradual:  # 3 frames or fewer (0.12 s at 25 fps):
+                # a hard cut that compression, interlacing or motion blur smeared; at its largest change
+                c = max(range(a, b + 1), key=lambda j: self.d[j] if j < len(self.d) else 0.0)
+                m[0], m[1], m[2] = "cut", c, c
         for kind, a, b, s in merged:
             mid = t(a) if kind == "cut" else 0.5 * (t(a) + t(b))
             if mid < self.cfg.min_shot or end_time - mid < self.cfg.min_shot:

@@ -257,7 +257,7 @@ def tag_video(model, config: RunConfig, path, options: TagOptions | None = None,
     plan = plan_windows(duration, window, opts.stride, frames)
     warning = None
     if _streaming(model, config):
-        with progress.task(f"tagging {Path(path).name}", total=round(duration, 1) or None) as task_bar:
+        with progress.task(f"tagging {Path(path).name}", total=round(duration, 1) or None, unit="s") as task_bar:
             scores, spans, shots, stream = _scores_streaming(model, path, plan, device, opts, task, task_bar)
         if stream.decode_error:
             warning = f"decoding stopped at {stream.last_time:.2f}s: {stream.decode_error}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +31,26 @@ import numpy as np
 from vidtune.errors import ConfigError, VidtuneError
 from vidtune.extras import require
 from vidtune.progress import Progress, each_video
+from vidtune.results_cache import ResultCache
 
 log = logging.getLogger(__name__)
 
+OCR_VERSION = 1  # bump when what the spans hold for the same engine and settings changes
 MAX_SHORT_SIDE = 720  # larger frames are scaled down to this short side before OCR (time grows with pixels)
 BATCH = 16  # frames decoded at a time
 SAME_TEXT = 0.8  # difflib ratio above which two readings are the same text (OCR flicker)
 # Unsharp mask: (1 + AMOUNT) * frame - AMOUNT * gaussian(frame, SIGMA * short side / 352)
 SHARPEN_AMOUNT, SHARPEN_SIGMA = 1.5, 4.0
 BLURRED_BELOW = 30.0  # variance of the Laplacian (grey, short side 352) under which a frame is sharpened
+
+
+def _rapidocr_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rapidocr")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def sharpness(rgb: np.ndarray) -> float:
@@ -104,7 +116,7 @@ class TextReader:
     """
 
     def __init__(self, fps: float = 1.0, min_score: float = 0.7, threads: int | None = None,
-                 sharpen: bool = True):
+                 sharpen: bool = True, cache="default"):
         if not (math.isfinite(fps) and fps > 0):
             raise ConfigError("fps", f"must be a positive number of frames per second, got {fps}")
         if not 0 <= min_score <= 1:
@@ -123,6 +135,14 @@ class TextReader:
         self.fps = float(fps)
         self.min_score = float(min_score)
         self.sharpen = bool(sharpen)
+        self.cache = ResultCache() if cache == "default" else cache
+        self.engine_version = _rapidocr_version()
+
+    def settings(self) -> dict:
+        """What the spans depend on besides the video (the results-cache key)."""
+        return {"v": OCR_VERSION, "engine": self.engine_version, "fps": self.fps, "min_score": self.min_score,
+                "sharpen": self.sharpen, "max_short_side": MAX_SHORT_SIDE, "same_text": SAME_TEXT,
+                "blurred_below": BLURRED_BELOW, "unsharp": [SHARPEN_AMOUNT, SHARPEN_SIGMA]}
 
     def read_image(self, rgb: np.ndarray) -> list[tuple[str, list[float], float]]:
         """``(text, [x0, y0, x1, y1], score)`` of each line of text in one RGB uint8 image."""
@@ -141,11 +161,35 @@ class TextReader:
                                float(b[:, 1].max())], float(score)))
         return out
 
-    def read_video(self, path, start: float = 0.0, end: float | None = None) -> OcrResult:
-        """Text spans of ``path`` (sampled at ``fps`` frames per second, at the middle of each interval)."""
+    def read_video(self, path, start: float = 0.0, end: float | None = None,
+                   on_progress: Callable[[float], None] | None = None) -> OcrResult:
+        """Text spans of ``path`` (sampled at ``fps`` frames per second, at the middle of each interval).
+
+        ``on_progress(seconds)``: called after each batch of frames with the seconds read from ``start``.
+        With a results cache, a video already read with the same settings is not decoded again."""
+        path = Path(path)
+        key = None
+        if self.cache is not None:
+            try:
+                key = self.cache.key("ocr", path, start=start, end=end, **self.settings())
+            except OSError:
+                key = None  # unreadable: the decode below reports it
+            hit = self.cache.get(key, "ocr") if key is not None else None
+            if hit is not None:
+                spans = [TextSpan(s["start"], s["end"], s["text"], s["box"], s["score"]) for s in hit["spans"]]
+                if on_progress is not None:
+                    on_progress(hit["duration"])
+                return OcrResult(str(path), spans, hit["duration"], hit["frames"])
+        r = self._read_video(path, start, end, on_progress)
+        if key is not None:
+            self.cache.put(key, "ocr", {"duration": r.duration, "frames": r.frames,
+                                        "spans": [{"start": s.start, "end": s.end, "text": s.text, "box": s.box,
+                                                   "score": s.score} for s in r.spans]})
+        return r
+
+    def _read_video(self, path: Path, start: float, end: float | None, on_progress) -> OcrResult:
         from vidtune.io import open_video
 
-        path = Path(path)
         with open_video(path) as reader:
             info = reader.info
             stop = info.duration if end is None else min(end, info.duration)
@@ -161,6 +205,8 @@ class TextReader:
                 for t, frame in zip(chunk, frames):
                     lines = [(text, [v * scale for v in box], score) for text, box, score in self.read_image(frame)]
                     merger.add(t, lines)
+                if on_progress is not None:
+                    on_progress(min(stop, chunk[-1] + step / 2) - start)
         return OcrResult(str(path), merger.finish(), stop - start, len(times))
 
 
@@ -228,5 +274,8 @@ def _overlap(a: list[float], b: list[float]) -> float:
 def read_videos(paths, reader: TextReader | None = None, progress: Progress | None = None,
                 **options) -> tuple[list[OcrResult], list[dict]]:
     """OCR several videos; unreadable ones are skipped and reported (``{"path", "reason"}``)."""
+    from vidtune.io import durations
+
     reader = reader or TextReader(**options)
-    return each_video(paths, reader.read_video, "reading on-screen text", progress)
+    paths = list(paths)
+    return each_video(paths, reader.read_video, "reading on-screen text", progress, durations=durations(paths))

@@ -256,7 +256,7 @@ class Fitter:
             history, best, best_key, best_epoch, stale, smooth = self._restore(module, snapshot, gen, strategy)
         start = len(history) + 1
         stop = self._should_stop(strategy.has_val, stale)  # a checkpoint written as early stopping fired
-        with self.progress.task("training", total=self.epochs) as bar:
+        with self.progress.task("training", total=self.epochs, unit="epochs") as bar:
             if start > 1:
                 bar.advance(start - 1)
             for epoch in range(start, self.epochs + 1):

@@ -52,16 +52,47 @@ function keyOf(path) {
   return v ? v.id : null;
 }
 
-function card(r, i) {
+// The query's words inside a matched text, wrapped in <mark> (case-insensitive; a word also matches the
+// start of a longer one, as "exit" does "exits"); built from text nodes, never from HTML.
+const STOP = new Set("a an and are as at be but by do for from has have in into is it its of on or so that the their this to was we were with you your".split(" "));
+
+function highlighted(text, query) {
+  const words = [...new Set((query || "").toLowerCase().match(/[\p{L}\p{N}]+/gu) || [])]
+    .filter((w) => w.length > 1 && !STOP.has(w));  // function words match everywhere: not marked
+  const p = el("p", { class: "matched" });
+  if (!words.length) { p.textContent = text; return p; }
+  const esc = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const re = new RegExp(`(${esc.join("|")})`, "giu");
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    if (m.index > last) p.append(text.slice(last, m.index));
+    p.append(el("mark", { text: m[0] }));
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) p.append(text.slice(last));
+  return p;
+}
+
+const MODALITY = { speech: "said", text: "on screen", frames: "frame (CLIP)", visual: "looks alike" };
+
+function card(r, i, query) {
   const key = keyOf(r.path);
   const span = `${fmt(r.start)}–${fmt(r.end)} s`;
   const q = r.query_start == null ? "" : ` (query ${fmt(r.query_start)}–${fmt(r.query_end)} s)`;
-  return el("article", { class: "card", "data-path": r.path, "data-start": r.start, "data-end": r.end },
+  const words = r.text != null;  // a words result: the matched text and a calibrated confidence
+  const modality = r.modality || "visual";
+  const score = words && modality !== "frames"
+    ? el("span", { class: "score", title: "confidence that this span is about the query", text: `${Math.round(100 * r.score)}%` })
+    : el("span", { class: "score", title: "cosine similarity", text: r.score.toFixed(3) });
+  return el("article", { class: `card ${words ? "words" : ""}`, "data-path": r.path, "data-start": r.start,
+    "data-end": r.end, "data-modality": modality },
     el("header", {},
       el("span", { class: "rank", text: `#${i + 1}` }),
       el("span", { class: "path", text: r.path.split("/").pop(), title: r.path }),
-      el("span", { class: "score", text: r.score.toFixed(3) })),
+      el("span", { class: `modality ${modality}`, text: MODALITY[modality] || modality }),
+      score),
     el("div", { class: "span", text: span + q }),
+    words && r.text ? highlighted(r.text, query) : null,
     key ? el("img", { class: "strip", alt: `frames ${span}`, loading: "lazy",
       src: `/sprite/${key}?start=${r.start}&end=${r.end}&n=6&h=54` }) : null,
     key ? player(key, r.start, r.end) : el("p", { class: "error", text: "not in the index any more" }),
@@ -70,13 +101,18 @@ function card(r, i) {
 
 function showResults(res) {
   const box = $("#results");
-  box.replaceChildren(...res.results.map(card));
+  box.replaceChildren(...res.results.map((r, i) => card(r, i, res.query)));
+  if (!res.results.length && res.results !== undefined && INDEX.words && typeof res.query === "string") {
+    status(`no match for “${res.query}”: nothing said or shown in the indexed videos is about it`);
+    return;
+  }
   status(`${res.results.length} result(s) for ${res.query}`);
 }
 
-async function runSearch(init) {
+async function runSearch(init, link) {
   status("searching…");
   $("#results").replaceChildren();
+  if (link) history.replaceState(null, "", `/search?${new URLSearchParams(link)}`);  // results can be linked
   try { showResults(await api("/api/search", init)); } catch (e) { status(e.message, true); }
 }
 
@@ -104,12 +140,26 @@ async function initSearch() {
     const s = $("#seg-start").value, e = $("#seg-end").value;
     if (s !== "") body.start = Number(s);
     if (e !== "") body.end = Number(e);
-    runSearch(jsonPost(body));
+    runSearch(jsonPost(body), body);
   });
   $("#q-text").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    runSearch(jsonPost({ text: $("#text").value, k: k() }));
+    const body = { text: $("#text").value, k: k() };
+    runSearch(jsonPost(body), body);
   });
+  wordsHint();
+  // a linked search (/search?text=...&k=... or ?video=ID&start=...&end=...) runs at once
+  const params = new URLSearchParams(location.search);
+  if (params.get("k")) $("#k").value = params.get("k");
+  if (params.get("text")) {
+    $("#text").value = params.get("text");
+    $("#q-text").requestSubmit();
+  } else if (params.get("video") && INDEX.videos.some((v) => v.id === params.get("video"))) {
+    sel.value = params.get("video");
+    if (params.get("start")) $("#seg-start").value = params.get("start");
+    if (params.get("end")) $("#seg-end").value = params.get("end");
+    $("#q-segment").requestSubmit();
+  }
   $("#q-dupes").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const box = $("#dupes");
@@ -133,34 +183,50 @@ async function initSearch() {
   });
 }
 
+// What the Words box can search in this index: its placeholder and hint say so.
+function wordsHint() {
+  const mods = INDEX.modalities || [], hint = $("#words-hint"), box = $("#text");
+  const words = mods.filter((m) => m === "speech" || m === "text");
+  INDEX.words = words.length > 0;
+  const said = { speech: "speech", text: "on-screen text" };
+  if (words.length) {
+    box.placeholder = words.includes("speech") ? "words said or shown, e.g. feed the cat" : "words shown, e.g. fire exit";
+    hint.textContent = `Searches the ${words.map((m) => said[m]).join(" and ")} of the indexed videos, by meaning and by exact words`
+      + (INDEX.frames ? ", and their frames (CLIP)." : ".");
+  } else if (INDEX.frames) {
+    box.placeholder = "what the frames show, e.g. a red car";
+    hint.textContent = "Matches frames by a description (CLIP); this index holds no speech or on-screen text.";
+  } else {
+    box.placeholder = "words said or shown in the videos";
+    hint.textContent = "This index has no speech or on-screen text: build it with "
+      + "vidtune index build INDEX VIDEO... --modalities visual,speech,text to search by words.";
+  }
+}
+
 // -- a run ------------------------------------------------------------------------------------------------
+// Learning curves with uPlot (vendored in /static/vendor/uplot, MIT): losses on the left axis, top-1 on the right.
 function curves(history) {
   const box = $("#curves");
   if (!box || !history.length) { if (box) box.textContent = "no history.csv"; return; }
-  const W = 420, H = 180, P = 28;
-  const series = [["train_loss", "#c0392b"], ["val_loss", "#e67e22"], ["train_top1", "#2471a3"], ["val_top1", "#27ae60"]]
-    .filter(([k]) => history.some((h) => h[k] != null));
-  const epochs = history.map((h) => h.epoch);
-  const x0 = Math.min(...epochs), x1 = Math.max(...epochs);
-  const ymax = Math.max(1, ...history.flatMap((h) => series.map(([k]) => h[k] ?? 0)));
-  const X = (e) => P + (x1 === x0 ? 0.5 : (e - x0) / (x1 - x0)) * (W - 2 * P);
-  const Y = (v) => H - P - (v / ymax) * (H - 2 * P);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("class", "chart");
-  const add = (tag, attrs) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); svg.append(n); return n; };
-  add("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#999" });
-  add("line", { x1: P, y1: P, x2: P, y2: H - P, stroke: "#999" });
-  add("text", { x: W / 2, y: H - 6, "text-anchor": "middle", "font-size": 11 }).textContent = "epoch";
-  add("text", { x: 2, y: P - 8, "font-size": 10 }).textContent = ymax.toFixed(1);
-  series.forEach(([k, colour], j) => {
-    const pts = history.filter((h) => h[k] != null).map((h) => `${X(h.epoch)},${Y(h[k])}`).join(" ");
-    add("polyline", { points: pts, fill: "none", stroke: colour, "stroke-width": 2 }).dataset.series = k;
-    for (const h of history) if (h[k] != null) add("circle", { cx: X(h.epoch), cy: Y(h[k]), r: 3, fill: colour });
-    add("text", { x: W - P - 70, y: P + 12 * j, fill: colour, "font-size": 10 }).textContent = k.replace("_", " ");
-  });
-  box.append(svg);
+  const series = [["train_loss", "#c0392b"], ["val_loss", "#e67e22"], ["train_top1", "#2471a3"], ["val_top1", "#27ae60"],
+    ["val_mAP", "#8e44ad"]].filter(([k]) => history.some((h) => h[k] != null));
+  const data = [history.map((h) => h.epoch), ...series.map(([k]) => history.map((h) => h[k] ?? null))];
+  const acc = (k) => !k.endsWith("loss");
+  const width = Math.min(560, Math.max(320, box.clientWidth || 520));
+  const opts = {
+    width, height: 260,
+    scales: { x: { time: false }, acc: { range: [0, 1] } },
+    series: [{ label: "epoch" }, ...series.map(([k, colour]) => ({
+      label: k.replace("_", " "), stroke: colour, width: 2, scale: acc(k) ? "acc" : "loss",
+      points: { show: true, size: 5 }, value: (u, v) => (v == null ? "-" : v.toFixed(3)) }))],
+    axes: [
+      { label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100] },
+      { scale: "loss", label: "loss", values: (u, vals) => vals.map((v) => v.toFixed(2)) },
+      { scale: "acc", side: 1, label: "top-1", grid: { show: false }, values: (u, vals) => vals.map((v) => `${Math.round(100 * v)}%`) },
+    ],
+  };
+  box.replaceChildren();
+  box.chart = new uPlot(opts, data, box);
 }
 
 async function initRun() {
