@@ -362,6 +362,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="1,2", help="comma-separated parts to run (1,2,3,4)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="parts 1 and 2: " + ", ".join(TASKS))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--mistakes-seeds", type=int, default=None, help="part 2 seeds (default: --seeds)")
     ap.add_argument("--workers", type=int, default=None, help="decoding processes for the features")
     ap.add_argument("--part-args", default="", help="extra arguments passed to the scripts of parts 3 and 4")
     ap.add_argument("--combine", default=None, metavar="A,B",
@@ -399,7 +400,7 @@ def main(argv=None) -> int:
         if 2 in parts:
             tmp = CACHE / "label_efficiency"
             tmp.mkdir(parents=True, exist_ok=True)
-            rows2 = part2(tasks, args.seeds, tmp)
+            rows2 = part2(tasks, args.mistakes_seeds or args.seeds, tmp)
             _write_csv(rows2, RESULTS / "label_efficiency_mistakes.csv")
             summary["part2"] = {t.name: {
                 "precision_at_n": _stats([r["precision_at_n"] for r in rows2 if r["task"] == t.name]),
