@@ -89,6 +89,7 @@ class Task:
         self.classes = sorted({it.label for it in self.items})
         self.y = np.array([self.classes.index(it.label) for it in self.items])
         self.x = feats.pooled()  # what the head reads
+        self.motion = 2 * feats.flow_channels
         self.emb = reduce(feats.embeddings())  # what cold start compares (backbone appearance)
         self.pool = np.array([i for i, it in enumerate(self.items) if it.split in ("train", "val", None)])
         self.test = np.array([i for i, it in enumerate(self.items) if it.split == "test"])
@@ -100,14 +101,17 @@ def accuracy(task: Task, labelled: list[int]) -> float:
     ys = task.y[labelled]
     if len(set(ys.tolist())) < 2:
         return float(np.mean(task.y[task.test] == ys[0]))
-    head = fit_linear_head(task.x[labelled], ys)
+    head = fit_linear_head(task.x[labelled], ys, motion=task.motion)
     return float(np.mean(head.predict(task.x[task.test]) == task.y[task.test]))
 
 
 def run_embedding(task: Task, labelled: list[int], pool: np.ndarray) -> np.ndarray:
     """The head's input space (standardised on the labelled clips), L2-normalised: how the run sees clips."""
     mu, sd = task.x[labelled].mean(0), task.x[pool].std(0) + 1e-6
-    return l2n((task.x - mu) / sd)
+    z = (task.x - mu) / sd
+    if task.motion:  # the motion block weighs as much as the appearance block, as in the head
+        z[:, -task.motion:] *= np.sqrt((z.shape[1] - task.motion) / task.motion)
+    return l2n(z)
 
 
 def curve(task: Task, strategy: str, seed: int) -> list[dict]:
@@ -136,7 +140,7 @@ def curve(task: Task, strategy: str, seed: int) -> list[dict]:
             if len(set(ys.tolist())) < 2:
                 probs = None
             else:
-                head = fit_linear_head(task.x[labelled], ys)
+                head = fit_linear_head(task.x[labelled], ys, motion=task.motion)
                 p = head.predict_proba(task.x[rest])
                 probs = np.zeros((len(rest), len(task.classes)))
                 probs[:, head.classes_] = p
