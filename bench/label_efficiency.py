@@ -89,6 +89,7 @@ class Task:
         self.classes = sorted({it.label for it in self.items})
         self.y = np.array([self.classes.index(it.label) for it in self.items])
         self.x = feats.pooled()  # what the head reads
+        self.motion = 2 * feats.flow_channels
         self.emb = reduce(feats.embeddings())  # what cold start compares (backbone appearance)
         self.pool = np.array([i for i, it in enumerate(self.items) if it.split in ("train", "val", None)])
         self.test = np.array([i for i, it in enumerate(self.items) if it.split == "test"])
@@ -100,14 +101,17 @@ def accuracy(task: Task, labelled: list[int]) -> float:
     ys = task.y[labelled]
     if len(set(ys.tolist())) < 2:
         return float(np.mean(task.y[task.test] == ys[0]))
-    head = fit_linear_head(task.x[labelled], ys)
+    head = fit_linear_head(task.x[labelled], ys, motion=task.motion)
     return float(np.mean(head.predict(task.x[task.test]) == task.y[task.test]))
 
 
 def run_embedding(task: Task, labelled: list[int], pool: np.ndarray) -> np.ndarray:
     """The head's input space (standardised on the labelled clips), L2-normalised: how the run sees clips."""
     mu, sd = task.x[labelled].mean(0), task.x[pool].std(0) + 1e-6
-    return l2n((task.x - mu) / sd)
+    z = (task.x - mu) / sd
+    if task.motion:  # the motion block weighs as much as the appearance block, as in the head
+        z[:, -task.motion:] *= np.sqrt((z.shape[1] - task.motion) / task.motion)
+    return l2n(z)
 
 
 def curve(task: Task, strategy: str, seed: int) -> list[dict]:
@@ -136,7 +140,7 @@ def curve(task: Task, strategy: str, seed: int) -> list[dict]:
             if len(set(ys.tolist())) < 2:
                 probs = None
             else:
-                head = fit_linear_head(task.x[labelled], ys)
+                head = fit_linear_head(task.x[labelled], ys, motion=task.motion)
                 p = head.predict_proba(task.x[rest])
                 probs = np.zeros((len(rest), len(task.classes)))
                 probs[:, head.classes_] = p
@@ -271,6 +275,80 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
+def markdown(summary: dict, rows: list[dict], rows2: list[dict]) -> str:
+    """The tables of bench/results/label_efficiency.md (and docs/labelling.md)."""
+    lines = [f"`{summary['command']}` ({summary['seeds']} seeds; mean ± sd)", ""]
+    if rows:
+        lines += ["Test top-1 by labels spent per class:", "",
+                  "| task | strategy | " + " | ".join(str(pc) for pc in PER_CLASS) + " |",
+                  "|---|---|" + "---:|" * len(PER_CLASS)]
+        for task in dict.fromkeys(r["task"] for r in rows):
+            for s in STRATEGIES:
+                cells = []
+                for pc in PER_CLASS:
+                    m, sd = _stats([r["top1"] for r in rows if r["task"] == task and r["strategy"] == s
+                                    and r["per_class"] == pc])
+                    cells.append(f"{m:.3f} ± {sd:.3f}")
+                lines.append(f"| {task} | {s} | " + " | ".join(cells) + " |")
+        lines += ["", "| task | strategy | top-1 at 4/class | random at 8/class | half the labels? | "
+                      "reaches random@8 at (per class) |", "|---|---|---:|---:|---|---:|"]
+        for t in summary["part1"]["targets"]:
+            lines.append(f"| {t['task']} | {t['strategy']} | {t['at_4']:.3f} ± {t['at_4_sd']:.3f} | "
+                         f"{t['random_at_8']:.3f} | {'yes' if t['target_met'] else 'no'} | "
+                         f"{t['reaches_random_8_at'] or 'not reached'} |")
+    if rows2:
+        lines += ["", "Wrong labels (10% of the pool flipped):", "",
+                  "| task | pool | flipped | precision among top n | cleanlab flagged | flagged precision | "
+                  "flagged recall | estimated noise |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for task in dict.fromkeys(r["task"] for r in rows2):
+            rs = [r for r in rows2 if r["task"] == task]
+
+            def ms(key, rs=rs):
+                vals = [r[key] for r in rs if r[key] is not None]
+                m, sd = _stats(vals) if vals else (float("nan"), 0.0)
+                return f"{m:.3f} ± {sd:.3f}"
+            lines.append(f"| {task} | {rs[0]['pool']} | {rs[0]['flipped']} | {ms('precision_at_n')} | "
+                         f"{ms('flagged')} | {ms('flagged_precision')} | {ms('flagged_recall')} | "
+                         f"{ms('estimated_noise')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k in ("task", "strategy"):
+                continue
+            try:
+                r[k] = None if v == "" else (int(v) if v.lstrip("-").isdigit() else float(v))
+            except ValueError:
+                pass
+    return rows
+
+
+def combine(names: list[str]) -> None:
+    """Merge the results of runs on separate tasks (``label_efficiency_<name>.{csv,json}`` and
+    ``label_efficiency_mistakes_<name>.csv``) into the combined table, plot and summary."""
+    rows, rows2, summary = [], [], {"command": [], "tasks": {}, "seeds": None, "part1": {"targets": []}}
+    for n in names:
+        rows += _read_csv(RESULTS / f"label_efficiency_{n}.csv")
+        m = RESULTS / f"label_efficiency_mistakes_{n}.csv"
+        if m.exists():
+            rows2 += _read_csv(m)
+        js = json.loads((RESULTS / f"label_efficiency_{n}.json").read_text())
+        summary["command"].append(js["command"])
+        summary["tasks"].update(js["tasks"])
+        summary["seeds"] = js["seeds"]
+    summary["part1"]["targets"] = targets(rows)
+    summary["command"] = "; ".join(summary["command"])
+    _write_csv(rows, RESULTS / "label_efficiency.csv")
+    _write_csv(rows2, RESULTS / "label_efficiency_mistakes.csv")
+    plot(rows, RESULTS / "label_efficiency.png")
+    (RESULTS / "label_efficiency.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (RESULTS / "label_efficiency.md").write_text(markdown(summary, rows, rows2))
+
+
 def external(part: int, script: str, argv: list[str]) -> int:
     """Parts 3 and 4 live in their own scripts; run one when it is there."""
     path = HERE / f"{script}.py"
@@ -288,14 +366,21 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="1,2", help="comma-separated parts to run (1,2,3,4)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="parts 1 and 2: " + ", ".join(TASKS))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--mistakes-seeds", type=int, default=None, help="part 2 seeds (default: --seeds)")
     ap.add_argument("--workers", type=int, default=None, help="decoding processes for the features")
     ap.add_argument("--part-args", default="", help="extra arguments passed to the scripts of parts 3 and 4")
+    ap.add_argument("--combine", default=None, metavar="A,B",
+                    help="only merge the saved results label_efficiency_A.* and _B.* into the combined files")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.combine:
+        combine([n.strip() for n in args.combine.split(",")])
+        return 0
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     code = 0
     if parts & {1, 2}:
+        rows, rows2 = [], []
         tasks = []
         for name in args.tasks.split(","):
             t = Task(name.strip(), args.workers)
@@ -319,13 +404,14 @@ def main(argv=None) -> int:
         if 2 in parts:
             tmp = CACHE / "label_efficiency"
             tmp.mkdir(parents=True, exist_ok=True)
-            rows2 = part2(tasks, args.seeds, tmp)
+            rows2 = part2(tasks, args.mistakes_seeds or args.seeds, tmp)
             _write_csv(rows2, RESULTS / "label_efficiency_mistakes.csv")
             summary["part2"] = {t.name: {
                 "precision_at_n": _stats([r["precision_at_n"] for r in rows2 if r["task"] == t.name]),
                 "flagged_recall": _stats([r["flagged_recall"] for r in rows2 if r["task"] == t.name])}
                 for t in tasks}
         (RESULTS / "label_efficiency.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (RESULTS / "label_efficiency.md").write_text(markdown(summary, rows, rows2))
     extra = args.part_args.split()
     if 3 in parts:
         code |= external(3, "label_semi", extra)

@@ -104,6 +104,7 @@ def find_mistakes(data, *, folds: int = DEFAULT_FOLDS, backbone: str | None = No
         raise DatasetError(f"{len(used)} readable clip(s) in {data}: too few to cross-validate "
                            f"({len(feats.skipped)} skipped)")
     x = feats.pooled()
+    motion = 2 * feats.flow_channels  # mean and spread of each flow cue
     groups = [it.group_key() for it in used] if any(it.group for it in used) else None
     if multilabel:
         labels = sorted({lab for it in used for lab in item_labels(it, background)})
@@ -114,14 +115,14 @@ def find_mistakes(data, *, folds: int = DEFAULT_FOLDS, backbone: str | None = No
             for lab in item_labels(it, background):
                 y[r, labels.index(lab)] = 1
         strata = _rarest(y)
-        probs, n_folds = _oof(x, y, strata, groups, folds, seed, multilabel=True)
+        probs, n_folds = _oof(x, y, strata, groups, folds, seed, multilabel=True, motion=motion)
         report = _cleanlab_multilabel(used, y, probs, labels)
     else:
         labels = sorted({it.label for it in used})
         if len(labels) < 2:
             raise DatasetError(f"{data}: one class ({labels[0]!r}); checking labels needs two or more")
         y = np.array([labels.index(it.label) for it in used])
-        probs, n_folds = _oof(x, y, y, groups, folds, seed, multilabel=False)
+        probs, n_folds = _oof(x, y, y, groups, folds, seed, multilabel=False, motion=motion)
         report = _cleanlab_single(used, y, probs, labels)
     ranked, noise = report
     return MistakesReport(ranked, noise, labels, multilabel, n_folds, feats.skipped, items)
@@ -154,7 +155,8 @@ def _splitter(strata: np.ndarray, groups, folds: int, seed: int):
     return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), k
 
 
-def _oof(x: np.ndarray, y: np.ndarray, strata: np.ndarray, groups, folds: int, seed: int, multilabel: bool):
+def _oof(x: np.ndarray, y: np.ndarray, strata: np.ndarray, groups, folds: int, seed: int, multilabel: bool,
+         motion: int = 0):
     """Out-of-fold probabilities ``(N, K)``: softmax over classes, or one sigmoid per label."""
     import warnings
 
@@ -174,7 +176,7 @@ def _oof(x: np.ndarray, y: np.ndarray, strata: np.ndarray, groups, folds: int, s
         warnings.simplefilter("ignore", UserWarning)  # "The least populated class has only 1 member"
         for tr, te in splitter.split(x, strata, groups):
             scaler = StandardScaler().fit(x[tr])
-            xtr, xte = scaler.transform(x[tr]), scaler.transform(x[te])
+            xtr, xte = (_balance_blocks(scaler.transform(x[s]), motion) for s in (tr, te))
             if multilabel:
                 for j in range(n_out):
                     yj = y[tr, j]
@@ -184,20 +186,35 @@ def _oof(x: np.ndarray, y: np.ndarray, strata: np.ndarray, groups, folds: int, s
                     clf = LogisticRegression(C=C_REG, max_iter=2000).fit(xtr, yj)
                     probs[te, j] = clf.predict_proba(xte)[:, 1]
             else:
-                clf = fit_linear_head(x[tr], y[tr])
+                clf = fit_linear_head(x[tr], y[tr], motion=motion)
                 p = np.full((len(te), n_out), 1e-6)
                 p[:, clf.classes_] = clf.predict_proba(x[te])
                 probs[te] = p / p.sum(axis=1, keepdims=True)
     return probs, k
 
 
-def fit_linear_head(x: np.ndarray, y: np.ndarray, c: float = C_REG):
-    """A logistic-regression head on standardised pooled features (``predict_proba`` over ``classes_``)."""
+def _balance_blocks(x: np.ndarray, motion: int = 0) -> np.ndarray:
+    """Standardised features with the last ``motion`` columns (flow-cue statistics) scaled up so that the
+    motion block weighs as much as the appearance block under the L2 penalty."""
+    if not motion:
+        return x
+    x = np.array(x, dtype=np.float64)
+    x[:, -motion:] *= np.sqrt(max(x.shape[1] - motion, 1) / motion)
+    return x
+
+
+def fit_linear_head(x: np.ndarray, y: np.ndarray, c: float = C_REG, motion: int = 0):
+    """A logistic-regression head on standardised pooled features (``predict_proba`` over ``classes_``).
+
+    ``motion``: the number of trailing flow-cue columns (:meth:`ClipFeatures.pooled`). Without balancing,
+    the 1,280 appearance dimensions drown the 38 motion ones: on camera motion over unseen photos (8
+    labels per class) a head read 0.39-0.58 test top-1, with the blocks balanced 0.94-0.98."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+    return make_pipeline(StandardScaler(), FunctionTransformer(_balance_blocks, kw_args={"motion": motion}),
+                         LogisticRegression(C=c, max_iter=2000)).fit(x, y)
 
 
 def _cleanlab_single(items: list[VideoItem], y: np.ndarray, probs: np.ndarray, labels: list[str]):
