@@ -233,10 +233,10 @@ def _read_text_lines(path: Path) -> list[str]:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
 
 
-def _from_csv(path: Path, notes: _Notes) -> list[VideoItem]:
+def _from_csv(path: Path, notes: _Notes, required=("path", "label")) -> list[VideoItem]:
     reader = csv.DictReader(_read_text_lines(path))
     cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-    missing = [c for c in ("path", "label") if c not in cols]
+    missing = [c for c in required if c not in cols]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {cols or 'no header'}. "
                            "The first line must be a header such as: path,label,split,start,end")
@@ -249,7 +249,7 @@ def _from_csv(path: Path, notes: _Notes) -> list[VideoItem]:
     return items
 
 
-def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
+def _from_jsonl(path: Path, notes: _Notes, required=("path", "label")) -> list[VideoItem]:
     items = []
     for i, line in enumerate(_read_text_lines(path), start=1):
         if not line.strip():
@@ -260,11 +260,20 @@ def _from_jsonl(path: Path, notes: _Notes) -> list[VideoItem]:
             raise DatasetError(f"{path}:{i}: invalid JSON ({exc.msg}); each line must be one object") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{i}: each line must be a JSON object with path and label")
-        missing = [c for c in ("path", "label") if c not in row]
+        missing = [c for c in required if c not in row]
         if missing:
             raise DatasetError(f"{path}:{i}: missing key(s) {', '.join(missing)}")
         items.append(_parse_row(row, f"{path}:{i}", path.parent, notes))
     return items
+
+
+def manifest_rows(path) -> list[VideoItem]:
+    """A manifest's rows whether or not it has a ``label`` column (unlabelled pools); labels may be empty."""
+    path = Path(path)
+    notes = _Notes()
+    if path.suffix.lower() == ".csv":
+        return _from_csv(path, notes, required=("path",))
+    return _from_jsonl(path, notes, required=("path",))
 
 
 def label_counts(items: list[VideoItem]) -> Counter:
