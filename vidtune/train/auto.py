@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # (head, flow cues): simplest first; ties within noise go to the earlier one
 CANDIDATES = (("flow_linear", True), ("mean", False), ("mean", True), ("attention", True), ("transformer", True))
 NO_FLOW_CANDIDATES = (("mean", False), ("attention", False), ("transformer", False))  # video backbones
-FOLDS = 5
+FOLDS = 3  # few: every fold trains every candidate, and the data is a few clips per class
 
 
 def candidate_name(kind: str, flow: bool) -> str:
@@ -89,15 +89,14 @@ def grouped_folds(y: torch.Tensor, groups: list[str], seed: int, folds: int = FO
 
 
 def cross_validate(kind: str, flow: bool, x: torch.Tensor, y: torch.Tensor, folds, task: Task, cfg: TrainConfig,
-                   device: torch.device, dim: int, flow_ch: int, grid: int, frames: int,
-                   progress_task=None) -> torch.Tensor:
+                   device: torch.device, dim: int, grid: int, progress_task=None) -> torch.Tensor:
     """Out-of-fold logits ``(N, K)`` of candidate ``kind`` trained on ``x`` ``(N, T, [G,] D)`` fold by fold."""
     opts = head_options(replace(cfg, temporal=kind), flow)
     logits = torch.zeros(len(y), len(task.labels))
     ccfg = replace(cfg, temporal=kind, flow=flow)
     for tr, te in folds:
         torch.manual_seed(cfg.seed)
-        head = create_head(kind, dim, len(task.labels), frames, grid=grid, **opts)
+        head = create_head(kind, dim, len(task.labels), x.shape[1], grid=grid, **opts)
         holder = _HeadOnly(head)
         s = LinearStrategy.from_tensors(holder, task, ccfg, device, NullProgress(), x[tr][:, :, None], y[tr], None, None,
                                         views=1)
@@ -108,6 +107,54 @@ def cross_validate(kind: str, flow: bool, x: torch.Tensor, y: torch.Tensor, fold
         if progress_task is not None:
             progress_task.advance(1)
     return logits
+
+
+def choose(x: torch.Tensor, y: torch.Tensor, groups: list[str], task: Task, cfg: TrainConfig, device,
+           dim: int, flow_ch: int, grid: int, candidates=CANDIDATES, progress=None) -> dict:
+    """Cross-validate ``candidates`` on features ``x`` ``(N, T, [G,] dim + flow_ch)`` with targets ``y``
+    and source ``groups``; the report names the chosen one and every candidate's score.
+
+    Candidates are tried simplest first; once one scores within one standard error of perfect, the
+    later (more flexible) ones cannot be chosen and are recorded as not tried."""
+    progress = progress or NullProgress()
+    folds = grouped_folds(y, groups, cfg.seed)
+    n = len(y)
+    rows = []
+    if not folds:
+        log.warning("--temporal auto: the labelled clips come from fewer than two sources, nothing to cross-validate "
+                    "on; training the simplest head, %s", candidate_name(*candidates[0]))
+    with progress.task(f"choosing the head: {len(candidates)} candidates x {len(folds)} folds",
+                       total=len(candidates) * len(folds)) as bar:
+        for kind, flow in candidates:
+            row = {"name": candidate_name(kind, flow), "temporal": kind, "flow": bool(flow)}
+            rows.append(row)
+            if not folds:
+                row.update(score=None, se=None, tried=False)
+                continue
+            best = max((r["score"] for r in rows if r.get("score") is not None), default=None)
+            if best is not None and best >= 1.0 - 1.0 / n:  # nothing can beat it by more than noise
+                row.update(score=None, se=None, tried=False)
+                bar.advance(len(folds))
+                continue
+            xc = _slice(x, kind, flow, dim, flow_ch)
+            oof = cross_validate(kind, flow, xc, y, folds, task, cfg, device, dim, grid, bar)
+            m = task.metrics(oof, y)
+            score = float(m["mean_class_accuracy"])
+            se = max(math.sqrt(max(score * (1 - score), 0.0) / n), 1.0 / n)
+            row.update(score=round(score, 4), top1=round(float(m["top1"]), 4), se=round(se, 4), tried=True)
+            log.info("--temporal auto: %s scores %.3f (mean class accuracy, %d-fold grouped CV)", row["name"], score,
+                     len(folds))
+    scored = [r for r in rows if r.get("score") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["score"])
+        chosen = next(r for r in scored if r["score"] >= best["score"] - best["se"])
+    else:
+        best, chosen = None, rows[0]
+    return {"chosen": chosen["name"], "best": best["name"] if best else None, "candidates": rows,
+            "metric": "mean class accuracy of out-of-fold predictions", "folds": len(folds), "clips": n,
+            "groups": len(set(groups)),
+            "rule": "the simplest candidate within one standard error of the best (simplest first: "
+                    + ", ".join(candidate_name(*c) for c in candidates) + ")"}
 
 
 def select_head(cfg: TrainConfig, labels: list[str], train_items, val_items, task: Task, device: torch.device,
@@ -131,39 +178,10 @@ def select_head(cfg: TrainConfig, labels: list[str], train_items, val_items, tas
     y_all = torch.cat([full.y_tr] + ([full.y_va] if full.y_va is not None else []))
     items = full.used["train"] + full.used["val"]
     groups = [it.group_key() for it in items]
-    folds = grouped_folds(y_all, groups, cfg.seed)
     candidates = CANDIDATES if flow_ch else NO_FLOW_CANDIDATES
-    rows = []
-    if not folds:
-        log.warning("--temporal auto: the labelled clips come from fewer than two sources, nothing to cross-validate "
-                    "on; training the simplest head, %s", candidate_name(*candidates[0]))
-    else:
-        with progress.task(f"choosing the head: {len(candidates)} candidates x {len(folds)} folds",
-                           total=len(candidates) * len(folds)) as bar:
-            for kind, flow in candidates:
-                x = _slice(x_all, kind, flow, dim, flow_ch)
-                oof = cross_validate(kind, flow, x, y_all, folds, task, cfg, device, dim, flow_ch if flow else 0,
-                                     grid, cfg.frames, bar)
-                m = task.metrics(oof, y_all)
-                score, n = float(m["mean_class_accuracy"]), len(y_all)
-                se = max(math.sqrt(max(score * (1 - score), 0.0) / n), 1.0 / n)
-                rows.append({"name": candidate_name(kind, flow), "temporal": kind, "flow": bool(flow),
-                             "score": round(score, 4), "top1": round(float(m["top1"]), 4), "se": round(se, 4)})
-                log.info("--temporal auto: %s scores %.3f (mean class accuracy, %d-fold grouped CV)",
-                         rows[-1]["name"], score, len(folds))
-    if rows:
-        best = max(rows, key=lambda r: r["score"])
-        chosen = next(r for r in rows if r["score"] >= best["score"] - best["se"])
-    else:
-        best = None
-        kind, flow = candidates[0]
-        chosen = {"name": candidate_name(kind, flow), "temporal": kind, "flow": flow}
+    report = choose(x_all, y_all, groups, task, cfg, device, dim, flow_ch, grid, candidates, progress)
+    chosen = next(r for r in report["candidates"] if r["name"] == report["chosen"])
     kind, flow = chosen["temporal"], chosen["flow"]
-    report = {"chosen": chosen["name"], "best": best["name"] if best else None, "candidates": rows,
-              "metric": "mean class accuracy of out-of-fold predictions", "folds": len(folds), "clips": len(y_all),
-              "groups": len(set(groups)),
-              "rule": "the simplest candidate within one standard error of the best (simplest first: "
-                      + ", ".join(candidate_name(*c) for c in candidates) + ")"}
     log.info("--temporal auto chose %s", chosen["name"])
 
     final_cfg = replace(cfg, temporal=kind, flow=bool(flow), grid=grid)
