@@ -81,3 +81,81 @@ def test_flow_linear_head_reads_only_the_flow_cues():
     assert head.order_aware
     with pytest.raises(ValueError):
         create_head("flow_linear", 8, 3, frames=4)
+
+
+# -- --unlabeled -----------------------------------------------------------------------------------
+def _clips(points: torch.Tensor, frames: int, g: torch.Generator, noise: float = 0.05) -> torch.Tensor:
+    """``(N, 2)`` points -> clips ``(N, T, 8)``: the point in the first two channels of every frame."""
+    x = torch.zeros(len(points), frames, 8)
+    x[:, :, :2] = points[:, None]
+    return x + noise * torch.randn(x.shape, generator=g)
+
+
+def _semi(x_lab, y_lab, x_va, y_va, x_pool, semi="auto"):
+    from vidtune.data.manifest import VideoItem
+    from vidtune.progress import NullProgress
+    from vidtune.train.auto import _HeadOnly
+    from vidtune.train.linear import LinearStrategy
+    from vidtune.train.semi import semi_fit
+
+    task = Task(False, ["a", "b"], None, 0.1)
+    cfg = TrainConfig(min_steps=150, batch_size=8, lr=1e-2, augment="none", workers=0, semi=semi).resolved("cpu")
+    torch.manual_seed(0)
+    head = create_head("mean", 8, 2, frames=x_lab.shape[1])
+    s = LinearStrategy.from_tensors(_HeadOnly(head), task, cfg, torch.device("cpu"), NullProgress(),
+                                    x_lab[:, :, None], y_lab, x_va, y_va, views=1)
+    init = {k: v.clone() for k, v in head.state_dict().items()}
+    base = s.fit()
+    base_logits = base.val_logits.clone()
+    pool_items = [VideoItem(path=f"/pool/{i}.mp4", label="") for i in range(len(x_pool))]
+    fit, report = semi_fit(s, init, base, x_pool[:, :, None], pool_items)
+    head.eval()
+    with torch.no_grad():
+        now = head(x_va)
+    return report, fit, base_logits, now
+
+
+def _along(n: int, y: float, g: torch.Generator, lo: float = 0.0, hi: float = 10.0) -> torch.Tensor:
+    t = lo + (hi - lo) * torch.rand(n, generator=g)
+    return torch.stack([t, torch.full((n,), y)], dim=1)
+
+
+def test_unlabeled_pool_improves_a_head_trained_on_one_clip_per_class():
+    """Two long clusters (y = 0 and y = 3 along x in [0, 10]); the one labelled clip of each sits at opposite
+    ends, so the head trained on them alone cuts both clusters. The unlabelled pool fills the clusters in."""
+    g = torch.Generator().manual_seed(0)
+    x_lab = _clips(torch.tensor([[0.0, 0.0], [10.0, 3.0]]), 4, g)
+    y_lab = torch.tensor([0, 1])
+    va = torch.cat([_along(20, 0.0, g), _along(20, 3.0, g)])
+    y_va = torch.tensor([0] * 20 + [1] * 20)
+    pool = torch.cat([_along(60, 0.0, g), _along(60, 3.0, g)])
+    report, fit, base_logits, now = _semi(x_lab, y_lab, _clips(va, 4, g), y_va, _clips(pool, 4, g))
+    base_acc = report["baseline_val"]["mean_class_accuracy"]
+    assert base_acc < 0.9, report  # the task is not solved from two clips
+    assert report["kept"] in ("pseudo", "propagate"), report
+    assert report["semi_val"]["mean_class_accuracy"] >= base_acc + 0.1, report
+    assert (now.argmax(1) == y_va).float().mean() == pytest.approx(report["semi_val"]["top1"])
+    assert fit.used["unlabeled"] and all(it.label in ("a", "b") for it in fit.used["unlabeled"])
+
+
+def test_a_pool_that_hurts_is_rejected_and_the_head_without_it_kept():
+    """The pool's clips look like class b by where they lie but carry a strong cue (channel 2) that the
+    labelled clips of class a have: the head labels them a, and training on them teaches it that cue
+    instead of the position validation needs. Validation catches it; the run keeps the baseline head."""
+    g = torch.Generator().manual_seed(0)
+    x_lab = _clips(torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 6.0], [0.0, 6.0]]), 4, g)
+    x_lab[:2, :, 2] = 5.0  # class a's labelled clips have the cue
+    y_lab = torch.tensor([0, 0, 1, 1])
+    va = torch.cat([_along(20, 0.0, g, 0, 2).flip(1), _along(20, 0.0, g, 4, 6).flip(1)])  # (0..2, 0) / (4..6, 0)
+    va = torch.stack([va[:, 1], va[:, 0]], dim=1)
+    y_va = torch.tensor([0] * 20 + [1] * 20)
+    pool_pts = torch.stack([torch.zeros(80), 4.0 + 2.0 * torch.rand(80, generator=g)], dim=1)  # where b lies
+    x_pool = _clips(pool_pts, 4, g)
+    x_pool[:, :, 2] = 8.0  # ... with a's cue, stronger
+    report, fit, base_logits, now = _semi(x_lab, y_lab, _clips(va, 4, g), y_va, x_pool)
+    tried = [c for c in report["candidates"].values() if c["val"] is not None]
+    assert tried, report  # the pool was labelled and trained on
+    assert report["kept"] == "none", report
+    assert all(c["val"]["mean_class_accuracy"] <= report["baseline_val"]["mean_class_accuracy"] for c in tried)
+    torch.testing.assert_close(now, base_logits)  # the head is the one trained without the pool
+    assert "unlabeled" not in fit.used

@@ -140,22 +140,32 @@ def _val(task, fit: Fit) -> dict:
 
 def fit_with_pool(strategy: LinearStrategy, source, cache, progress) -> tuple[Fit, dict]:
     """Train the baseline head, then the pool's candidates; the run keeps the best on validation."""
-    task, cfg, module = strategy.task, strategy.cfg, strategy.module
+    task, module = strategy.task, strategy.module
     check_pool_config(task, strategy.has_val)
     init = _state(module)
     base = strategy.fit()
-    base_state = _state(module)
-    base_val = _val(task, base)
     items, dropped = pool_items(source, strategy.used)
     if dropped:
         log.info("--unlabeled: %d pool clip(s) are labelled clips of this run (or share their file); left out",
                  dropped)
     x_pool, used_pool, skipped = pool_features(strategy, items, cache, progress) if items else (None, [], [])
-    report = {"kept": "none", "baseline_val": base_val, "pool": len(items), "pool_left_out": dropped,
-              "pool_skipped": len(skipped), "candidates": {}}
     if x_pool is None:
         log.warning("--unlabeled: no readable pool clip left; the head is trained on the labelled clips alone")
-        return _with_skipped(base, skipped), report
+    fit, report = semi_fit(strategy, init, base, x_pool, used_pool)
+    report.update(pool=len(items), pool_left_out=dropped, pool_skipped=len(skipped))
+    return _with_skipped(fit, skipped), report
+
+
+def semi_fit(strategy: LinearStrategy, init: dict, base: Fit, x_pool: torch.Tensor | None,
+             used_pool: list[VideoItem]) -> tuple[Fit, dict]:
+    """The pool's candidates on features in memory, after the baseline ``base`` (whose weights are in the
+    strategy's head; ``init`` are the head's starting weights): ``(the kept fit, report)``."""
+    task, cfg, module = strategy.task, strategy.cfg, strategy.module
+    base_state = _state(module)
+    base_val = _val(task, base)
+    report = {"kept": "none", "baseline_val": base_val, "pool": len(used_pool), "candidates": {}}
+    if x_pool is None:
+        return base, report
     x_lab, y_lab, x_va, y_va, v, sets = strategy.x_tr, strategy.y_tr, strategy.x_va, strategy.y_va, strategy.v, \
         strategy.sets
     strategy.ckpt = None  # the candidates are retrained from scratch, never resumed
@@ -166,13 +176,14 @@ def fit_with_pool(strategy: LinearStrategy, source, cache, progress) -> tuple[Fi
         fit, chosen, labels = None, None, None
         for _round in range(ROUNDS if method == "pseudo" else 1):
             if method == "pseudo":
-                labels, chosen = pseudo_labels(module, x_pool, v, sets, strategy.device)
+                lab, pick = pseudo_labels(module, x_pool, v, sets, strategy.device)
             else:
                 z_lab = embeddings(module, x_lab, v, strategy.device)
                 z_pool = embeddings(module, x_pool, v, strategy.device)
-                labels, chosen = propagated_labels(z_lab, y_lab, z_pool, len(task.labels), seed=cfg.seed)
-            if not chosen.any():
+                lab, pick = propagated_labels(z_lab, y_lab, z_pool, len(task.labels), seed=cfg.seed)
+            if not pick.any():
                 break
+            labels, chosen = lab, pick
             module.load_state_dict(init)
             strategy.adopt(torch.cat([x_lab, x_pool[chosen]]), torch.cat([y_lab, labels[chosen]]), x_va, y_va, v)
             fit = strategy.fit()
@@ -203,7 +214,7 @@ def fit_with_pool(strategy: LinearStrategy, source, cache, progress) -> tuple[Fi
         report.update(kept=best, semi_val=report["candidates"][best]["val"], pseudo_labelled=len(pseudo))
         log.info("--unlabeled: kept %s (validation %.3f vs %.3f without the pool)", best,
                  report["semi_val"]["mean_class_accuracy"], base_val["mean_class_accuracy"])
-        return _with_skipped(fit, skipped), report
+        return fit, report
     module.load_state_dict(base_state)
     if best is not None:
         report["semi_val"] = report["candidates"][best]["val"]
@@ -212,7 +223,7 @@ def fit_with_pool(strategy: LinearStrategy, source, cache, progress) -> tuple[Fi
            + f" vs {base_val['mean_class_accuracy']:.3f} without the pool")
     log.warning("--unlabeled: the pool did not improve validation (%s); keeping the head trained without it", why)
     strategy.adopt(x_lab, y_lab, x_va, y_va, v)
-    return _with_skipped(base, skipped), report
+    return base, report
 
 
 def _with_skipped(fit: Fit, skipped: list[dict]) -> Fit:
