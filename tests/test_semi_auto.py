@@ -159,3 +159,72 @@ def test_a_pool_that_hurts_is_rejected_and_the_head_without_it_kept():
     assert all(c["val"]["mean_class_accuracy"] <= report["baseline_val"]["mean_class_accuracy"] for c in tried)
     torch.testing.assert_close(now, base_logits)  # the head is the one trained without the pool
     assert "unlabeled" not in fit.used
+
+
+# -- end to end: the CLI, the run folder, loading and predicting -------------------------------------
+TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "4", "--views", "1", "--augment", "none",
+        "--workers", "0", "--min-steps", "60", "-q", "--json"]
+
+
+@pytest.fixture(scope="module")
+def motion_data(tmp_path_factory):
+    from vidtune.data.sample import write_sample_dataset
+
+    root = tmp_path_factory.mktemp("motion")
+    write_sample_dataset(root / "train", kind="motion", classes=2, per_class=6, seconds=1.0, fps=8, size=(96, 80),
+                         seed=0)
+    write_sample_dataset(root / "pool", kind="motion", classes=2, per_class=6, seconds=1.0, fps=8, size=(96, 80),
+                         seed=1)
+    return root
+
+
+def _run_json(capsys, *argv):
+    from vidtune.cli.main import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert out.strip(), err
+    return code, json.loads(out)
+
+
+def test_cli_temporal_auto_records_the_candidates_and_the_run_loads_and_predicts(motion_data, tmp_path, capsys):
+    from vidtune.runs.store import load_run
+
+    run = tmp_path / "run"
+    code, res = _run_json(capsys, "train", motion_data / "train", "--out", run, "--temporal", "auto", *TINY)
+    assert code == 0, res
+    auto = res["temporal_auto"]
+    assert auto["chosen"] in [c["name"] for c in auto["candidates"]] and auto["folds"] >= 2
+    assert any(c["tried"] and c["score"] is not None for c in auto["candidates"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["temporal_auto"] == auto
+    config = json.loads((run / "config.json").read_text())
+    chosen = next(c for c in auto["candidates"] if c["name"] == auto["chosen"])
+    assert config["model"]["temporal"] == chosen["temporal"]
+    assert bool(config["model"]["head"].get("flow")) == chosen["flow"] or chosen["temporal"] == "flow_linear"
+    model, cfg = load_run(run)  # loads like any run
+    assert model.head.kind == chosen["temporal"]
+    video = sorted((motion_data / "pool").rglob("*.mp4"))[0]
+    code, pred = _run_json(capsys, "predict", run, video, "--workers", "0", "-q", "--json")
+    assert code == 0 and pred["results"][0]["predictions"][0]["label"] in cfg.labels
+
+
+def test_cli_unlabeled_records_what_was_kept_and_the_validation_scores(motion_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, res = _run_json(capsys, "train", motion_data / "train", "--out", run, "--temporal", "flow_linear",
+                          "--unlabeled", motion_data / "pool", *TINY)
+    assert code == 0, res
+    semi = res["semi"]
+    assert semi["pool"] == 12 and semi["kept"] in ("none", "pseudo", "propagate")
+    assert 0.0 <= semi["baseline_val"]["mean_class_accuracy"] <= 1.0
+    assert set(semi["candidates"]) == {"pseudo", "propagate"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["semi"]["kept"] == semi["kept"]
+    split = json.loads((run / "split.json").read_text())
+    assert ("unlabeled" in split) == (semi["kept"] != "none")
+    if semi["kept"] != "none":
+        assert semi["semi_val"]["mean_class_accuracy"] >= semi["baseline_val"]["mean_class_accuracy"]
+    # no validation set: a clear error, exit 2
+    code, err = _run_json(capsys, "train", motion_data / "train", "--out", tmp_path / "r2", "--val-split", "0",
+                          "--unlabeled", motion_data / "pool", *TINY)
+    assert code == 2 and "validation" in err["error"]
