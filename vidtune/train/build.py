@@ -27,6 +27,8 @@ def build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, ModelSp
 
     if cfg.init:
         return _build_from_run(cfg, labels)
+    if cfg.temporal == "auto":  # the richest features any candidate reads (vidtune.train.auto chooses the head)
+        cfg = replace(cfg, temporal="attention", flow=None)
     encoder = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     tsm = None
     if cfg.temporal == "tsm":
