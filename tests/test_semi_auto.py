@@ -94,7 +94,7 @@ def _clips(points: torch.Tensor, frames: int, g: torch.Generator, noise: float =
 def _semi(x_lab, y_lab, x_va, y_va, x_pool, semi="auto"):
     from vidtune.data.manifest import VideoItem
     from vidtune.progress import NullProgress
-    from vidtune.train.auto import _HeadOnly
+    from vidtune.train.auto import HeadOnly
     from vidtune.train.linear import LinearStrategy
     from vidtune.train.semi import semi_fit
 
@@ -102,7 +102,7 @@ def _semi(x_lab, y_lab, x_va, y_va, x_pool, semi="auto"):
     cfg = TrainConfig(min_steps=150, batch_size=8, lr=1e-2, augment="none", workers=0, semi=semi).resolved("cpu")
     torch.manual_seed(0)
     head = create_head("mean", 8, 2, frames=x_lab.shape[1])
-    s = LinearStrategy.from_tensors(_HeadOnly(head), task, cfg, torch.device("cpu"), NullProgress(),
+    s = LinearStrategy.from_tensors(HeadOnly(head), task, cfg, torch.device("cpu"), NullProgress(),
                                     x_lab[:, :, None], y_lab, x_va, y_va, views=1)
     init = {k: v.clone() for k, v in head.state_dict().items()}
     base = s.fit()

@@ -48,7 +48,7 @@ def candidate_name(kind: str, flow: bool) -> str:
     return kind if kind == "flow_linear" or not flow else f"{kind}+flow"
 
 
-class _HeadOnly(nn.Module):
+class HeadOnly(nn.Module):
     """What :class:`LinearStrategy` trains when only a head is compared: no encoder to copy."""
 
     def __init__(self, head: nn.Module):
@@ -97,7 +97,7 @@ def cross_validate(kind: str, flow: bool, x: torch.Tensor, y: torch.Tensor, fold
     for tr, te in folds:
         torch.manual_seed(cfg.seed)
         head = create_head(kind, dim, len(task.labels), x.shape[1], grid=grid, **opts)
-        holder = _HeadOnly(head)
+        holder = HeadOnly(head)
         s = LinearStrategy.from_tensors(holder, task, ccfg, device, NullProgress(), x[tr][:, :, None], y[tr], None, None,
                                         views=1)
         s.fit()
