@@ -129,7 +129,7 @@ def _train_config(args):
         flip=not args.no_flip, reverse_pairs=args.reverse_pairs, flow=args.flow,
         task=args.task, background=args.background, augment=args.augment, augment_views=args.augment_views,
         modalities=args.modalities, fusion=args.fusion, modality_dropout=args.modality_dropout,
-        audio_encoder=args.audio_encoder,
+        audio_encoder=args.audio_encoder, unlabeled=str(args.unlabeled) if args.unlabeled else None,
     )
 
 
@@ -184,6 +184,7 @@ def cmd_train(args) -> int:
         print_metrics("validation", val, out_labels=list(val["per_class"]))
     else:
         out.print("no validation set (use --val-split or a split column to measure accuracy)")
+    _print_auto_and_pool(result)
     q = result.get("int8")
     if q and q["delta"] is not None:
         verdict = "within" if q["within_bound"] else "[bold red]beyond[/bold red]"
@@ -191,6 +192,28 @@ def cmd_train(args) -> int:
                   f"{q['delta'] * 100:+.1f} points on {q['validation_clips']} clips, {verdict} the "
                   f"{q['bound'] * 100:.0f}-point bound")
     return 0
+
+
+def _print_auto_and_pool(result: dict) -> None:
+    """``--temporal auto``: the candidates' cross-validated scores and the choice; ``--unlabeled``: what was kept."""
+    auto = result.get("temporal_auto")
+    if auto:
+        t = Table(title=f"--temporal auto: {escape(auto['chosen'])} ({auto['folds']}-fold grouped cross-validation "
+                        f"on {auto['clips']} labelled clips; {escape(auto['rule'])})", title_justify="left")
+        for c in ("head", "mean class acc.", "± s.e.", ""):
+            t.add_column(c, justify="left" if c in ("head", "") else "right")
+        for r in auto["candidates"]:
+            t.add_row(escape(r["name"]), f"{r['score']:.3f}", f"{r['se']:.3f}", "chosen" if r["name"] == auto["chosen"]
+                      else ("best" if r["name"] == auto["best"] else ""))
+        out.print(t)
+    semi = result.get("semi")
+    if semi:
+        base = semi["baseline_val"]["mean_class_accuracy"]
+        tried = ", ".join(f"{m} {c['val']['mean_class_accuracy']:.1%} ({c['pseudo_labelled']} clips)"
+                          if c["val"] else f"{m}: no clip confident enough" for m, c in semi["candidates"].items())
+        what = (f"kept {semi['kept']}" if semi["kept"] != "none" else "[bold]not kept[/bold] (no validation gain)")
+        out.print(f"unlabelled pool ({semi['pool']} clips): {what}; validation mean class accuracy without the pool "
+                  f"{base:.1%}; {escape(tried) or 'nothing tried'}", highlight=False)
 
 
 def cmd_eval(args) -> int:
@@ -326,8 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or state dict) for the backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation (baseline)")
     p.add_argument("--temporal", default=None,
-                   help="mean | attention | transformer (heads on frame features, cached on CPU) | tsm (temporal "
-                        "shift inside the backbone, trained end to end). Default: mean, or the --init run's")
+                   help="mean | attention | transformer (heads on frame features, cached on CPU) | flow_linear (a "
+                        "linear model on the optical-flow cues alone) | tsm (temporal shift inside the backbone, "
+                        "trained end to end) | auto (the head and flow cues chosen by grouped cross-validation on "
+                        "the cached features; scores in metrics.json). Default: mean, or the --init run's")
+    p.add_argument("--unlabeled", type=Path, default=None, metavar="POOL",
+                   help="unlabelled clips (a folder, a manifest whose label column is ignored, or a video file): "
+                        "semi-supervised training of the head (pseudo-labels consistent across corrupted views, or "
+                        "label propagation), kept only if it beats the head without the pool on validation")
     p.add_argument("--grid", type=int, default=None,
                    help="space-time tokens: pool the last feature map to GRIDxGRID cells per frame "
                         "(default 3 for attention/transformer, else 1)")

@@ -235,13 +235,20 @@ def _from_jsonl(path: Path, notes: _Notes, required: tuple[str, ...] = ("path", 
 def load_unlabelled(source) -> list[VideoItem]:
     """The rows of a manifest whose ``label`` column is optional (a pool of clips to label): ``path``
     required, ``start``/``end``/``split``/``group`` honoured as in :func:`load_dataset`, labels kept as
-    given (empty when absent). Repeated rows (same path and span) are kept once."""
+    given (empty when absent). A Label Studio or CVAT export is read as its labelled rows. Repeated rows
+    (same path and span) are kept once."""
+    from vidtune.data.exports import items_from_export
+    from vidtune.data.external import sniff_format
+
     source = Path(source)
-    if not source.is_file() or source.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise DatasetError(f"{source}: not a manifest file (.csv, .jsonl)")
-    notes = _Notes()
-    reader = _from_csv if source.suffix.lower() == ".csv" else _from_jsonl
-    items = reader(source, notes, required=("path",))
+    if source.is_file() and sniff_format(source) is not None:
+        items = items_from_export(source, media_root=os.environ.get("VIDTUNE_MEDIA_ROOT") or None)
+    else:
+        if not source.is_file() or source.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise DatasetError(f"{source}: not a manifest file (.csv, .jsonl)")
+        notes = _Notes()
+        reader = _from_csv if source.suffix.lower() == ".csv" else _from_jsonl
+        items = reader(source, notes, required=("path",))
     seen: dict[tuple, VideoItem] = {}
     for it in items:
         seen.setdefault(it.key(), it)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidtune.data.external import sniff_format
 from vidtune.data.manifest import MANIFEST_SUFFIXES, VideoItem, load_unlabelled, walk_videos
 from vidtune.errors import DatasetError, VideoDecodeError, VidtuneError
 
@@ -92,7 +93,7 @@ def load_pool(sources, clip_seconds: float | None = None, *, skipped: list[dict]
                 raise DatasetError(f"{p}: the folder holds no video files")
             for v in found:
                 items.extend(_cut(v, None, None, clip, skipped))
-        elif p.suffix.lower() in MANIFEST_SUFFIXES:
+        elif p.suffix.lower() in MANIFEST_SUFFIXES or sniff_format(p) is not None:  # also LS / CVAT exports
             for it in load_unlabelled(p):
                 items.extend(_cut(it.path, it.start, it.end, clip, skipped))
         else:

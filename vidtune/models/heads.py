@@ -157,6 +157,32 @@ class MeanHead(TemporalHead):
         return self.with_sound(pooled, audio)  # (B, D [+ C] [+ E])
 
 
+@register_head("flow_linear")
+class FlowLinearHead(TemporalHead):
+    """Logistic regression on the clip's optical-flow cues alone: the time-mean of each frame's flow
+    descriptor (:mod:`vidtune.data.flow`: mean displacement per cell of a 3x3 grid plus the change of
+    brightness), then one linear layer. Appearance channels are read past, never used.
+
+    The simplest model that reads how the picture moves: with one labelled clip per class it tells
+    camera motions apart on unseen photos where heads over appearance tokens are near chance. The
+    flow between consecutive frames changes sign when the clip plays backwards, so it is order-aware.
+    """
+
+    order_aware = True
+
+    def __init__(self, in_dim, num_classes, frames, dropout=0.2, dim=256, grid=1, flow=0, **fusion):
+        if not flow:
+            raise ValueError("the flow_linear head reads optical-flow cues: build it with flow > 0")
+        if fusion.get("audio"):
+            raise ValueError("the flow_linear head reads optical-flow cues only, no audio")
+        super().__init__(in_dim, num_classes, frames, dropout, dim, grid, flow, **fusion)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(flow, num_classes)
+
+    def pool(self, feats):
+        return _tokens(feats)[:, :, 0, -self.flow :].mean(dim=1)  # (B, C): the clip's mean flow cues
+
+
 def motion_summary(feats: torch.Tensor) -> torch.Tensor:
     """Appearance-free motion cues per frame from frozen tokens: ``(B, T, G, D)`` -> ``(B, T, G + G*G)``.
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 FORMAT = "vidtune-run"
 FORMAT_VERSION = 1
 TASKS = ("single_label", "multilabel")
-TEMPORAL_KINDS = ("mean", "attention", "transformer", "tsm")
+TEMPORAL_KINDS = ("mean", "attention", "transformer", "tsm", "flow_linear")
 MODALITIES = ("video", "audio")
 _TASK_ALIASES = {"single": "single_label", "singlelabel": "single_label", "multi_label": "multilabel",
                  "multi": "multilabel"}
@@ -35,7 +35,8 @@ class ModelSpec:
     """The architecture of a run: backbone, temporal model and how frames become tokens.
 
     backbone: registry/timm/torchvision name. temporal: mean | attention | transformer | tsm (a mean
-    head over a backbone with temporal shifts in ``tsm["blocks"]``). frames: segments per clip.
+    head over a backbone with temporal shifts in ``tsm["blocks"]``) | flow_linear (a linear model on
+    the clip's optical-flow cues alone). frames: segments per clip.
     grid: tokens per frame side (1: one pooled vector). head: the head's options (dropout, dim, ...;
     ``audio``/``fusion`` for a fused run). audio: a fused run's audio encoder, ``{"encoder", "id", "dim"}``.
     """
@@ -65,6 +66,8 @@ class ModelSpec:
         if self.audio is not None and not (isinstance(self.audio, dict) and self.audio.get("encoder")
                                            and int(self.head.get("audio", 0)) == int(self.audio.get("dim", -1))):
             raise ConfigError("audio", "must name the audio encoder and its width, the width the head reads")
+        if self.temporal == "flow_linear" and not int(self.head.get("flow", 0)):
+            raise ConfigError("head", "a flow_linear run must name the flow channels its head reads")
         if self.audio is None and int(self.head.get("audio", 0)):
             raise ConfigError("audio", "must name the audio encoder of a head that reads audio")
 

@@ -49,7 +49,7 @@ def shared_with_training(run_dir, items: list[VideoItem], cache=None) -> list[di
         log.warning("%s is unreadable (%s); not checking the evaluation set against the training set", path, exc)
         return []
     by_path, by_digest = {}, {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "unlabeled"):  # unlabeled: pool clips a --unlabeled run trained on
         for row in record.get(split, []):
             by_path.setdefault(os.path.realpath(row["path"]), (row["path"], split))
             if row.get("digest"):

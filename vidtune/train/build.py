@@ -27,6 +27,8 @@ def build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, ModelSp
 
     if cfg.init:
         return _build_from_run(cfg, labels)
+    if cfg.temporal == "auto":  # the richest features any candidate reads (vidtune.train.auto chooses the head)
+        cfg = replace(cfg, temporal="attention", flow=None)
     encoder = create_backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     tsm = None
     if cfg.temporal == "tsm":
@@ -40,7 +42,7 @@ def build(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifier, ModelSp
     spec = ModelSpec(backbone=cfg.backbone, source=encoder.source, arch=encoder.arch,
                      feature_dim=encoder.num_features, temporal=cfg.temporal, frames=cfg.frames,
                      grid=cfg.grid or default_grid(cfg.temporal, encoder),
-                     head=_head_options(cfg, uses_flow(cfg, encoder), audio), tsm=tsm, audio=audio)
+                     head=head_options(cfg, uses_flow(cfg, encoder), audio), tsm=tsm, audio=audio)
     return assemble(encoder, spec, len(labels), shift=False), spec, None
 
 
@@ -68,7 +70,7 @@ def _build_from_run(cfg: TrainConfig, labels: list[str]) -> tuple[VideoClassifie
     # the head carries over when it reads the same inputs: same kind, same sound (or none) fused the same way
     keep_head = temporal == src_model.temporal and audio == src_model.audio and (
         audio is None or src_model.head.get("fusion") == cfg.fusion)
-    head = _head_options(cfg, uses_flow(cfg, source.encoder), audio)
+    head = head_options(cfg, uses_flow(cfg, source.encoder), audio)
     if keep_head:
         head = {**src_model.head, **({"modality_dropout": cfg.modality_dropout} if audio else {})}
     spec = replace(src_model, temporal=temporal, frames=cfg.frames, head=head, audio=audio)
@@ -114,6 +116,11 @@ def uses_flow(cfg: TrainConfig, encoder) -> bool:
     image backbone with cached features. On real footage they learned what the training clips show
     instead of how it moves without it (camera motion over unseen photos: 0.20-0.50 top-1 without
     flow cues, 0.89-0.99 with them; bench/realworld.py)."""
+    if cfg.temporal == "flow_linear":  # the flow cues are all it reads
+        if getattr(encoder, "clip_len", 1) > 1:
+            raise ConfigError("temporal", f"flow_linear reads optical-flow cues of frames, for image backbones; "
+                                          f"{cfg.backbone} is a video model: use mean/attention/transformer")
+        return True
     if cfg.flow is not None:
         if cfg.flow and getattr(encoder, "clip_len", 1) > 1:
             raise ConfigError("flow", f"is for image backbones; {cfg.backbone} is a video model that sees motion itself")
@@ -122,7 +129,7 @@ def uses_flow(cfg: TrainConfig, encoder) -> bool:
             and getattr(encoder, "clip_len", 1) == 1)
 
 
-def _head_options(cfg: TrainConfig, flow: bool = False, audio: dict | None = None) -> dict:
+def head_options(cfg: TrainConfig, flow: bool = False, audio: dict | None = None) -> dict:
     opts = {"dropout": cfg.dropout, "dim": cfg.head_dim, "depth": cfg.depth, "motion": cfg.motion_tokens}
     if flow:
         opts["flow"] = FLOW_CHANNELS

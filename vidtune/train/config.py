@@ -10,7 +10,9 @@ from vidtune.errors import ConfigError
 from vidtune.runs.config import TEMPORAL_KINDS
 
 STRATEGIES = ("linear", "partial", "full")
-TEMPORALS = TEMPORAL_KINDS  # tsm: temporal shift inside the backbone + mean consensus
+TEMPORALS = (*TEMPORAL_KINDS, "auto")  # tsm: temporal shift inside the backbone + mean consensus; auto: chosen
+# by grouped cross-validation on the cached features (vidtune.train.auto)
+SEMI = ("auto", "pseudo", "propagate")  # --unlabeled: how the pool is labelled (vidtune.train.semi)
 BALANCE = ("loss", "sampler", "logit_adjust", "none")
 AUGMENTS = ("none", "robust")
 AUGMENT_SEVERITIES = (1, 2, 3, 4, 5)  # --augment robust draws every corruption at every severity
@@ -40,7 +42,8 @@ class TrainConfig:
     backbone: str = DEFAULT_BACKBONE  # registry name, timm name or tv/<torchvision model>
     weights: str | None = None  # local weights file instead of the backbone's pretrained source
     pretrained: bool = True  # False: random initialisation (a baseline for transfer)
-    temporal: str | None = None  # mean | attention | transformer | tsm; None: mean, or the --init run's
+    temporal: str | None = None  # mean | attention | transformer | tsm | flow_linear | auto; None: mean, or the
+    # --init run's; auto: the head (and flow cues) chosen by grouped cross-validation on the cached features
     frames: int = 8  # TSN segments = frames per clip
     grid: int | None = None  # space-time tokens: g x g cells of the last feature map per frame (1: pooled)
     depth: int = 2  # transformer head: layers
@@ -93,6 +96,9 @@ class TrainConfig:
     modality_dropout: float = 0.1  # audio: per training clip, drop the sound (missing token) with this
     # probability, or the frames with the same probability
     audio_encoder: str = "whisper"  # audio: whisper (Whisper tiny.en encoder, the speech extra) | logmel
+    unlabeled: str | None = None  # unlabelled clips (folder, manifest or video file) for semi-supervised training
+    # of the head: pseudo-labels or label propagation, kept only where validation says they help
+    semi: str = "auto"  # with unlabeled: pseudo | propagate | auto (both tried, the best on validation kept)
 
     @property
     def modality_list(self) -> tuple[str, ...]:
@@ -106,7 +112,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name, choices in (("temporal", TEMPORALS), ("strategy", ("auto", *STRATEGIES)), ("balance", BALANCE),
-                              ("augment", AUGMENTS), ("task", TASKS), ("select", SELECT)):
+                              ("augment", AUGMENTS), ("task", TASKS), ("select", SELECT), ("semi", SEMI)):
             v = getattr(self, name)
             if v is not None and v not in choices:
                 raise ConfigError(name, f"must be one of {', '.join(c for c in choices)}, got {v!r}")
@@ -118,6 +124,12 @@ class TrainConfig:
             raise ConfigError("temporal", "tsm shifts channels inside the backbone, so it must be trained end to "
                                           "end: use the partial (or full) strategy, or a head on frozen features "
                                           "(attention/transformer)")
+        if self.temporal in ("auto", "flow_linear") and self.strategy in ("partial", "full"):
+            raise ConfigError("temporal", f"{self.temporal} trains heads on cached features: use the linear strategy")
+        if self.temporal == "flow_linear" and self.flow is False:
+            raise ConfigError("flow", "flow_linear reads the optical-flow cues alone: drop --no-flow")
+        if self.unlabeled is not None and self.strategy in ("partial", "full"):
+            raise ConfigError("unlabeled", "trains the head on cached features of the pool: use the linear strategy")
         if self.flow and (self.strategy in ("partial", "full") or self.temporal == "tsm"):
             raise ConfigError("flow", "is computed with the cached features, so it needs the linear strategy")
         if self.init and self.weights:
@@ -171,6 +183,9 @@ class TrainConfig:
         if not 0.0 <= self.modality_dropout < 0.5:
             raise ConfigError("modality_dropout", f"must be in [0, 0.5) (sound and frames are each dropped with "
                                                   f"this probability), got {self.modality_dropout}")
+        if self.audio and (self.temporal in ("auto", "flow_linear") or self.unlabeled is not None):
+            raise ConfigError("modalities", "video,audio is not available with --temporal auto/flow_linear or "
+                                            "--unlabeled yet: train a video-only head, or pick the head yourself")
         if self.audio and (self.strategy in ("partial", "full") or self.temporal == "tsm"):
             raise ConfigError("modalities", "with audio trains a head on cached frame and audio features: use the "
                                             "linear strategy (and a mean, attention or transformer head)")
@@ -198,7 +213,8 @@ class TrainConfig:
         if cfg.temporal is None and not cfg.init:
             cfg.temporal = "mean"
         if cfg.strategy == "auto":  # tsm changes the backbone itself, so it has no frozen-feature path
-            end_to_end = (device_type != "cpu" and not cfg.flow and not cfg.audio) or cfg.temporal == "tsm"
+            end_to_end = (device_type != "cpu" and not cfg.flow and not cfg.audio and cfg.unlabeled is None
+                          and cfg.temporal not in ("auto", "flow_linear")) or cfg.temporal == "tsm"
             cfg.strategy = "partial" if end_to_end else "linear"
         if cfg.min_steps is None:
             cfg.min_steps = MIN_STEPS if cfg.strategy == "linear" and cfg.epochs is None else 0

@@ -52,6 +52,23 @@ def corrupted_views(encoder, items, cfg: TrainConfig, device, cache, progress,
     return views
 
 
+def stack_views(feats: dict[int, torch.Tensor], idx: list[int], aug: list[dict[int, torch.Tensor]]) -> torch.Tensor:
+    """Features ``(N, T, V * sets, ...)`` of the clips ``idx`` in one preallocated CPU tensor: each clip's
+    ``V`` clean views, then its corrupted copies (``aug[a]`` keyed by position in ``idx``; a clip whose
+    copy failed repeats its clean views). Takes the clean features out of ``feats``.
+
+    10,000 clips x 8 frames x 3 views x 1280 floats is ~1 GB per 1,000 clips: batches move to the
+    device as they are used."""
+    first = feats[idx[0]]
+    v, sets = first.shape[1], 1 + len(aug)
+    x = torch.empty((len(idx), first.shape[0], v * sets, *first.shape[2:]), dtype=first.dtype)  # (N, T, V * sets, D)
+    for j, i in enumerate(idx):
+        x[j, :, :v] = feats.pop(i)
+        for a, copy in enumerate(aug, start=1):
+            x[j, :, a * v : (a + 1) * v] = copy.get(j, x[j, :, :v])
+    return x
+
+
 @contextlib.contextmanager
 def small_op_threads(device: torch.device):
     """One CPU thread while training a head on cached features: its ops are too small to split, and
@@ -101,35 +118,51 @@ class LinearStrategy:
         self.used = {"train": [train_items[i] for i in tr_idx], "val": [val_items[i] for i in va_idx]}
         task.require(self.used["train"], self.skipped)
         aug = corrupted_views(encoder, self.used["train"], cfg, device, cache, progress, flow=flow)
-        # Features stay on the CPU in one preallocated tensor (10,000 clips x 8 frames x 3 views x 1280
-        # floats is ~1 GB per 1,000 clips); batches move to the device as they are used. Corrupted
-        # copies (--augment robust) follow the clean views on the view axis.
-        first = tr_feats[tr_idx[0]]
-        self.sets = 1 + len(aug)
-        self.v = first.shape[1]
-        x_tr = torch.empty((len(tr_idx), first.shape[0], self.v * self.sets, *first.shape[2:]),
-                           dtype=first.dtype)  # (N, T, V * sets, D)
-        for j, i in enumerate(tr_idx):
-            x_tr[j, :, : self.v] = tr_feats.pop(i)
-            for a, feats in enumerate(aug, start=1):
-                x_tr[j, :, a * self.v : (a + 1) * self.v] = feats.get(j, x_tr[j, :, : self.v])
-        self.x_tr = x_tr
-        self.y_tr = task.targets(self.used["train"])
-        self.x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
-        self.y_va = task.targets(self.used["val"]) if va_idx else None
-        self.has_val = self.x_va is not None
-        task.balance_for(self.y_tr, cfg.balance, device)
-        task.set_reversal(cfg.reverse_map(task.labels), flow=model.head.flow)
+        views = tr_feats[tr_idx[0]].shape[1]
+        x_tr = stack_views(tr_feats, tr_idx, aug)
+        x_va = torch.stack([va_feats[i][:, 0] for i in va_idx]) if va_idx else None  # (M, T, D)
+        y_va = task.targets(self.used["val"]) if va_idx else None
         if model.audio is not None:  # a fused run: each segment's sound rides along with its frame features
             from vidtune.runs.sound import with_sound
 
-            x_tr, self.x_va = with_sound(model.audio, self.used, cfg.frames, x_tr, self.x_va, cache, progress)
-            self.x_tr = x_tr
+            x_tr, x_va = with_sound(model.audio, self.used, cfg.frames, x_tr, x_va, cache, progress)
             if self.x_va_fp32 is not None:
                 _, self.x_va_fp32 = with_sound(model.audio, {"train": [], "val": self.used["val"]}, cfg.frames,
                                                x_tr[:0], self.x_va_fp32, cache)
+        self.adopt(x_tr, task.targets(self.used["train"]), x_va, y_va, views)
+
+    @classmethod
+    def from_tensors(cls, model, task: Task, cfg: TrainConfig, device: torch.device, progress, x_tr: torch.Tensor,
+                     y_tr: torch.Tensor, x_va: torch.Tensor | None, y_va: torch.Tensor | None, views: int,
+                     used: dict | None = None, skipped: list[dict] | None = None) -> LinearStrategy:
+        """A strategy over features already in memory (``x_tr`` ``(N, T, views * sets, ...)``, ``x_va``
+        ``(M, T, ...)`` or None): heads compared on one extraction (``--temporal auto``), heads trained
+        on labelled plus pseudo-labelled clips (``--unlabeled``)."""
+        self = cls.__new__(cls)
+        self.model, self.task, self.cfg, self.device, self.progress = model, task, cfg, device, progress
+        self.module = model.head
+        self.scaler = None
+        self.ckpt = None
+        self.skipped = list(skipped or [])
+        self.x_va_fp32 = None
+        self.used = used if used is not None else {"train": [], "val": []}
+        self.adopt(x_tr, y_tr, x_va, y_va, views)
+        return self
+
+    def adopt(self, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor | None, y_va: torch.Tensor | None,
+              views: int) -> None:
+        """Train on ``x_tr`` ``(N, T, views * sets, ...)`` with targets ``y_tr`` and validate on ``x_va``
+        (class balancing, time reversal and the epoch generator set up afresh)."""
+        task, cfg = self.task, self.cfg
+        self.v = views
+        self.sets = x_tr.shape[2] // views
+        self.x_tr, self.y_tr = x_tr, y_tr
+        self.x_va, self.y_va = x_va, y_va
+        self.has_val = x_va is not None
+        task.balance_for(y_tr, cfg.balance, self.device)
+        task.set_reversal(cfg.reverse_map(task.labels), flow=self.model.head.flow)
         self.tok = x_tr.shape[3:]  # (D,) or (G, D) for space-time tokens
-        self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], self.v * self.sets, -1)
+        self.x_flat = x_tr.view(x_tr.shape[0], x_tr.shape[1], x_tr.shape[2], -1)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.fitter: Fitter | None = None
 

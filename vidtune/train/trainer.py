@@ -117,17 +117,36 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         train_items = few_shot(train_items, cfg.shots, cfg.seed)
     ckpt = _checkpointing(out, cfg, task, train_items, val_items, device, resume)
 
-    model, spec, lineage = build(cfg, labels)
-    encoder = model.encoder
-    if getattr(encoder, "shift_state", None) is not None and cfg.strategy == "linear":
-        raise ConfigError("strategy", f"must be partial or full: the init run's backbone has temporal shifts "
-                                      f"({cfg.init}), so its features cannot be cached per frame")
-    if cfg.strategy == "linear":
+    if cfg.unlabeled is not None:
+        from vidtune.train.semi import check_pool_config
+
+        check_pool_config(task, bool(val_items))
+    auto = None  # --temporal auto: the candidates' scores and the choice
+    if cfg.temporal == "auto":
+        from vidtune.train.auto import select_head
+
         cache = open_cache(cfg.cache_dir, cfg.use_cache)
-        strategy = LinearStrategy(model, train_items, val_items, task, cfg, device, cache, progress, ckpt)
+        model, spec, strategy, auto = select_head(cfg, labels, train_items, val_items, task, device, cache, progress,
+                                                  ckpt)
+        lineage = None
     else:
-        strategy = EndToEndStrategy(model, train_items, val_items, task, cfg, device, progress, ckpt)
-    fit = strategy.fit()
+        model, spec, lineage = build(cfg, labels)
+        if getattr(model.encoder, "shift_state", None) is not None and cfg.strategy == "linear":
+            raise ConfigError("strategy", f"must be partial or full: the init run's backbone has temporal shifts "
+                                          f"({cfg.init}), so its features cannot be cached per frame")
+        if cfg.strategy == "linear":
+            cache = open_cache(cfg.cache_dir, cfg.use_cache)
+            strategy = LinearStrategy(model, train_items, val_items, task, cfg, device, cache, progress, ckpt)
+        else:
+            strategy = EndToEndStrategy(model, train_items, val_items, task, cfg, device, progress, ckpt)
+    encoder = model.encoder
+    semi = None  # --unlabeled: which labelling of the pool was kept, and the validation scores
+    if cfg.unlabeled is not None:
+        from vidtune.train.semi import fit_with_pool
+
+        fit, semi = fit_with_pool(strategy, cfg.unlabeled, cache, progress)
+    else:
+        fit = strategy.fit()
     history, best_epoch, train_fit, skipped, used = fit.history, fit.best_epoch, fit.train_fit, fit.skipped, fit.used
     val_logits, val_y = fit.val_logits, fit.val_y
     if val_y is None:  # no validation set
@@ -147,6 +166,8 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
                   "eval": "centre", "views": cfg.views, "clip_seconds": median_clip_seconds(used["train"])},
         train=asdict(cfg),
         data={"source": str(data), "train": dict(sorted(used_counts.items())),
+              **({"unlabeled": {"source": str(cfg.unlabeled), "used": len(used.get("unlabeled", [])),
+                                "kept": semi["kept"]}} if semi is not None else {}),
               "val": dict(sorted(Counter(lab for it in used["val"] for lab in task.labels_of(it)).items()))},
         thresholds=thresholds, background=cfg.background, lineage=lineage or None,
         modalities=("video", "audio") if spec.audio else ("video",),
@@ -155,6 +176,10 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
               "best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.perf_counter() - t_start, 2)}
     if "int8" in fit.info:  # --int8: validation with int8 features against fp32 ones
         result["int8"] = fit.info["int8"]
+    if auto is not None:
+        result["temporal_auto"] = auto
+    if semi is not None:
+        result["semi"] = semi
     if not _writes():
         return result
     metrics = {
@@ -166,6 +191,8 @@ def _train(data, out: Path, cfg: TrainConfig | None, progress: Progress | None, 
         "skipped": len(skipped),
         "seconds": round(time.perf_counter() - t_start, 2),
         **({"int8": fit.info["int8"]} if "int8" in fit.info else {}),
+        **({"temporal_auto": auto} if auto is not None else {}),
+        **({"semi": semi} if semi is not None else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / "model.safetensors", run_id)  # best epoch on validation
