@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidtune.data.external import sniff_format
-from vidtune.data.manifest import MANIFEST_SUFFIXES, VideoItem, load_unlabelled, walk_videos
+from vidtune.data.manifest import VideoItem, load_unlabelled
+from vidtune.data.pool import load_pool as load_video_items
 from vidtune.errors import DatasetError, VideoDecodeError, VidtuneError
 
 log = logging.getLogger(__name__)
@@ -83,21 +83,8 @@ def load_pool(sources, clip_seconds: float | None = None, *, skipped: list[dict]
         if isinstance(src, VideoItem):
             items.extend(_cut(src.path, src.start, src.end, clip, skipped))
             continue
-        p = Path(src)
-        if not p.exists():
-            raise DatasetError(f"pool not found: {p}. Pass a folder of videos, a manifest (.csv/.jsonl with a path "
-                               "column) or video files")
-        if p.is_dir():
-            found = walk_videos(p)
-            if not found:
-                raise DatasetError(f"{p}: the folder holds no video files")
-            for v in found:
-                items.extend(_cut(v, None, None, clip, skipped))
-        elif p.suffix.lower() in MANIFEST_SUFFIXES or sniff_format(p) is not None:  # also LS / CVAT exports
-            for it in load_unlabelled(p):
-                items.extend(_cut(it.path, it.start, it.end, clip, skipped))
-        else:
-            items.extend(_cut(p, None, None, clip, skipped))
+        for it in load_video_items([src]):  # a folder, a manifest or an export, or a video file
+            items.extend(_cut(it.path, it.start, it.end, clip, skipped))
     seen: dict[str, PoolItem] = {}
     for it in items:
         seen.setdefault(it.key, it)
