@@ -330,3 +330,33 @@ def test_fiftyone_missing_extra_is_clear(capsys, ls_dataset, ls_run, tmp_path, m
     code, stdout, err = run(capsys, "labels", "export", ls_run, *vids, "--to", "fiftyone", "-q",
                             "--out", tmp_path / "r.json")
     assert code == 0 and "python -m vidtune.labels.fiftyone_dataset" in err
+
+
+def test_index_embeddings_export_to_fiftyone_records(capsys, tmp_path):
+    """`labels export INDEX --to fiftyone`: each indexed video's stored vector and its segments' vectors,
+    read back from the index (no recomputation), in a records file the FiftyOne loader accepts."""
+    from tests.indexes import TINY
+    from vidtune.index.search import build_index
+    from vidtune.index.store import VideoIndex
+    from vidtune.labels.fiftyone_dataset import read_records
+
+    clips = [videos.write_indexed_video(tmp_path / f"v{i}.mp4", 24 + 8 * i) for i in range(2)]
+    build_index(tmp_path / "ix", clips, TINY)
+    records = tmp_path / "ix.json"
+    code, stdout, err = run(capsys, "labels", "export", tmp_path / "ix", "--to", "fiftyone", "--out", records, "-q",
+                            "--json")
+    assert code == 0, err
+    assert "python -m vidtune.labels.fiftyone_dataset" in json.loads(stdout).get("note", "") or json.loads(
+        stdout).get("dataset")
+    payload = read_records(records)
+    with VideoIndex.open(tmp_path / "ix") as ix:
+        rows = {r.path: r for r in ix.videos()}
+        for s in payload["samples"]:
+            e = ix.stored_embedding(rows[s["filepath"]].id)
+            assert np.allclose(s["embedding"], e.video, atol=1e-6)
+            assert [(c["start"], c["end"]) for c in s["clips"]] == [(round(float(a), 4), round(float(b), 4))
+                                                                    for a, b in zip(e.starts, e.ends)]
+    assert sorted(s["filepath"] for s in payload["samples"]) == sorted(str(c.resolve()) for c in clips)
+    # an index holds no classifier: only FiftyOne takes it
+    code, _, err = run(capsys, "labels", "export", tmp_path / "ix", "--to", "labelstudio")
+    assert code == 2 and "FiftyOne only" in err

@@ -109,7 +109,7 @@ def index_records(index_dir) -> tuple[list[dict], dict]:
                             "clips": [{"start": round(float(a), 4), "end": round(float(b), 4),
                                        "embedding": [round(float(x), 6) for x in v]}
                                       for a, b, v in zip(e.starts, e.ends, e.segments)]})
-        model = ix.model_id()
+        model = ix.model_id
     return records, {"labels": [], "multilabel": False, "model_version": f"vidtune-index:{model[:12]}"}
 
 
