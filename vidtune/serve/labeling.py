@@ -88,19 +88,27 @@ class _Stopped(Exception):
 
 
 class _PhaseTask:
-    def __init__(self, desk: LabelDesk, description: str, total: int | None):
-        self.desk, self.description, self.total, self.done = desk, description, total, 0
+    def __init__(self, desk: LabelDesk, description: str, total: float | None, unit: str = ""):
+        self.desk, self.description, self.total, self.unit, self.done = desk, description, total, unit, 0
         desk.phase = description
 
-    def advance(self, n: int = 1) -> None:
+    def _show(self) -> None:
+        if self.total:
+            unit = f" {self.unit}" if self.unit and self.unit != "videos" else ""
+            self.desk.phase = f"{self.description} {self.done:g}/{self.total:g}{unit}"
+
+    def advance(self, n: float = 1) -> None:
         if self.desk.closing:  # the server is stopping: end a long ranking or training at its next step
             raise _Stopped()
         self.done += n
-        if self.total:
-            self.desk.phase = f"{self.description} {self.done}/{self.total}"
+        self._show()
 
     def update(self, **fields) -> None:
-        pass
+        if self.desk.closing:
+            raise _Stopped()
+        if "completed" in fields:
+            self.done = fields["completed"]
+            self._show()
 
 
 class _Phase:
@@ -110,8 +118,8 @@ class _Phase:
         self.desk = desk
 
     @contextmanager
-    def task(self, description: str, total: int | None):
-        yield _PhaseTask(self.desk, description, total)
+    def task(self, description: str, total: float | None, unit: str = "videos"):
+        yield _PhaseTask(self.desk, description, total, unit)
 
 
 class LabelDesk:
