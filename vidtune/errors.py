@@ -133,3 +133,20 @@ class MissingExtraError(VidtuneError):
 class NonFiniteError(VidtuneError):
     """A network gave NaN or infinite numbers (features, scores): its weights or engine are damaged. Such
     numbers are never cached, printed or written as a result."""
+
+
+class JournalError(VidtuneError):
+    """The label journal or its manifest cannot be used as they are (damaged, foreign, edited by hand)."""
+
+
+class LabelConflictError(VidtuneError):
+    """An action that contradicts the label journal's state (HTTP 409): another label already stands, or
+    there is nothing to undo."""
+
+    status = 409
+
+
+class RetrainConflictError(VidtuneError):
+    """A retrain asked for while one is running (HTTP 409)."""
+
+    status = 409

@@ -32,24 +32,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidtune.errors import VidtuneError
+from vidtune.errors import JournalError, LabelConflictError, VidtuneError  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vidtune-label-journal"
 VERSION = 1
 OPS = ("label", "skip", "undo")
-
-
-class JournalError(VidtuneError):
-    """The journal or its manifest cannot be used as they are (damaged, foreign, edited by hand)."""
-
-
-class LabelConflictError(VidtuneError):
-    """An action that contradicts the journal's state (HTTP 409): another label already stands, or
-    there is nothing to undo."""
-
-    status = 409
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fastapi import Request  # at module level: the routes' annotations are resolved here
 
-from vidtune.errors import ConfigError, NotServedError, VidtuneError
+from vidtune.errors import ConfigError, NotServedError, RetrainConflictError, VidtuneError
 from vidtune.labels.journal import Clip, LabelConflictError, LabelJournal, clip_key, journal_path
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ MAX_QUEUE = 100
 SKIP_KEY, UNDO_KEY, REPLAY_KEY = "s", "u", "r"
 CLASS_KEYS = "1234567890" + "".join(c for c in "qwertyuiopadfghjklzxcvbnm" if c not in (SKIP_KEY, UNDO_KEY,
                                                                                        REPLAY_KEY))
-
-
-class RetrainConflictError(VidtuneError):
-    status = 409
 
 
 def parse_classes(text) -> tuple[str, ...]:
