@@ -199,8 +199,8 @@ def timed(cmd: list[str], code_root: Path = ROOT, ok=(0,)) -> tuple[float, int, 
 def method_labels(method: str, stdout: str, videos: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """``({video: top-1 label}, {video: why it failed})`` from a method's output; raises
     :class:`MethodFailed` when the output does not account for every video."""
-    try:
-        data = json.loads(stdout.strip().splitlines()[-1])
+    try:  # the child methods print one line; `vidtune predict --json` one (indented) JSON document
+        data = json.loads(stdout.strip().splitlines()[-1] if method in ("seed", "torchcodec") else stdout)
     except (IndexError, json.JSONDecodeError):
         raise MethodFailed(f"no JSON result on stdout ({stdout[-200:]!r})") from None
     if method in ("seed", "torchcodec"):
