@@ -50,3 +50,13 @@ def best_of(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def write_rows_csv(path, rows: list[dict]) -> None:
+    """Result rows (dicts with the same keys) as a CSV, rewritten after each cell so a stopped run keeps them."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realworld_data  # noqa: E402
-from _common import CACHE  # noqa: E402
+from _common import CACHE, write_rows_csv  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMERA4 = ("pan_left", "pan_right", "zoom_in", "zoom_out")
@@ -128,10 +128,7 @@ def main(argv=None) -> list[dict]:
                 print(f"K={k} seed {seed} {name:7s} pool: test top-1 {r['top1']:.3f} head {r['head']} "
                       f"kept {r['kept']} (val {r['base_val']} -> {r['semi_val']}, {r['pseudo_labelled']} pseudo) "
                       f"{r['seconds']:.0f}s", flush=True)
-                with open(args.out / f"{args.tag}.csv", "w", newline="", encoding="utf-8") as f:
-                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                    w.writeheader()
-                    w.writerows(rows)
+                write_rows_csv(args.out / f"{args.tag}.csv", rows)
     print("\n".join(summary(rows)))
     return rows
 

@@ -16,7 +16,6 @@ Writes ``bench/results/temporal_auto.csv`` and prints a table. ``main(argv)`` re
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realworld_data  # noqa: E402
-from _common import CACHE  # noqa: E402
+from _common import CACHE, write_rows_csv  # noqa: E402
 from label_semi import CAMERA4, camera_subset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -107,10 +106,7 @@ def main(argv=None) -> list[dict]:
                     print(f"[{task}] K={k} seed {seed} {head:16s} test top-1 {r['top1']:.3f}"
                           + (f" (chose {r['chosen']}; CV {r['cv']})" if r["chosen"] else "")
                           + f" {r['seconds']:.0f}s", flush=True)
-                    with open(args.out / f"{args.tag}.csv", "w", newline="", encoding="utf-8") as f:
-                        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                        w.writeheader()
-                        w.writerows(rows)
+                    write_rows_csv(args.out / f"{args.tag}.csv", rows)
     print("\n".join(summary(rows)))
     return rows
 

@@ -18,23 +18,13 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
 
 from tests import videos  # noqa: E402
-from tests.webapp import running, shared_site  # noqa: E402
+from tests.webapp import chromium_browser, running, shared_site  # noqa: E402
 from vidtune.serve import Catalog, create_app  # noqa: E402
-
-CHROMIUM = os.environ.get("VIDTUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium, or set VIDTUNE_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        except sync_api.Error as exc:
-            pytest.skip(f"chromium at {CHROMIUM} does not start under Playwright: {str(exc).splitlines()[0]}")
-        yield b
-        b.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")

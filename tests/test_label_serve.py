@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (test extra)")
 
 from tests import videos  # noqa: E402
-from tests.webapp import running, shared_site  # noqa: E402
+from tests.webapp import running, serve_process, shared_site  # noqa: E402
 from vidtune.cli.main import main  # noqa: E402
 from vidtune.data.manifest import load_dataset  # noqa: E402
 from vidtune.errors import VidtuneError  # noqa: E402
@@ -225,18 +224,10 @@ def test_retrain_trains_on_the_labels_and_reranks_the_queue(client, site, tmp_pa
 
 def serve(site, out: Path, cache: Path, *extra) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtune", "serve", "--label-pool", str(site["root"] / "train"),
-                             "--label-out", str(out), "--classes", ",".join(CLASSES), "--run", str(site["runs"][0]),
-                             "--port", "0", "--cache-dir", str(cache), "--device", "cpu", "--json", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    text = ""
-    while True:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()
-        text += line
-        if line.startswith("}"):
-            break
-    return proc, json.loads(text)["url"]
+    proc, info = serve_process(["--label-pool", site["root"] / "train", "--label-out", out, "--classes",
+                                ",".join(CLASSES), "--run", site["runs"][0], "--port", "0", "--cache-dir", cache,
+                                "--device", "cpu", *extra], env)
+    return proc, info["url"]
 
 
 def test_kill_9_after_an_acknowledged_label_loses_nothing(site, tmp_path):

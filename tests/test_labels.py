@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests import videos
+from tests.test_cli import run, run_json
 from vidtune.cli.main import main
 from vidtune.data.manifest import load_dataset
 from vidtune.data.sample import write_sample_dataset
@@ -21,18 +22,6 @@ from vidtune.labels.suggest import suggest, uncertainty, weighted_k_center
 TINY_BB = ["--backbone", "test_efficientnet", "--no-pretrained", "--frames", "3", "--workers", "0"]
 TINY_TRAIN = [*TINY_BB, "--epochs", "2", "--min-steps", "5", "--views", "1", "--augment", "none"]
 KINDS = {"a": 12, "b": 2, "c": 2, "d": 2, "e": 2}  # one source is 60% of the pool
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def run_json(capsys, *argv) -> tuple[int, dict]:
-    code, out, err = run(capsys, *argv, "--json")
-    assert out.strip(), err
-    return code, json.loads(out)
 
 
 def kind(path) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (test extra)")
 
 from tests import videos  # noqa: E402
-from tests.webapp import running, shared_site, tree  # noqa: E402
+from tests.webapp import running, serve_process, shared_site, tree  # noqa: E402
 from vidtune.cli.main import main  # noqa: E402
 from vidtune.serve import Catalog, create_app  # noqa: E402
 
@@ -333,18 +332,9 @@ def test_without_the_web_extra_the_command_says_what_to_install(site, monkeypatc
 def test_the_command_serves_on_loopback(site, tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtune", "serve", "--run", str(site["runs"][1]), "--port", "0",
-                             "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, info = serve_process(["--run", site["runs"][1], "--port", "0", "--cache-dir", tmp_path / "cache",
+                                "--device", "cpu"], env)
     try:
-        text = ""
-        while True:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            text += line
-            if line.startswith("}"):
-                break
-        info = json.loads(text)
         assert info["url"].startswith("http://127.0.0.1:") and info["runs"] == {"run2": str(site["runs"][1])}
         r = httpx.get(info["url"] + "api/runs/run2", timeout=120)
         assert r.status_code == 200 and r.json()["labels"] == ["ball", "checkerboard", "ring", "stripes"]
@@ -702,18 +692,9 @@ def test_serve_with_a_generated_token(site, tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     env.pop("VIDTUNE_SERVE_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "vidtune", "serve", "--run", str(site["runs"][1]), "--port", "0",
-                             "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--token", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, info = serve_process(["--run", site["runs"][1], "--port", "0", "--cache-dir", tmp_path / "cache",
+                                "--device", "cpu", "--token"], env)
     try:
-        text = ""
-        while True:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            text += line
-            if line.startswith("}"):
-                break
-        info = json.loads(text)
         assert info["token_required"] is True
         base, _, token = info["url"].partition("?token=")
         assert base.startswith("http://127.0.0.1:") and len(token) >= 32

@@ -84,3 +84,43 @@ def tree(*folders) -> dict:
             st = p.lstat()
             out[str(p)] = (st.st_size, st.st_mtime_ns, p.is_dir())
     return out
+
+
+def serve_process(args, env=None):
+    """``vidtune serve ARGS --json`` in a fresh process: ``(process, start-up JSON)`` once it listens."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "vidtune", "serve", *map(str, args), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    text = ""
+    while True:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        text += line
+        if line.startswith("}"):
+            break
+    return proc, json.loads(text)
+
+
+CHROMIUM_HELP = "apt-get install chromium, or set VIDTUNE_CHROMIUM"
+
+
+def chromium_browser():
+    """A generator for a module fixture: Debian's headless chromium under Playwright, or a skip saying why."""
+    import os
+
+    import pytest
+    from playwright import sync_api
+
+    chromium = os.environ.get("VIDTUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip(f"no chromium at {chromium} ({CHROMIUM_HELP})")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        except sync_api.Error as exc:
+            pytest.skip(f"chromium at {chromium} does not start under Playwright: {str(exc).splitlines()[0]}")
+        yield b
+        b.close()
