@@ -360,3 +360,14 @@ def test_index_embeddings_export_to_fiftyone_records(capsys, tmp_path):
     # an index holds no classifier: only FiftyOne takes it
     code, _, err = run(capsys, "labels", "export", tmp_path / "ix", "--to", "labelstudio")
     assert code == 2 and "FiftyOne only" in err
+
+
+def test_import_prints_the_manifest_relative_to_the_working_folder(capsys, media, monkeypatch):
+    shutil.copy(DATA / "labelstudio" / "video_project.json", media)
+    monkeypatch.chdir(media)
+    code, stdout, err = run(capsys, "labels", "import", "video_project.json")
+    assert code == 1  # gone.mp4 is missing
+    rows_out = list(csv.reader(stdout.splitlines()))
+    assert rows_out[0] == ["path", "label", "start", "end", "group"]
+    assert rows_out[1][:2] == ["clips/walk.mp4", "walking"]  # readable from here, as printed
+    assert f"not found under {media}" in err  # the folder searched, spelled out

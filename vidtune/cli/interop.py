@@ -15,7 +15,7 @@ from vidtune.cli.console import RichProgress, err, out, print_json
 
 
 def cmd_labels_import(args) -> int:
-    from vidtune.data.external import write_manifest
+    from vidtune.data.external import manifest_text
     from vidtune.labels.interop import import_labels, import_summary
 
     if args.out is not None:
@@ -25,14 +25,8 @@ def cmd_labels_import(args) -> int:
     if args.json:
         print_json(summary)
     else:
-        if args.out is None and res.items:
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as d:  # the manifest on stdout, paths relative to here
-                tmp = Path(d) / "m.csv"
-                write_manifest(tmp, [it.__class__(path=Path(it.path).resolve(), label=it.label, start=it.start,
-                                                  end=it.end, group=it.group) for it in res.items])
-                sys.stdout.write(tmp.read_text(encoding="utf-8"))
+        if args.out is None and res.items:  # the manifest on stdout, paths relative to the working folder
+            sys.stdout.write(manifest_text(res.items, Path.cwd()))
         err.print(f"{res.format}: {summary['rows']} row(s) over {summary['videos']} video(s), "
                   f"{len(summary['classes'])} class(es): {escape(', '.join(summary['classes'][:12]))}"
                   + (" (multi-label)" if res.multilabel else "")

@@ -31,7 +31,7 @@ def read_export(path, fmt: str | None = None, media_root=None, video=None) -> Im
         raise DatasetError(f"unknown label format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if found is not None and found != fmt:
         raise DatasetError(f"{path}: looks like a {found} export, not {fmt}; use --from {found}")
-    root = Path(media_root) if media_root is not None else path.parent
+    root = (Path(media_root) if media_root is not None else path.parent).resolve()
     if not root.is_dir():
         raise DatasetError(f"--media-root {root}: not a folder. Give the folder that holds the videos the export names")
     if fmt == "labelstudio":

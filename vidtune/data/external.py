@@ -217,23 +217,28 @@ def seconds_text(t: float | None) -> str:
     return f"{float(t):.6f}".rstrip("0").rstrip(".") or "0"
 
 
-def write_manifest(path, items: list[VideoItem]) -> None:
-    """A vidtune CSV manifest ``path,label,start,end,group`` (paths relative to its folder where they can be),
-    written atomically."""
+def manifest_text(items: list[VideoItem], base: Path) -> str:
+    """A vidtune CSV manifest ``path,label,start,end,group``, paths relative to ``base`` (the manifest's
+    folder, or the working folder for one printed)."""
     import csv
     import io
 
-    from vidtune.utils import atomic_write_text
-
-    base = Path(path).resolve().parent
+    base = Path(base).resolve()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "start", "end", "group"])
     for it in items:
-        p = Path(it.path)
+        p = Path(it.path).resolve()
         try:
-            shown = os.path.relpath(p.resolve(), base)
+            shown = os.path.relpath(p, base)
         except ValueError:  # another drive (Windows)
-            shown = str(p.resolve())
+            shown = str(p)
         w.writerow([shown, it.label, seconds_text(it.start), seconds_text(it.end), it.group or ""])
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_manifest(path, items: list[VideoItem]) -> None:
+    """:func:`manifest_text` written atomically to ``path`` (paths relative to its folder)."""
+    from vidtune.utils import atomic_write_text
+
+    atomic_write_text(path, manifest_text(items, Path(path).resolve().parent))
